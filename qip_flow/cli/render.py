@@ -1,0 +1,86 @@
+"""Printing: Rich tables for people, JSON for programs (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+errors = Console(stderr=True, highlight=False)
+
+RAG_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def rag(value: str | None) -> str:
+    if not value:
+        return "[dim]–[/dim]"
+    return f"[{RAG_STYLE.get(value, '')}]{value.upper()}[/]"
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
+
+
+def history(events: list[dict[str, Any]]) -> None:
+    rows = []
+    for e in events:
+        move = f"{e['from']} → {e['to']}" if e["from"] or e["to"] else ""
+        why = e["reason"] or e["detail"].get("note", "")
+        rows.append([e["seq"], e["at"][:16].replace("T", " "), e["actor"], e["entity"],
+                     e["what"], move, why])
+    table("History", ["#", "when", "who", "what on", "event", "move", "why / note"], rows)
+
+
+def show_plan(d: dict[str, Any]) -> None:
+    console.print(f"[bold]{d['id']}[/bold] {d['title']}")
+    console.print(f"  state [bold]{d['state']}[/bold]  RAG {rag(d['rag'])}  service {d['service_id']}"
+                  f"  theme {d['theme']}")
+    console.print(f"  source {d['source_type']}: {d['source_reference']} ({d['source_date'] or '?'})")
+    console.print(f"  accountable owner {d['owner_name']}  senior sponsor {d['sponsor_name']}"
+                  f"  risks {', '.join(d['risk_ids']) or '–'}")
+    crit = d["closure_criteria"]
+    if crit:
+        console.print("  closure criteria " + ("(pinned)" if crit.get("pinned_at") else "(draft)")
+                      + ": " + "; ".join(f"{k}={v}" for k, v in crit.items() if k != "pinned_at"))
+    table("Findings", ["id", "finding", "root causes"],
+          [[f["ref"], f["description"], "; ".join(f["root_causes"])] for f in d["findings"]])
+    table("Actions", ["id", "action", "owner", "due", "state", "revisions", "evidence"],
+          [[a["ref"], a["description"], a["owner_name"], a["due"], a["state"],
+            len(a["revisions"]), len(a["evidence"])] for a in d["actions"]])
+    if d["indicators"]:
+        table("Indicators", ["id", "name", "target", "baseline", "latest"],
+              [[i["ref"], i["name"], f"{'≥' if i['direction'] == 'up' else '≤'} {i['target']}",
+                i["baseline"], (f"{i['measurements'][-1]['value']} on {i['measurements'][-1]['on']}"
+                                if i["measurements"] else "–")] for i in d["indicators"]])
+    if d["signoffs"]:
+        table("Sign-offs", ["purpose", "by", "level", "group", "on", "meeting"],
+              [[s["purpose"], s["by_id"], s["level"], s["group"], s["on"], s["meeting_reference"]]
+               for s in d["signoffs"]])
+    history(d["history"])
+
+
+def show_action(d: dict[str, Any]) -> None:
+    console.print(f"[bold]{d['id']}[/bold] {d['description']}")
+    console.print(f"  state [bold]{d['state']}[/bold]  owner {d['owner_name']}  due {d['due']}"
+                  f" (baseline {d['baseline_due']})")
+    if d["revisions"]:
+        table("Due-date revisions", ["from", "to", "reason", "approved by", "when"],
+              [[r["previous_due"], r["new_due"], r["reason"], r["approved_by_id"], r["at"][:10]]
+               for r in d["revisions"]])
+    if d["evidence"]:
+        table("Evidence", ["on", "what", "reference", "by"],
+              [[e["on"], e["description"], e["reference"], e["by_id"]] for e in d["evidence"]])
+    history(d["history"])

@@ -1,0 +1,152 @@
+"""The data-file formats a governance lead writes by hand: the organisation (people, services,
+strategic risks) and plans (findings, actions, indicators, closure criteria). ``qip schema KIND``
+prints each as JSON Schema for editor completion."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Level = Literal["operational", "manager", "senior", "board"]
+SourceType = Literal["inspection", "audit", "complaint", "incident", "safeguarding", "other"]
+IdText = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+CADENCES = {"weekly": 7, "fortnightly": 14, "monthly": 30, "quarterly": 91}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PersonSpec(_Strict):
+    id: str = IdText
+    name: str = Field(min_length=1)
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: str = ""
+    level: Level = "operational"
+    line_manager: str | None = Field(None, description="The id of this person's line manager.")
+    groups: list[str] = Field(default_factory=list, description="Governance groups, e.g. 'Board'.")
+    digest: bool = Field(False, description="Weekly digest instead of single reminders.")
+
+
+class ServiceSpec(_Strict):
+    id: str = IdText
+    name: str = Field(min_length=1)
+    kind: str = Field("", description="e.g. supported living, residential, domiciliary.")
+
+
+class RiskSpec(_Strict):
+    id: str = IdText
+    title: str = Field(min_length=1)
+    owner: str | None = None
+
+
+class OrganisationFile(_Strict):
+    """People, services and strategic risks; any of the three lists may be left out."""
+
+    people: list[PersonSpec] = Field(default_factory=list)
+    services: list[ServiceSpec] = Field(default_factory=list)
+    risks: list[RiskSpec] = Field(default_factory=list)
+
+
+class SourceSpec(_Strict):
+    type: SourceType
+    reference: str = Field("", description="e.g. the inspection report or incident number.")
+    date: dt.date | None = None
+
+
+class FindingSpec(_Strict):
+    id: str = IdText
+    description: str = Field(min_length=1)
+    source_reference: str = ""
+    root_causes: list[str] = Field(default_factory=list)
+
+
+class ActionSpec(_Strict):
+    id: str = IdText
+    finding: str | None = Field(None, description="The id of the finding this action answers.")
+    description: str = Field(min_length=1)
+    owner: str | None = Field(None, description="The id of the named person who owns it.")
+    due: dt.date | None = None
+    systemic: bool = Field(
+        False, description="Changes a system (policy, training, audit cycle), not one instance."
+    )
+
+
+class IndicatorSpec(_Strict):
+    id: str = IdText
+    name: str = Field(min_length=1)
+    unit: str = ""
+    direction: Literal["up", "down"] = Field(
+        "up", description="Which way is better: up (e.g. % on time) or down (e.g. errors)."
+    )
+    target: float
+    baseline: float | None = None
+
+
+class SignoffAuthority(_Strict):
+    level: Level | None = None
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SignoffAuthority:
+        if not self.level and not self.group:
+            raise ValueError("name a level (e.g. senior) or a group (e.g. Board)")
+        return self
+
+
+class ClosureSpec(_Strict):
+    """What success looks like, which indicators show it, for how long, who signs off."""
+
+    success: str = Field("", description="What success looks like in practice.")
+    indicators: list[str] = Field(
+        default_factory=list, description="Ids of indicators that must be on target."
+    )
+    sustain_days: int | None = Field(None, ge=0, description="How long the indicators must stay on target.")
+    reaudits: int | None = Field(None, ge=0, description="How many re-audits must confirm it.")
+    signoff: SignoffAuthority | None = None
+    learning_required: bool | None = None
+    monitoring_days: int | None = Field(None, ge=1, description="Length of a step-down monitoring period.")
+
+
+class PlanFile(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="e.g. QIP-2026-014")
+    title: str = Field(min_length=1)
+    service: str
+    source: SourceSpec
+    theme: str = Field(min_length=1, description="e.g. medication, safeguarding, care planning")
+    owner: str = Field(description="The accountable owner (a person id).")
+    sponsor: str = Field(description="The senior sponsor (a person id).")
+    risks: list[str] = Field(default_factory=list, description="Linked strategic risk ids.")
+    review_cadence: str | int | None = Field(
+        None, description="weekly, fortnightly, monthly, quarterly, or a number of days."
+    )
+    findings: list[FindingSpec] = Field(default_factory=list)
+    actions: list[ActionSpec] = Field(default_factory=list)
+    indicators: list[IndicatorSpec] = Field(default_factory=list)
+    closure: ClosureSpec | None = None
+
+    @field_validator("review_cadence")
+    @classmethod
+    def _cadence(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, str) and value not in CADENCES:
+            raise ValueError(f"use one of {', '.join(CADENCES)} or a number of days")
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a review cadence is at least one day")
+        return value
+
+    def cadence_days(self) -> int | None:
+        value = self.review_cadence
+        return CADENCES[value] if isinstance(value, str) else value
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "organisation": OrganisationFile,
+    "plan": PlanFile,
+}
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    return SCHEMAS[kind].model_json_schema()

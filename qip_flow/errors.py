@@ -1,0 +1,42 @@
+"""The error tree. Every message says what was wrong and what to do; the CLI maps classes to
+exit codes (``Refused`` → 1, everything else → 2)."""
+
+from __future__ import annotations
+
+
+class QipError(Exception):
+    """Base of every error qip_flow raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+
+    def __str__(self) -> str:
+        if not self.details:
+            return self.message
+        return self.message + "".join(f"\n  - {d}" for d in self.details)
+
+
+class InvalidDefinition(QipError):
+    """A governance file (workflow, rules, channels) is malformed; it was refused whole."""
+
+
+class InvalidInput(QipError):
+    """A data file, an argument or an id is wrong; nothing was changed."""
+
+
+class NotFound(InvalidInput):
+    """An id names nothing in the database."""
+
+
+class NotInitialised(QipError):
+    """The database has no schema, or an older one: run ``qip init``."""
+
+
+class Refused(QipError):
+    """A guard, a rule or missing authority refused the change; nothing was changed."""
+
+    exit_code = 1

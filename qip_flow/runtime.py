@@ -1,0 +1,36 @@
+"""Everything a use case needs, built once per command: the database, the clock and the
+governance files in force (read lazily, so a command that needs no workflow never parses one)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from qip_flow import SHIPPED_CONFIG
+from qip_flow.clock import Clock
+from qip_flow.errors import InvalidInput
+from qip_flow.store.db import Database
+from qip_flow.workflow.machines import Workflows
+
+
+def config_folder(value: str | Path | None) -> Path:
+    """The folder holding ``workflows/`` and ``rules/``: ``--config``, ``QIP_CONFIG``, or the
+    shipped ones."""
+    folder = Path(value or os.environ.get("QIP_CONFIG") or SHIPPED_CONFIG)
+    if not (folder / "workflows").is_dir():
+        raise InvalidInput(f"--config: {folder} has no workflows/ folder; point it at the folder "
+                           "that holds workflows/ and rules/")
+    return folder
+
+
+@dataclass
+class Runtime:
+    db: Database
+    clock: Clock = field(default_factory=Clock)
+    config_dir: Path = SHIPPED_CONFIG
+
+    @cached_property
+    def workflows(self) -> Workflows:
+        return Workflows.from_folder(self.config_dir / "workflows")

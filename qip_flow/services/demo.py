@@ -1,0 +1,240 @@
+"""``qip demo``: the seeds' operational examples played on a simulated clock, through the same
+services the commands use, printed as a timeline of what happened and why.
+
+- the post-inspection medication QIP (MAR audit frequency, named staff retraining, competency
+  reassessment, monthly governance review);
+- the safeguarding QIP, closed by the safeguarding governance group after sustained improvement;
+- the care planning QIP, stepped down into routine monitoring;
+- board oversight: actions mapped to strategic risks, slipped actions given revised timelines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from qip_flow import SHIPPED_CONFIG
+from qip_flow.clock import Clock
+from qip_flow.errors import InvalidInput, Refused
+from qip_flow.runtime import Runtime
+from qip_flow.services import lifecycle, loading
+from qip_flow.store import audit
+from qip_flow.store.db import Database
+
+DEMO_ACTOR = "demo"
+EXAMPLES = SHIPPED_CONFIG / "examples"
+
+
+class Timeline:
+    """Runs the story one dated step at a time and prints each outcome."""
+
+    def __init__(self, rt: Runtime, out: Console) -> None:
+        self.rt, self.out = rt, out
+
+    def at(self, day: str) -> Timeline:
+        self.rt.clock.set(day)
+        return self
+
+    def say(self, text: str) -> None:
+        self.out.print(f"[dim]{self.rt.clock.today()}[/dim]  {text}")
+
+    def heading(self, text: str) -> None:
+        self.out.print(f"\n[bold underline]{text}[/bold underline]")
+
+    def do(self, entity: str, event: str, *, by: str, why: str = "", **inputs: Any) -> None:
+        self._run(entity, lambda: lifecycle.fire_event(self.rt, entity, event, by=by, **inputs),
+                  why)
+
+    def sign(self, plan: str, purpose: str, *, by: str, why: str = "", **inputs: Any) -> None:
+        self._run(plan, lambda: lifecycle.sign_off(self.rt, plan, purpose, by=by, **inputs), why)
+
+    def expect_refusal(self, entity: str, action: Callable[[], Any], why: str) -> None:
+        try:
+            action()
+        except Refused as exc:
+            self.say(f"[yellow]refused[/yellow] {entity}: {why}")
+            for detail in exc.details or [exc.message]:
+                self.out.print(f"             [yellow]↳ {detail}[/yellow]")
+        else:  # the story depends on this refusal
+            raise AssertionError(f"demo: expected {entity} to be refused")
+
+    def measure(self, plan: str, values: dict[str, float], *, reaudit: bool = False,
+                by: str | None = None) -> None:
+        for indicator, value in values.items():
+            lifecycle.record_measurement(self.rt, plan, indicator, value, reaudit=reaudit,
+                                         source="re-audit" if reaudit else "monthly audit", by=by)
+        shown = ", ".join(f"{k} {v:g}" for k, v in values.items())
+        self.say(f"{plan}  {'re-audit' if reaudit else 'measured'}: {shown}")
+
+    def _run(self, entity: str, action: Callable[[], lifecycle.EventResult], why: str) -> None:
+        result = action()
+        move = result.move
+        what = (f"{move.event.name}: {move.source} → [bold]{move.dest}[/bold]"
+                if move.source != move.dest else f"{move.event.name} recorded")
+        self.say(f"{entity}  {what}" + (f"  — {why}" if why else ""))
+
+
+def prepare_database(folder: Path) -> Database:
+    """A fresh ``qip.db`` in ``folder``; an existing one is replaced only if the demo made it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "qip.db"
+    if path.exists():
+        db = Database(f"sqlite:///{path}")
+        try:
+            with db.read() as session:
+                first = audit.history(session)[:1]
+        except Exception:
+            first = []
+        finally:
+            db.dispose()
+        if not first or first[0].actor != DEMO_ACTOR:
+            raise InvalidInput(f"{path} exists and was not made by the demo; run the demo in "
+                               "another folder with --dir")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    db = Database(f"sqlite:///{path}")
+    db.init()
+    return db
+
+
+def medication(t: Timeline) -> None:
+    p = "QIP-2026-014"
+    t.heading("Post-inspection QIP: medication management at Maple House")
+    t.at("2026-01-22").expect_refusal(
+        p, lambda: lifecycle.sign_off(t.rt, p, "approval", by="jpatel"),
+        "the registered manager cannot approve her own plan")
+    t.sign(p, "approval", by="dadeyemi", meeting="Quality committee 2026-01-22",
+           why="approved at senior level; closure criteria pinned")
+    t.do(p, "start", by="jpatel")
+    t.at("2026-01-23").measure(p, {"mar-complete": 80})
+    t.at("2026-02-12").do(f"{p}/A1", "complete", by="jpatel",
+                          evidence=["Weekly MAR audit schedule|policies/mar-audit-v3.pdf"],
+                          why="MAR audits now weekly")
+    t.at("2026-02-16").do(f"{p}/A1", "verify", by="cevans", why="checked by the quality lead")
+    t.at("2026-02-20").do(p, "review", by="jpatel", note="Monthly governance review: on track")
+    t.measure(p, {"mar-complete": 91})
+    t.at("2026-03-02").do(f"{p}/A2", "revise_due", by="jpatel", due=date(2026, 4, 10),
+                          reason="External trainer cancelled; new course date booked",
+                          why="slippage recorded with reason and approver")
+    t.at("2026-03-20").do(p, "review", by="jpatel", note="Monthly governance review: A2 slipped")
+    t.measure(p, {"mar-complete": 96})
+    t.at("2026-03-25").do(f"{p}/A3", "complete", by="mjones",
+                          evidence=["Competency records for 6 senior support workers|HR/comp-2026"])
+    t.do(f"{p}/A3", "verify", by="jpatel")
+    t.at("2026-04-09").do(f"{p}/A2", "complete", by="anowak",
+                          evidence=["Attendance sheets, 14 of 14 staff|L&D/med-refresh-0409"])
+    t.do(f"{p}/A2", "verify", by="jpatel")
+    t.do(p, "begin_sustaining", by="jpatel", why="all actions complete")
+    for day, value in (("2026-04-20", 97), ("2026-05-20", 96), ("2026-06-19", 98),
+                       ("2026-07-20", 97)):
+        t.at(day).measure(p, {"mar-complete": value}, reaudit=day in ("2026-05-20", "2026-07-20"))
+    t.at("2026-07-21").do(p, "request_closure", by="jpatel")
+    t.sign(p, "closure", by="dadeyemi", meeting="Quality committee 2026-07-21",
+           evidence_reviewed=["Weekly and monthly MAR audits Jan–Jul", "Two re-audits"],
+           residual_risks=["New starters: covered by induction competency check"],
+           learning_embedded=["Medicines induction", "Senior support worker supervision"],
+           why="closed with evidence, residual risks and learning recorded")
+
+
+def safeguarding(t: Timeline) -> None:
+    p = "QIP-2026-021"
+    t.heading("Safeguarding QIP: escalation and recording at Willow Lodge")
+    t.at("2026-01-27").sign(p, "approval", by="dadeyemi",
+                            meeting="Safeguarding governance group 2026-01-27")
+    t.do(p, "start", by="tbrennan")
+    t.measure(p, {"escalated-24h": 62, "record-quality": 55, "repeat-alerts": 3})
+    steps = [("A1", "2026-02-05", "Rota and threshold guide in every office|SG/rota-v1"),
+             ("A3", "2026-02-19", "New recording template live|SG/template-v2"),
+             ("A2", "2026-03-05", "Workshop attendance 32/32|L&D/sg-workshops"),
+             ("A4", "2026-03-19", "Supervision template with recording check|HR/supervision-v4")]
+    for ref, day, evidence in steps:
+        t.at(day).do(f"{p}/{ref}", "complete", by="lokafor" if ref in ("A1", "A2") else "tbrennan",
+                     evidence=[evidence])
+        t.do(f"{p}/{ref}", "verify", by="dadeyemi")
+    t.do(p, "begin_sustaining", by="tbrennan")
+    months = [("2026-03-31", 88, 80, 1, False), ("2026-04-30", 96, 91, 0, True),
+              ("2026-05-29", 97, 93, 0, False), ("2026-06-30", 98, 94, 0, False),
+              ("2026-07-31", 97, 95, 0, True)]
+    for day, esc, rec, rep, reaudit in months:
+        t.at(day).measure(p, {"escalated-24h": esc, "record-quality": rec, "repeat-alerts": rep},
+                          reaudit=reaudit)
+    t.at("2026-08-04").do(p, "request_closure", by="tbrennan",
+                          why="closure report to the safeguarding governance group")
+    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="rmensah"),
+                     "a senior manager outside the group cannot close it")
+    t.sign(p, "closure", by="lokafor", meeting="Safeguarding governance group 2026-08-04",
+           evidence_reviewed=["Safeguarding record re-audits April and July",
+                              "Incident panel outcomes", "Supervision evidence"],
+           residual_risks=["Agency night staff: threshold guide in agency induction pack"],
+           learning_embedded=["Induction", "Supervision framework"],
+           why="the safeguarding governance group signed off closure")
+
+
+def care_planning(t: Timeline) -> None:
+    p = "QIP-2026-009"
+    t.heading("Care planning QIP: stepped down into routine monitoring")
+    t.at("2026-01-21").sign(p, "approval", by="rmensah", meeting="Quality committee 2026-01-21")
+    t.do(p, "start", by="jpatel")
+    t.at("2026-01-29").do(f"{p}/A1", "complete", by="jpatel",
+                          evidence=["Discharge and incident procedures v5|policies/cp-trigger"])
+    t.do(f"{p}/A1", "verify", by="cevans")
+    t.at("2026-02-26").do(f"{p}/A2", "complete", by="mjones",
+                          evidence=["20 reviewed care plans, signed by people and families|CP/rev"])
+    t.do(f"{p}/A2", "verify", by="jpatel")
+    t.do(p, "begin_sustaining", by="jpatel")
+    for day, value in (("2026-02-27", 88), ("2026-03-31", 92), ("2026-04-30", 93)):
+        t.at(day).measure(p, {"plan-audit": value})
+    t.at("2026-05-05").sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
+                            why="care planning becomes a standing audit theme for six months")
+    for day, value in (("2026-06-30", 94), ("2026-08-31", 92), ("2026-10-30", 95)):
+        t.at(day).measure(p, {"plan-audit": value})
+    t.at("2026-11-06").sign(p, "closure", by="rmensah", meeting="Quality committee 2026-11-06",
+                            evidence_reviewed=["Six months of monthly care plan audits"],
+                            learning_embedded=["Care plan review trigger in discharge procedure"],
+                            why="monitoring period over, improvement held")
+
+
+def board_oversight(t: Timeline) -> None:
+    p = "QIP-2026-017"
+    t.heading("Board oversight: Cedar Court, actions mapped to strategic risks")
+    t.at("2026-01-28").sign(p, "approval", by="hwright", meeting="Board 2026-01-28",
+                            why="board sign-off; actions linked to SR-03 and SR-04")
+    t.do(p, "start", by="skaur")
+    t.measure(p, {"ra-in-date": 72, "short-nights": 8})
+    t.at("2026-02-26").do(f"{p}/A1", "complete", by="skaur",
+                          evidence=["18 risk assessments on the electronic record|ER/export"])
+    t.do(f"{p}/A1", "verify", by="cevans")
+    t.at("2026-04-15").do(p, "review", by="hwright",
+                          note="Quarterly board review: A2 recruitment slipped; board agreed "
+                               "revised timeline and funding for a recruitment campaign")
+    t.do(f"{p}/A2", "revise_due", by="hwright", due=date(2026, 6, 30),
+         reason="Recruitment slipped; board required a revised timeline and added resources",
+         why="revised timeline approved by the board")
+    t.measure(p, {"ra-in-date": 100, "short-nights": 3})
+
+
+SCENARIOS = (medication, safeguarding, care_planning, board_oversight)
+
+
+def run_demo(folder: Path, *, config_dir: Path, out: Console) -> Runtime:
+    db = prepare_database(folder)
+    rt = Runtime(db=db, clock=Clock(), config_dir=config_dir)
+    t = Timeline(rt, out)
+    out.print(f"[bold]qip_flow demo[/bold] — Riverside Care, 2026, database {db.url}")
+    t.at("2026-01-15")
+    report = loading.load_files(rt, [EXAMPLES], actor=DEMO_ACTOR)
+    t.say(f"loaded {report.count('added')} records from {EXAMPLES}: people, services, strategic "
+          "risks and four draft plans")
+    for scenario in SCENARIOS:
+        scenario(t)
+    with db.read() as session:
+        check = audit.verify(session)
+    out.print(f"\nAudit trail: {check.events} events, hash chain "
+              f"{'intact' if check.ok else 'BROKEN: ' + check.problem}.")
+    out.print(f"Explore: [bold]qip --db {folder / 'qip.db'} plans[/bold], "
+              "[bold]qip show QIP-2026-021[/bold], [bold]qip audit QIP-2026-014/A2[/bold]")
+    return rt

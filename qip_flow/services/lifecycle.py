@@ -1,0 +1,195 @@
+"""The use cases that change a plan: fire a workflow event, sign off, record a measurement.
+Each runs in one transaction with its audit event: a refusal changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlmodel import Session, select
+
+from qip_flow.errors import InvalidInput, NotFound
+from qip_flow.runtime import Runtime
+from qip_flow.store import audit
+from qip_flow.store.models import (
+    Action,
+    Evidence,
+    Indicator,
+    Measurement,
+    Person,
+    Plan,
+    ProgressNote,
+    SignOff,
+)
+from qip_flow.workflow.machines import Move
+from qip_flow.workflow.subject import EventInputs, EvidenceItem, SignoffInput, Subject
+
+
+def get_person(session: Session, person_id: str, *, flag: str = "--by") -> Person:
+    person = session.get(Person, person_id)
+    if person is None:
+        raise NotFound(f"{flag}: unknown person '{person_id}'; `qip load` them first")
+    return person
+
+
+def get_plan(session: Session, plan_id: str) -> Plan:
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"unknown plan '{plan_id}'; `qip plans` lists them")
+    return plan
+
+
+def get_entity(session: Session, entity_id: str) -> tuple[str, Plan | Action]:
+    """A plan (``QIP-2026-014``) or an action (``QIP-2026-014/A1``)."""
+    if "/" in entity_id:
+        action = session.get(Action, entity_id)
+        if action is None:
+            raise NotFound(f"unknown action '{entity_id}'; `qip show PLAN` lists its actions")
+        return "action", action
+    return "plan", get_plan(session, entity_id)
+
+
+def parse_evidence(items: Sequence[str], on: date) -> list[EvidenceItem]:
+    """``"MAR audit April|audits/2026-04.pdf"`` → description and reference."""
+    out = []
+    for item in items:
+        description, _, reference = item.partition("|")
+        if not description.strip():
+            raise InvalidInput("--evidence: give a description, optionally 'description|reference'")
+        out.append(EvidenceItem(description.strip(), reference.strip(), on))
+    return out
+
+
+@dataclass
+class EventResult:
+    entity_id: str
+    kind: str
+    move: Move
+
+
+def _record_inputs(session: Session, subject: Subject) -> None:
+    """Keep what the person gave with the event: evidence, a progress note, a sign-off."""
+    inputs, row = subject.inputs, subject.row
+    plan_id = row.plan_id if isinstance(row, Action) else row.id
+    action_id = row.id if isinstance(row, Action) else None
+    for item in inputs.evidence:
+        session.add(Evidence(plan_id=plan_id, action_id=action_id, description=item.description,
+                             reference=item.reference, on=item.on or inputs.now.date(),
+                             by_id=inputs.by.id))
+    if isinstance(row, Action):
+        row.last_update_at = inputs.now
+        if inputs.note:
+            session.add(ProgressNote(action_id=row.id, by_id=inputs.by.id, at=inputs.now,
+                                     text=inputs.note))
+    else:
+        row.updated_at = inputs.now
+    if inputs.signoff:
+        s = inputs.signoff
+        session.add(SignOff(plan_id=plan_id, purpose=s.purpose, by_id=inputs.by.id,
+                            level=inputs.by.level, group=s.group, on=inputs.now.date(),
+                            meeting_reference=s.meeting_reference,
+                            evidence_reviewed=s.evidence_reviewed, residual_risks=s.residual_risks,
+                            learning_embedded=s.learning_embedded, at=inputs.now))
+
+
+def fire_in_session(
+    rt: Runtime, session: Session, entity_id: str, event: str, inputs: EventInputs
+) -> EventResult:
+    """Fire one event inside the caller's transaction, recording inputs and the audit event."""
+    kind, row = get_entity(session, entity_id)
+    subject = Subject(kind, row, session, inputs, rt)
+    move = rt.workflows.fire(subject, event)
+    _record_inputs(session, subject)
+    audit.append(session, at=inputs.now, actor=inputs.by.id, entity_type=kind,
+                 entity_id=row.id, what=event, from_state=move.source, to_state=move.dest,
+                 reason=inputs.reason or "", detail=inputs.as_detail(), version=move.version)
+    session.flush()
+    return EventResult(row.id, kind, move)
+
+
+def fire_event(
+    rt: Runtime,
+    entity_id: str,
+    event: str,
+    *,
+    by: str,
+    note: str | None = None,
+    reason: str | None = None,
+    due: date | None = None,
+    evidence: Sequence[str] = (),
+    signoff: SignoffInput | None = None,
+) -> EventResult:
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
+                             due=due, evidence=parse_evidence(evidence, now.date()),
+                             signoff=signoff)
+        return fire_in_session(rt, session, entity_id, event, inputs)
+
+
+def sign_off(
+    rt: Runtime,
+    plan_id: str,
+    purpose: str,
+    *,
+    by: str,
+    group: str | None = None,
+    meeting: str = "",
+    evidence_reviewed: Sequence[str] = (),
+    residual_risks: Sequence[str] = (),
+    learning_embedded: Sequence[str] = (),
+    note: str | None = None,
+) -> EventResult:
+    """Record a sign-off and fire the workflow event that it authorises (approve, close,
+    step_down, …, as the plan workflow file declares)."""
+    wf = rt.workflows.defs["plan"]
+    event = wf.signoff_event(purpose)
+    if event is None:
+        purposes = ", ".join(e.signoff for e in wf.events if e.signoff)
+        raise InvalidInput(f"--for: '{purpose}' is not a sign-off in {wf.path}; use one of "
+                           f"{purposes}")
+    signoff = SignoffInput(purpose=purpose, group=group, meeting_reference=meeting,
+                           evidence_reviewed=list(evidence_reviewed),
+                           residual_risks=list(residual_risks),
+                           learning_embedded=list(learning_embedded))
+    if group is None:
+        with rt.db.read() as session:
+            plan = get_plan(session, plan_id)
+            person = get_person(session, by)
+        wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
+        if wanted and wanted in (person.groups or []):
+            signoff.group = wanted
+    return fire_event(rt, plan_id, event.name, by=by, note=note, signoff=signoff)
+
+
+def record_measurement(
+    rt: Runtime,
+    plan_id: str,
+    indicator_ref: str,
+    value: float,
+    *,
+    on: date | None = None,
+    source: str = "",
+    reaudit: bool = False,
+    by: str | None = None,
+) -> Measurement:
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        plan = get_plan(session, plan_id)
+        indicator = session.get(Indicator, f"{plan.id}/{indicator_ref}")
+        if indicator is None:
+            known = session.exec(select(Indicator.ref).where(Indicator.plan_id == plan.id)).all()
+            raise NotFound(f"plan {plan.id} has no indicator '{indicator_ref}'; its indicators: "
+                           + (", ".join(known) or "none"))
+        if by is not None:
+            get_person(session, by)
+        measurement = Measurement(indicator_id=indicator.id, on=on or now.date(), value=value,
+                                  source=source, reaudit=reaudit, recorded_by_id=by, at=now)
+        session.add(measurement)
+        audit.append(session, at=now, actor=by or "system", entity_type="indicator",
+                     entity_id=indicator.id, what="measurement recorded",
+                     detail={"on": measurement.on.isoformat(), "value": value, "source": source,
+                             "reaudit": reaudit})
+        plan.updated_at = now
+        return measurement

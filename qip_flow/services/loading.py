@@ -1,0 +1,270 @@
+"""``qip load``: people, services, risks and plans from the YAML files governance leads write.
+All files given in one call load in one transaction or not at all; loading the same content
+again changes nothing; every problem names the file, the line and the path."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, SQLModel, select
+
+from qip_flow.config.formats import OrganisationFile, PlanFile
+from qip_flow.config.source import YamlDocument, read_yaml, validate
+from qip_flow.errors import InvalidInput
+from qip_flow.runtime import Runtime
+from qip_flow.store import audit
+from qip_flow.store.models import Action, Finding, Indicator, Person, Plan, Risk, Service
+
+
+@dataclass
+class LoadReport:
+    """What one load did, per file and per record."""
+
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # (file, record, outcome)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for _, _, o in self.changes if o == outcome)
+
+
+@dataclass
+class _Parsed:
+    doc: YamlDocument
+    spec: OrganisationFile | PlanFile
+
+
+def parse_file(path: Path) -> _Parsed:
+    """Read one file and tell which format it is by its top-level keys."""
+    doc = read_yaml(path, error=InvalidInput)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    if "id" in data or "title" in data:
+        return _Parsed(doc, validate(doc, PlanFile, error=InvalidInput, what="plan file"))
+    if data.keys() & {"people", "services", "risks"}:
+        return _Parsed(doc, validate(doc, OrganisationFile, error=InvalidInput,
+                                     what="organisation file"))
+    raise InvalidInput(f"{path}: cannot tell what this file holds: a plan file starts with id "
+                       "and title; an organisation file has people, services or risks lists")
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders as their ``*.yaml`` files, organisation files first."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]))
+        else:
+            files.append(path)
+    if not files:
+        raise InvalidInput("no files to load: give YAML files or folders holding them")
+    return files
+
+
+class _Loader:
+    """One load: collects every problem before anything is written."""
+
+    def __init__(self, rt: Runtime, session: Session, actor: str) -> None:
+        self.rt, self.session, self.actor = rt, session, actor
+        self.now = rt.clock.now()
+        self.problems: list[str] = []
+        self.report = LoadReport()
+        self.people: set[str] = set(session.exec(select(Person.id)).all())
+        self.services: set[str] = set(session.exec(select(Service.id)).all())
+        self.risks: set[str] = set(session.exec(select(Risk.id)).all())
+        self.placeholders: set[str] = set()  # people inserted before their line managers
+
+    def problem(self, doc: YamlDocument, loc: list[str | int], message: str) -> None:
+        self.problems.append(f"{doc.where(loc)}: {message}")
+
+    def need(self, doc: YamlDocument, loc: list[str | int], known: set[str], kind: str,
+             value: str | None) -> None:
+        if value is not None and value not in known:
+            self.problem(doc, loc, f"unknown {kind} '{value}'; load it first or fix the id")
+
+    def record(self, doc: YamlDocument, record: str, outcome: str) -> None:
+        self.report.changes.append((str(doc.path), record, outcome))
+
+    def audit(self, entity_type: str, entity_id: str, what: str, detail: dict[str, Any]) -> None:
+        audit.append(self.session, at=self.now, actor=self.actor, entity_type=entity_type,
+                     entity_id=entity_id, what=what, detail=detail)
+
+    def upsert(self, doc: YamlDocument, entity_type: str, row: SQLModel, key: str) -> None:
+        """Insert ``row`` or update the stored one field by field; audit what changed."""
+        model = type(row)
+        stored = self.session.get(model, key)
+        fields = row.model_dump()
+        if stored is None or key in self.placeholders:
+            if stored is None:
+                self.session.add(row)
+            else:
+                for name, value in fields.items():
+                    setattr(stored, name, value)
+            self.placeholders.discard(key)
+            self.audit(entity_type, key, f"{entity_type} added", fields)
+            self.record(doc, key, "added")
+            return
+        changed = {k: {"from": getattr(stored, k), "to": v}
+                   for k, v in fields.items() if getattr(stored, k) != v}
+        if not changed:
+            self.record(doc, key, "unchanged")
+            return
+        for name, change in changed.items():
+            setattr(stored, name, change["to"])
+        self.audit(entity_type, key, f"{entity_type} updated", changed)
+        self.record(doc, key, "updated")
+
+    # organisation -----------------------------------------------------------------------
+
+    def organisation(self, doc: YamlDocument, spec: OrganisationFile) -> None:
+        self.people |= {p.id for p in spec.people}
+        self.services |= {s.id for s in spec.services}
+        self.risks |= {r.id for r in spec.risks}
+        for i, p in enumerate(spec.people):
+            self.need(doc, ["people", i, "line_manager"], self.people, "person", p.line_manager)
+        for i, r in enumerate(spec.risks):
+            self.need(doc, ["risks", i, "owner"], self.people, "person", r.owner)
+        for kind, items in (("person", spec.people), ("service", spec.services),
+                            ("risk", spec.risks)):
+            seen: set[str] = set()
+            key = {"person": "people", "service": "services", "risk": "risks"}[kind]
+            for i, item in enumerate(items):
+                if item.id in seen:
+                    self.problem(doc, [key, i, "id"], f"{kind} '{item.id}' appears twice")
+                seen.add(item.id)
+
+    def write_organisation(self, doc: YamlDocument, spec: OrganisationFile) -> None:
+        for p in spec.people:  # first without managers: a manager may come later in the file
+            stored = self.session.get(Person, p.id)
+            if stored is None:
+                self.session.add(Person(id=p.id, name=p.name, level=p.level))
+                self.placeholders.add(p.id)
+        self.session.flush()
+        for p in spec.people:
+            self.upsert(doc, "person", Person(
+                id=p.id, name=p.name, email=p.email, role=p.role, level=p.level,
+                line_manager_id=p.line_manager, groups=list(p.groups), digest=p.digest), p.id)
+        for s in spec.services:
+            self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind), s.id)
+        for r in spec.risks:
+            self.upsert(doc, "risk", Risk(id=r.id, title=r.title, owner_id=r.owner), r.id)
+
+    # plans ------------------------------------------------------------------------------
+
+    def plan(self, doc: YamlDocument, spec: PlanFile) -> None:
+        self.need(doc, ["service"], self.services, "service", spec.service)
+        self.need(doc, ["owner"], self.people, "person", spec.owner)
+        self.need(doc, ["sponsor"], self.people, "person", spec.sponsor)
+        for i, risk in enumerate(spec.risks):
+            self.need(doc, ["risks", i], self.risks, "strategic risk", risk)
+        for key in ("findings", "actions", "indicators"):
+            seen: set[str] = set()
+            for i, item in enumerate(getattr(spec, key)):
+                if item.id in seen:
+                    self.problem(doc, [key, i, "id"], f"'{item.id}' appears twice in {key}")
+                seen.add(item.id)
+        findings = {f.id for f in spec.findings}
+        for i, a in enumerate(spec.actions):
+            self.need(doc, ["actions", i, "owner"], self.people, "person", a.owner)
+            if a.finding is not None and a.finding not in findings:
+                self.problem(doc, ["actions", i, "finding"],
+                             f"unknown finding '{a.finding}'; findings: {', '.join(sorted(findings))}")
+        indicators = {ind.id for ind in spec.indicators}
+        if spec.closure:
+            for i, ref in enumerate(spec.closure.indicators):
+                if ref not in indicators:
+                    self.problem(doc, ["closure", "indicators", i],
+                                 f"unknown indicator '{ref}'; define it under indicators")
+
+    def write_plan(self, doc: YamlDocument, spec: PlanFile) -> None:
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+        stored = self.session.get(Plan, spec.id)
+        if stored is not None and stored.spec_digest == digest:
+            self.record(doc, spec.id, "unchanged")
+            return
+        initial = self.rt.workflows.initial("plan")
+        if stored is not None and stored.state != initial:
+            self.problem(doc, ["id"], f"plan {spec.id} is {stored.state}: a file can change a plan "
+                         f"only while it is {initial}; record changes with `qip do` events")
+            return
+        fields = dict(
+            title=spec.title, service_id=spec.service, source_type=spec.source.type,
+            source_reference=spec.source.reference, source_date=spec.source.date,
+            theme=spec.theme, owner_id=spec.owner, sponsor_id=spec.sponsor,
+            risk_ids=list(spec.risks), review_cadence_days=spec.cadence_days(),
+            closure_criteria=spec.closure.model_dump(exclude_none=True) if spec.closure else {},
+            spec_digest=digest, updated_at=self.now,
+        )
+        if stored is None:
+            plan = Plan(id=spec.id, state=initial, created_at=self.now, **fields)
+            self.session.add(plan)
+            self.session.flush()
+            outcome = "added"
+        else:
+            for name, value in fields.items():
+                setattr(stored, name, value)
+            for model in (Action, Finding, Indicator):  # a draft's parts are replaced whole
+                for row in self.session.exec(select(model).where(model.plan_id == spec.id)).all():
+                    self.session.delete(row)
+            self.session.flush()
+            outcome = "updated"
+        self._write_parts(spec)
+        self.audit("plan", spec.id, f"plan {outcome}", {"file": str(doc.path), "digest": digest})
+        self.record(doc, spec.id, outcome)
+
+    def _write_parts(self, spec: PlanFile) -> None:
+        for f in spec.findings:
+            self.session.add(Finding(id=f"{spec.id}/{f.id}", plan_id=spec.id, ref=f.id,
+                                     description=f.description,
+                                     source_reference=f.source_reference,
+                                     root_causes=list(f.root_causes)))
+        self.session.flush()
+        action_initial = self.rt.workflows.initial("action")
+        for a in spec.actions:
+            self.session.add(Action(
+                id=f"{spec.id}/{a.id}", plan_id=spec.id, ref=a.id, description=a.description,
+                finding_id=f"{spec.id}/{a.finding}" if a.finding else None, owner_id=a.owner,
+                baseline_due=a.due, due=a.due, state=action_initial, systemic=a.systemic,
+                created_at=self.now, last_update_at=self.now))
+        for ind in spec.indicators:
+            self.session.add(Indicator(
+                id=f"{spec.id}/{ind.id}", plan_id=spec.id, ref=ind.id, name=ind.name,
+                unit=ind.unit, direction=ind.direction, target=ind.target, baseline=ind.baseline))
+
+
+def load_files(rt: Runtime, paths: Iterable[Path], *, actor: str) -> LoadReport:
+    """Load every file or none."""
+    files = expand_paths(paths)
+    problems: list[str] = []
+    parsed: list[_Parsed] = []
+    for path in files:
+        try:
+            parsed.append(parse_file(path))
+        except InvalidInput as exc:
+            problems.extend([exc.message, *exc.details] if exc.details else [exc.message])
+    if problems:
+        raise InvalidInput("nothing was loaded; fix these and load again", details=problems)
+    parsed.sort(key=lambda p: isinstance(p.spec, PlanFile))
+    plan_ids: dict[str, Path] = {}
+    with rt.db.write() as session:
+        loader = _Loader(rt, session, actor)
+        for item in parsed:
+            if isinstance(item.spec, OrganisationFile):
+                loader.organisation(item.doc, item.spec)
+            else:
+                if item.spec.id in plan_ids:
+                    loader.problem(item.doc, ["id"], f"plan {item.spec.id} is also in "
+                                   f"{plan_ids[item.spec.id]}")
+                plan_ids[item.spec.id] = item.doc.path
+                loader.plan(item.doc, item.spec)
+        if not loader.problems:
+            for item in parsed:
+                if isinstance(item.spec, OrganisationFile):
+                    loader.write_organisation(item.doc, item.spec)
+                else:
+                    loader.write_plan(item.doc, item.spec)
+        if loader.problems:
+            raise InvalidInput("nothing was loaded; fix these and load again",
+                               details=loader.problems)
+    return loader.report

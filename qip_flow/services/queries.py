@@ -1,0 +1,142 @@
+"""Read-only views for the CLI (and later the reports and an HTTP API): plain dicts, so the
+same data prints as a table or as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, or_, select
+
+from qip_flow.services.lifecycle import get_entity
+from qip_flow.store.models import (
+    Action,
+    AuditEvent,
+    DueRevision,
+    Evidence,
+    Finding,
+    Indicator,
+    Measurement,
+    Person,
+    Plan,
+    ProgressNote,
+    SignOff,
+)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def row_dict(row: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: _iso(v) for k, v in row.model_dump().items() if k not in exclude}
+
+
+def list_plans(
+    session: Session,
+    *,
+    state: str | None = None,
+    service: str | None = None,
+    theme: str | None = None,
+    rag: str | None = None,
+) -> list[dict[str, Any]]:
+    query = select(Plan).order_by(col(Plan.id))
+    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
+                          (Plan.rag, rag)):
+        if value is not None:
+            query = query.where(column == value)
+    plans = session.exec(query).all()
+    counts: dict[str, dict[str, int]] = {}
+    if plans:
+        ids = [p.id for p in plans]
+        for plan_id, state_ in session.exec(
+            select(Action.plan_id, Action.state).where(col(Action.plan_id).in_(ids))
+        ).all():
+            counts.setdefault(plan_id, {}).setdefault(state_, 0)
+            counts[plan_id][state_] += 1
+    return [
+        {
+            "id": p.id, "title": p.title, "service": p.service_id, "source": p.source_type,
+            "theme": p.theme, "state": p.state, "rag": p.rag, "owner": p.owner_id,
+            "actions": sum(counts.get(p.id, {}).values()),
+            "actions_done": sum(n for s, n in counts.get(p.id, {}).items()
+                                if s in ("completed", "verified")),
+        }
+        for p in plans
+    ]
+
+
+def entity_history(session: Session, entity_id: str) -> list[dict[str, Any]]:
+    """The audit events of a plan (and its actions and indicators), or of one action."""
+    query = select(AuditEvent).order_by(col(AuditEvent.seq))
+    if "/" in entity_id:
+        query = query.where(AuditEvent.entity_id == entity_id)
+    else:
+        query = query.where(or_(AuditEvent.entity_id == entity_id,
+                                col(AuditEvent.entity_id).startswith(entity_id + "/")))
+    return [audit_row(e) for e in session.exec(query).all()]
+
+
+def audit_row(e: AuditEvent) -> dict[str, Any]:
+    return {"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "entity": e.entity_id,
+            "what": e.what, "from": e.from_state, "to": e.to_state, "reason": e.reason,
+            "detail": dict(e.detail), "version": e.version, "hash": e.hash}
+
+
+def all_audit(session: Session, limit: int | None = None) -> list[dict[str, Any]]:
+    query = select(AuditEvent).order_by(col(AuditEvent.seq).desc())
+    if limit:
+        query = query.limit(limit)
+    return [audit_row(e) for e in reversed(session.exec(query).all())]
+
+
+def _people(session: Session) -> dict[str, str]:
+    return {p.id: p.name for p in session.exec(select(Person)).all()}
+
+
+def action_detail(session: Session, action: Action, names: dict[str, str]) -> dict[str, Any]:
+    d = row_dict(action)
+    d["owner_name"] = names.get(action.owner_id or "", "")
+    d["revisions"] = [row_dict(r) for r in session.exec(
+        select(DueRevision).where(DueRevision.action_id == action.id)
+        .order_by(col(DueRevision.id))).all()]
+    d["notes"] = [row_dict(n) for n in session.exec(
+        select(ProgressNote).where(ProgressNote.action_id == action.id)
+        .order_by(col(ProgressNote.id))).all()]
+    d["evidence"] = [row_dict(e) for e in session.exec(
+        select(Evidence).where(Evidence.action_id == action.id).order_by(col(Evidence.id))).all()]
+    return d
+
+
+def show(session: Session, entity_id: str) -> dict[str, Any]:
+    """Everything about one plan or action, with its history."""
+    kind, row = get_entity(session, entity_id)
+    names = _people(session)
+    if isinstance(row, Action):
+        d = action_detail(session, row, names)
+        d["kind"] = "action"
+        d["history"] = entity_history(session, row.id)
+        return d
+    plan = row
+    d = row_dict(plan)
+    d["kind"] = kind
+    d["owner_name"], d["sponsor_name"] = names.get(plan.owner_id, ""), names.get(plan.sponsor_id, "")
+    d["findings"] = [row_dict(f) for f in session.exec(
+        select(Finding).where(Finding.plan_id == plan.id).order_by(col(Finding.id))).all()]
+    d["actions"] = [action_detail(session, a, names) for a in session.exec(
+        select(Action).where(Action.plan_id == plan.id).order_by(col(Action.id))).all()]
+    indicators = []
+    for ind in session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
+                            .order_by(col(Indicator.id))).all():
+        i = row_dict(ind)
+        i["measurements"] = [row_dict(m) for m in session.exec(
+            select(Measurement).where(Measurement.indicator_id == ind.id)
+            .order_by(col(Measurement.on), col(Measurement.id))).all()]
+        indicators.append(i)
+    d["indicators"] = indicators
+    d["signoffs"] = [row_dict(s) for s in session.exec(
+        select(SignOff).where(SignOff.plan_id == plan.id).order_by(col(SignOff.id))).all()]
+    d["evidence"] = [row_dict(e) for e in session.exec(
+        select(Evidence).where(Evidence.plan_id == plan.id, col(Evidence.action_id).is_(None))
+        .order_by(col(Evidence.id))).all()]
+    d["history"] = entity_history(session, plan.id)
+    return d

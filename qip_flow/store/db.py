@@ -1,0 +1,132 @@
+"""The database: one engine, write transactions that never fail "database is locked" on SQLite
+(``BEGIN IMMEDIATE``), and the schema kept by Alembic migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
+
+from qip_flow.errors import InvalidInput, NotInitialised
+
+DEFAULT_URL = "sqlite:///qip.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URLs people paste: a bare path means a SQLite file, ``postgresql://`` means
+    the psycopg 3 driver we ship."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("qip_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """A handle on one database: SQLite file (default) or PostgreSQL."""
+
+    def __init__(self, url: str | None = None, *, schema: str | None = None) -> None:
+        self.url = normalise_url(url or os.environ.get("QIP_DATABASE_URL") or DEFAULT_URL)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise InvalidInput(
+                f"--db: '{self.url}' is not a database URL; use a file path, "
+                "sqlite:///path.db or postgresql://user@host/db"
+            ) from None
+        self.dialect = parsed.get_backend_name()
+        connect_args: dict[str, Any] = {}
+        if self.dialect == "postgresql" and schema:
+            connect_args["options"] = f"-csearch_path={schema}"
+        self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            _sqlite_pragmas(self.engine)
+        self._writer = self.engine.execution_options(qip_write=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: everything inside commits together or not at all."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def _alembic(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def init(self) -> tuple[str | None, str]:
+        """Create or upgrade the schema to the newest migration; returns (before, after)."""
+        before = self.current_revision()
+        with self.engine.begin() as conn:
+            cfg = self._alembic()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return before, _head_revision()
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise InvalidInput(f"cannot open the database {self.url}: {exc.orig}") from None
+
+    def require_schema(self) -> None:
+        """Refuse to work on a database whose schema is missing or out of date."""
+        current = self.current_revision()
+        if current != _head_revision():
+            state = "has no qip_flow schema" if current is None else f"is at schema {current}"
+            raise NotInitialised(
+                f"the database {self.url} {state}; run `qip init` to create or upgrade it"
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@cache
+def _head_revision() -> str:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head

@@ -1,0 +1,227 @@
+"""The tables. Business ids are strings a governance lead recognises (``QIP-2026-014``,
+``QIP-2026-014/A1``); history tables (revisions, notes, evidence, measurements, sign-offs, audit)
+are append-only rows keyed by integers."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from qip_flow.store.types import UtcDateTime, json_dict, json_list
+
+LEVELS = ("operational", "manager", "senior", "board")
+
+
+def _when(**kw: Any) -> Any:
+    return Field(sa_type=UtcDateTime, **kw)
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_type=json_list())
+
+
+def _json_dict() -> Any:
+    return Field(default_factory=dict, sa_type=json_dict())
+
+
+class Person(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    name: str
+    email: str | None = None
+    role: str = ""
+    level: str = "operational"
+    line_manager_id: str | None = Field(default=None, foreign_key="person.id")
+    groups: list[str] = _json_list()
+    digest: bool = False
+
+
+class Service(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    name: str
+    kind: str = ""
+
+
+class Risk(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    title: str
+    owner_id: str | None = Field(default=None, foreign_key="person.id")
+
+
+class Plan(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    title: str
+    service_id: str = Field(foreign_key="service.id", index=True)
+    source_type: str
+    source_reference: str = ""
+    source_date: date | None = None
+    theme: str = Field(index=True)
+    owner_id: str = Field(foreign_key="person.id")
+    sponsor_id: str = Field(foreign_key="person.id")
+    risk_ids: list[str] = _json_list()
+    review_cadence_days: int | None = None
+    state: str = Field(index=True)
+    rag: str | None = None
+    closure_criteria: dict[str, Any] = _json_dict()
+    spec_digest: str = ""
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    approved_at: datetime | None = _when(default=None)
+    closed_at: datetime | None = _when(default=None)
+    monitoring_until: datetime | None = _when(default=None)
+    next_review_at: datetime | None = _when(default=None)
+
+
+class Finding(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    ref: str
+    description: str
+    source_reference: str = ""
+    root_causes: list[str] = _json_list()
+
+
+class Action(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    finding_id: str | None = Field(default=None, foreign_key="finding.id")
+    ref: str
+    description: str
+    owner_id: str | None = Field(default=None, foreign_key="person.id")
+    baseline_due: date | None = None
+    due: date | None = None
+    state: str = Field(index=True)
+    systemic: bool = False
+    created_at: datetime = _when()
+    last_update_at: datetime = _when()
+    completed_at: datetime | None = _when(default=None)
+    verified_by_id: str | None = Field(default=None, foreign_key="person.id")
+
+
+class DueRevision(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: str = Field(foreign_key="action.id", index=True)
+    previous_due: date | None = None
+    new_due: date
+    reason: str
+    approved_by_id: str = Field(foreign_key="person.id")
+    at: datetime = _when()
+
+
+class ProgressNote(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: str = Field(foreign_key="action.id", index=True)
+    by_id: str = Field(foreign_key="person.id")
+    at: datetime = _when()
+    text: str
+
+
+class Evidence(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    action_id: str | None = Field(default=None, foreign_key="action.id", index=True)
+    description: str
+    reference: str = ""
+    on: date
+    by_id: str = Field(foreign_key="person.id")
+
+
+class Indicator(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    ref: str
+    name: str
+    unit: str = ""
+    direction: str = "up"
+    target: float
+    baseline: float | None = None
+
+
+class Measurement(SQLModel, table=True):
+    __table_args__ = (Index("ix_measurement_indicator_on", "indicator_id", "on"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    indicator_id: str = Field(foreign_key="indicator.id")
+    on: date
+    value: float
+    source: str = ""
+    reaudit: bool = False
+    recorded_by_id: str | None = Field(default=None, foreign_key="person.id")
+    at: datetime = _when()
+
+
+class SignOff(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    purpose: str
+    by_id: str = Field(foreign_key="person.id")
+    level: str
+    group: str | None = None
+    decision: str = "approved"
+    on: date
+    meeting_reference: str = ""
+    evidence_reviewed: list[str] = _json_list()
+    residual_risks: list[str] = _json_list()
+    learning_embedded: list[str] = _json_list()
+    at: datetime = _when()
+
+
+class LearningSummary(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    summary: str
+    embedded_in: list[str] = _json_list()
+    by_id: str = Field(foreign_key="person.id")
+    at: datetime = _when()
+    review_due: date | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """One row per change, chained: ``hash`` covers the row and the previous row's hash."""
+
+    __table_args__ = (Index("ix_auditevent_entity", "entity_id", "seq"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when()
+    actor: str
+    entity_type: str
+    entity_id: str
+    what: str
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str = ""
+    detail: dict[str, Any] = _json_dict()
+    version: str = ""
+    prev_hash: str
+    hash: str = Field(unique=True)
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain's last link, one row, locked by each writer so two transactions never fork
+    the chain."""
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = "genesis"
+
+
+__all__ = [
+    "LEVELS",
+    "Action",
+    "AuditEvent",
+    "AuditHead",
+    "DueRevision",
+    "Evidence",
+    "Finding",
+    "Indicator",
+    "LearningSummary",
+    "Measurement",
+    "Person",
+    "Plan",
+    "ProgressNote",
+    "Risk",
+    "Service",
+    "SignOff",
+]

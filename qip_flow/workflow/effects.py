@@ -1,0 +1,102 @@
+"""Named effects the workflow files may use: what happens to the record after a move. The
+docstring of each is published in docs/workflows.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from qip_flow.store.models import Action, DueRevision, Plan
+from qip_flow.workflow.subject import Subject
+
+Effect = Callable[[Subject], None]
+EFFECTS: dict[str, dict[str, Effect]] = {"plan": {}, "action": {}}
+
+DEFAULT_MONITORING_DAYS = 182
+
+
+def effect(kind: str) -> Callable[[Effect], Effect]:
+    def register(fn: Effect) -> Effect:
+        EFFECTS[kind][fn.__name__] = fn
+        return fn
+
+    return register
+
+
+def _plan(s: Subject) -> Plan:
+    assert isinstance(s.row, Plan)
+    return s.row
+
+
+def _action(s: Subject) -> Action:
+    assert isinstance(s.row, Action)
+    return s.row
+
+
+@effect("plan")
+def pin_closure_criteria(s: Subject) -> None:
+    """Fix the closure criteria as approved; changing them later is a recorded variation."""
+    plan = _plan(s)
+    plan.closure_criteria = {**plan.closure_criteria, "pinned_at": s.inputs.now.isoformat()}
+    plan.approved_at = s.inputs.now
+
+
+@effect("plan")
+def schedule_review(s: Subject) -> None:
+    """Set the next governance review from the plan's review cadence."""
+    plan = _plan(s)
+    if plan.review_cadence_days:
+        plan.next_review_at = s.inputs.now + timedelta(days=plan.review_cadence_days)
+
+
+@effect("plan")
+def mark_closed(s: Subject) -> None:
+    """Record when the plan closed and end any monitoring period."""
+    plan = _plan(s)
+    plan.closed_at, plan.next_review_at = s.inputs.now, None
+
+
+@effect("plan")
+def start_monitoring(s: Subject) -> None:
+    """Start the monitoring period (closure criteria ``monitoring_days``, default six months)."""
+    plan = _plan(s)
+    days = (plan.closure_criteria or {}).get("monitoring_days") or DEFAULT_MONITORING_DAYS
+    plan.monitoring_until = s.inputs.now + timedelta(days=days)
+
+
+@effect("plan")
+def mark_reopened(s: Subject) -> None:
+    """Clear closure and monitoring; the plan is live again."""
+    plan = _plan(s)
+    plan.closed_at = plan.monitoring_until = None
+    schedule_review(s)
+
+
+@effect("action")
+def record_due_revision(s: Subject) -> None:
+    """Keep the revision (old date, new date, reason, approver) and move the due date."""
+    action = _action(s)
+    assert s.inputs.due is not None and s.inputs.reason
+    s.session.add(DueRevision(action_id=action.id, previous_due=action.due, new_due=s.inputs.due,
+                              reason=s.inputs.reason, approved_by_id=s.inputs.by.id,
+                              at=s.inputs.now))
+    action.due = s.inputs.due
+
+
+@effect("action")
+def mark_completed(s: Subject) -> None:
+    """Record when the action was completed."""
+    _action(s).completed_at = s.inputs.now
+
+
+@effect("action")
+def mark_verified(s: Subject) -> None:
+    """Record who verified the action."""
+    _action(s).verified_by_id = s.inputs.by.id
+
+
+@effect("action")
+def clear_completion(s: Subject) -> None:
+    """Forget completion and verification on reopening."""
+    action = _action(s)
+    action.completed_at = action.verified_by_id = None

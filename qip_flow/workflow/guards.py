@@ -1,0 +1,171 @@
+"""Named guards the workflow files may use. Each takes the subject and the parameters the file
+gives it and returns ``None`` when it holds, or the reason it refuses — written for the person
+who has to fix it. The docstring of each is published in docs/workflows.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import col, select
+
+from qip_flow.store.models import Action, Finding, Person, Plan
+from qip_flow.workflow.subject import Subject, level_rank
+
+Guard = Callable[[Subject, dict[str, Any]], str | None]
+GUARDS: dict[str, dict[str, Guard]] = {"plan": {}, "action": {}}
+
+
+def guard(kind: str) -> Callable[[Guard], Guard]:
+    def register(fn: Guard) -> Guard:
+        GUARDS[kind][fn.__name__] = fn
+        return fn
+
+    return register
+
+
+def _plan(s: Subject) -> Plan:
+    assert isinstance(s.row, Plan)
+    return s.row
+
+
+def _action(s: Subject) -> Action:
+    assert isinstance(s.row, Action)
+    return s.row
+
+
+def plan_actions(s: Subject, plan_id: str) -> list[Action]:
+    return list(s.session.exec(select(Action).where(Action.plan_id == plan_id)
+                               .order_by(col(Action.id))).all())
+
+
+@guard("plan")
+def has_source(s: Subject, _: dict[str, Any]) -> str | None:
+    """The plan names its source (type and reference: which inspection, audit, complaint,
+    incident or safeguarding concern)."""
+    plan = _plan(s)
+    if not plan.source_type or not plan.source_reference.strip():
+        return "the plan does not name its source: give source.type and source.reference"
+    return None
+
+
+@guard("plan")
+def findings_have_root_causes(s: Subject, _: dict[str, Any]) -> str | None:
+    """The plan has findings, and every finding has at least one root cause."""
+    findings = s.session.exec(select(Finding).where(Finding.plan_id == s.row.id)).all()
+    if not findings:
+        return "the plan has no findings: list what the source found"
+    missing = [f.ref for f in findings if not [c for c in f.root_causes if c.strip()]]
+    if missing:
+        return f"findings without a root cause: {', '.join(sorted(missing))}"
+    return None
+
+
+@guard("plan")
+def actions_have_owner_and_due(s: Subject, _: dict[str, Any]) -> str | None:
+    """The plan has actions, and every action has a named owner and a due date."""
+    actions = plan_actions(s, s.row.id)
+    if not actions:
+        return "the plan has no actions"
+    no_owner = [a.ref for a in actions if not a.owner_id]
+    no_due = [a.ref for a in actions if not a.due]
+    problems = []
+    if no_owner:
+        problems.append(f"actions without a named owner: {', '.join(no_owner)}")
+    if no_due:
+        problems.append(f"actions without a due date: {', '.join(no_due)}")
+    return "; ".join(problems) or None
+
+
+@guard("plan")
+def has_closure_criteria(s: Subject, _: dict[str, Any]) -> str | None:
+    """Closure criteria are set: what success looks like, the indicators, how long they must be
+    sustained and who signs off."""
+    criteria = _plan(s).closure_criteria or {}
+    missing = [k for k in ("success", "indicators", "sustain_days", "signoff")
+               if criteria.get(k) in (None, "", [])]
+    if missing:
+        return f"closure criteria are incomplete: set closure.{', closure.'.join(missing)}"
+    return None
+
+
+@guard("plan")
+def all_actions_complete(s: Subject, _: dict[str, Any]) -> str | None:
+    """Every action is completed or verified."""
+    open_ = [a.ref for a in plan_actions(s, s.row.id) if a.state not in ("completed", "verified")]
+    return f"actions not yet complete: {', '.join(open_)}" if open_ else None
+
+
+@guard("plan")
+def all_actions_verified(s: Subject, _: dict[str, Any]) -> str | None:
+    """Every action has been verified by someone other than its owner."""
+    pending = [a.ref for a in plan_actions(s, s.row.id) if a.state != "verified"]
+    return f"actions not yet verified: {', '.join(pending)}" if pending else None
+
+
+@guard("plan")
+def monitoring_period_over(s: Subject, _: dict[str, Any]) -> str | None:
+    """A plan in monitoring closes only once its monitoring period has ended."""
+    plan = _plan(s)
+    if plan.state == "monitoring" and plan.monitoring_until and s.inputs.now < plan.monitoring_until:
+        return f"the monitoring period runs until {plan.monitoring_until.date().isoformat()}"
+    return None
+
+
+def authority_problem(person: Person, level: str | None, group: str | None) -> str | None:
+    """Why ``person`` may not sign for ``level`` / ``group``, or None when they may."""
+    if group and group not in (person.groups or []):
+        return f"{person.name} is not a member of the {group}; the {group} must sign off"
+    if level and level_rank(person.level) < level_rank(level):
+        return f"{person.name} is at {person.level} level; this needs {level} level or above"
+    return None
+
+
+@guard("plan")
+def signoff_authority(s: Subject, params: dict[str, Any]) -> str | None:
+    """The event is a sign-off by a person with enough authority. Parameters: ``level``
+    (operational, manager, senior, board) or ``group``; or ``from_criteria: true`` to use the
+    sign-off named in the plan's closure criteria."""
+    event = s.runtime.workflows.defs["plan"]
+    if s.inputs.signoff is None:
+        purpose = next((e.signoff for e in event.events if e.signoff), "closure")
+        return (f"this is a sign-off: record it with `qip signoff {s.row.id} --for {purpose} "
+                "--by PERSON`")
+    level, group = params.get("level"), params.get("group")
+    if params.get("from_criteria"):
+        authority = (_plan(s).closure_criteria or {}).get("signoff") or {}
+        level, group = authority.get("level"), authority.get("group")
+    return authority_problem(s.inputs.by, level, group)
+
+
+@guard("action")
+def has_evidence(s: Subject, _: dict[str, Any]) -> str | None:
+    """The action has evidence: given with this event or attached before."""
+    from qip_flow.store.models import Evidence
+
+    if s.inputs.evidence:
+        return None
+    held = s.session.exec(select(Evidence.id).where(Evidence.action_id == s.row.id)).first()
+    return None if held else "completing an action needs evidence: add --evidence 'what, where'"
+
+
+@guard("action")
+def not_the_owner(s: Subject, _: dict[str, Any]) -> str | None:
+    """Verification is by someone other than the action's owner."""
+    if s.inputs.by.id == _action(s).owner_id:
+        return f"{s.inputs.by.name} owns this action; someone else must verify it"
+    return None
+
+
+@guard("action")
+def approver_level(s: Subject, params: dict[str, Any]) -> str | None:
+    """The person approving is at least at ``level`` (default manager)."""
+    return authority_problem(s.inputs.by, params.get("level", "manager"), params.get("group"))
+
+
+@guard("action")
+def due_date_changes(s: Subject, _: dict[str, Any]) -> str | None:
+    """A revision gives a date different from the current one."""
+    if s.inputs.due == _action(s).due:
+        return f"the action is already due on {s.inputs.due}; give a different date"
+    return None

@@ -1,0 +1,99 @@
+"""What an event is fired on: a plain object wrapping one database row, with the inputs the
+person gave. ``transitions`` reads and writes ``subject.state``; guards and effects read the
+row, the inputs and the open session. (Attaching SQLModel rows to a machine directly is refused
+by ``transitions`` and is quadratic: see DESIGN.md.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import Session
+
+from qip_flow.store.models import LEVELS, Action, Person, Plan
+
+if TYPE_CHECKING:
+    from qip_flow.runtime import Runtime
+
+
+@dataclass
+class EvidenceItem:
+    description: str
+    reference: str = ""
+    on: date | None = None
+
+
+@dataclass
+class SignoffInput:
+    """What a sign-off records beyond who and when."""
+
+    purpose: str
+    group: str | None = None
+    meeting_reference: str = ""
+    evidence_reviewed: list[str] = field(default_factory=list)
+    residual_risks: list[str] = field(default_factory=list)
+    learning_embedded: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EventInputs:
+    by: Person
+    now: datetime
+    note: str | None = None
+    reason: str | None = None
+    due: date | None = None
+    evidence: list[EvidenceItem] = field(default_factory=list)
+    signoff: SignoffInput | None = None
+
+    def has(self, need: str) -> bool:
+        return bool(getattr(self, need))
+
+    def as_detail(self) -> dict[str, Any]:
+        """The inputs as they go into the audit trail."""
+        detail: dict[str, Any] = {}
+        if self.note:
+            detail["note"] = self.note
+        if self.due:
+            detail["due"] = self.due.isoformat()
+        if self.evidence:
+            detail["evidence"] = [e.description + (f" ({e.reference})" if e.reference else "")
+                                  for e in self.evidence]
+        if self.signoff:
+            detail["signoff"] = {k: v for k, v in vars(self.signoff).items() if v}
+        return detail
+
+
+def level_rank(level: str) -> int:
+    return LEVELS.index(level) if level in LEVELS else -1
+
+
+class Subject:
+    """One plan or action, as the state machine sees it."""
+
+    def __init__(
+        self,
+        kind: str,
+        row: Plan | Action,
+        session: Session,
+        inputs: EventInputs,
+        runtime: Runtime,
+    ) -> None:
+        self.kind = kind
+        self.row = row
+        self.session = session
+        self.inputs = inputs
+        self.runtime = runtime
+        self.refusals: list[str] = []
+
+    @property
+    def state(self) -> str:
+        return self.row.state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self.row.state = value
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.row.id}"

@@ -1,0 +1,114 @@
+"""Shared fixtures. Every database test runs twice: on a real SQLite file and on the real
+PostgreSQL (a fresh schema per test). PostgreSQL tests skip only when no server answers and
+``QIP_REQUIRE_POSTGRES`` is unset; CI sets it, so there they fail instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from qip_flow import SHIPPED_CONFIG
+from qip_flow.clock import Clock
+from qip_flow.runtime import Runtime
+from qip_flow.services import loading
+from qip_flow.store.db import Database
+
+EXAMPLES = SHIPPED_CONFIG / "examples"
+PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> str | None:
+    try:
+        engine = create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure to connect means "not here"
+        return str(exc).splitlines()[0]
+
+
+_PG_PROBLEM: str | None = None
+_PG_CHECKED = False
+
+
+def postgres_problem() -> str | None:
+    global _PG_PROBLEM, _PG_CHECKED
+    if not _PG_CHECKED:
+        _PG_PROBLEM, _PG_CHECKED = _postgres_available(), True
+    return _PG_PROBLEM
+
+
+def require_postgres() -> None:
+    problem = postgres_problem()
+    if problem:
+        if os.environ.get("QIP_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required (QIP_REQUIRE_POSTGRES) but: {problem}")
+        pytest.skip(f"no PostgreSQL at {PG_URL}: {problem}")
+
+
+def postgres_schema_url() -> tuple[str, str]:
+    return PG_URL, "qip_t_" + uuid.uuid4().hex[:12]
+
+
+def make_postgres_database(schema: str) -> Database:
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'create schema "{schema}"'))
+    engine.dispose()
+    return Database(PG_URL, schema=schema)
+
+
+def drop_postgres_schema(schema: str) -> None:
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'drop schema if exists "{schema}" cascade'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An initialised, empty database of each kind."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
+        db.init()
+        yield db
+        db.dispose()
+        return
+    require_postgres()
+    schema = "qip_t_" + uuid.uuid4().hex[:12]
+    db = make_postgres_database(schema)
+    db.init()
+    try:
+        yield db
+    finally:
+        db.dispose()
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
+    db.init()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def runtime(database: Database) -> Runtime:
+    """A runtime on each database, with a fixed clock at the start of the demo year."""
+    return Runtime(db=database, clock=Clock(), config_dir=SHIPPED_CONFIG)
+
+
+@pytest.fixture
+def loaded(runtime: Runtime) -> Runtime:
+    """The shipped examples loaded: four draft plans of the seed scenarios."""
+    runtime.clock.set("2026-01-15")
+    loading.load_files(runtime, [EXAMPLES], actor="test")
+    return runtime
