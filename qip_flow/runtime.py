@@ -10,6 +10,9 @@ from pathlib import Path
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
+from qip_flow.config.rules import RuleBook, load_rules
+from qip_flow.decide.decisions import Decide
+from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidInput
 from qip_flow.store.db import Database
 from qip_flow.workflow.machines import Workflows
@@ -34,3 +37,16 @@ class Runtime:
     @cached_property
     def workflows(self) -> Workflows:
         return Workflows.from_folder(self.config_dir / "workflows")
+
+    @cached_property
+    def rules(self) -> RuleBook:
+        return load_rules(self.config_dir / "rules", self.vocabulary)
+
+    @cached_property
+    def vocabulary(self) -> EngineVocabulary:
+        defs = self.workflows.defs
+        return EngineVocabulary(defs["plan"].state_names(), defs["action"].state_names())
+
+    @cached_property
+    def decide(self) -> Decide:
+        return Decide(self.rules)

@@ -11,39 +11,20 @@ from typing import Annotated, Any
 import typer
 
 from qip_flow.cli import render
-from qip_flow.clock import Clock, parse_day, parse_when
+from qip_flow.cli.rules import rules_app
+from qip_flow.cli.state import State, state_of
+from qip_flow.clock import parse_day
 from qip_flow.errors import InvalidInput, QipError
-from qip_flow.runtime import Runtime, config_folder
-from qip_flow.services import lifecycle, loading, queries
+from qip_flow.runtime import config_folder
+from qip_flow.services import assess, lifecycle, loading, queries
 from qip_flow.store import audit as audit_trail
-from qip_flow.store.db import Database
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
                   help="qip_flow: Quality Improvement Plans that commissioners and CQC can trust.")
 workflow_app = typer.Typer(no_args_is_help=True, help="Show and check the workflow files.")
 app.add_typer(workflow_app, name="workflow")
-
-
-class State:
-    """Global options, turned into a Runtime when a command first needs one."""
-
-    def __init__(self, db: str | None, config: str | None, now: str | None, json_out: bool):
-        self.db_url, self.config, self.now, self.json = db, config, now, json_out
-        self._rt: Runtime | None = None
-
-    def runtime(self, *, schema_required: bool = True) -> Runtime:
-        if self._rt is None:
-            clock = Clock(parse_when(self.now) if self.now else None)
-            self._rt = Runtime(db=Database(self.db_url), clock=clock,
-                               config_dir=config_folder(self.config))
-        if schema_required:
-            self._rt.db.require_schema()
-        return self._rt
-
-
-def _state(ctx: typer.Context) -> State:
-    return ctx.ensure_object(State)
+app.add_typer(rules_app, name="rules")
 
 
 @app.callback()
@@ -70,7 +51,7 @@ def _user() -> str:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create the database schema, or upgrade it to this version."""
-    st = _state(ctx)
+    st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     before, after = rt.db.init()
     if st.json:
@@ -88,7 +69,7 @@ def load(
     by: Annotated[str | None, typer.Option(help="Who is loading (for the audit trail).")] = None,
 ) -> None:
     """Load people, services, risks and plans: all files or none; loading again is harmless."""
-    st = _state(ctx)
+    st = state_of(ctx)
     report = loading.load_files(st.runtime(), paths, actor=by or _user())
     if st.json:
         render.emit_json([{"file": f, "record": r, "outcome": o} for f, r, o in report.changes])
@@ -107,7 +88,7 @@ def plans(
     rag: Annotated[str | None, typer.Option(help="Only plans rated red, amber or green.")] = None,
 ) -> None:
     """List plans."""
-    st = _state(ctx)
+    st = state_of(ctx)
     with st.runtime().db.read() as session:
         rows = queries.list_plans(session, state=state, service=service, theme=theme, rag=rag)
     if st.json:
@@ -121,7 +102,7 @@ def plans(
 @app.command()
 def show(ctx: typer.Context, entity_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show a plan (QIP-2026-014) or an action (QIP-2026-014/A1) with its history."""
-    st = _state(ctx)
+    st = state_of(ctx)
     with st.runtime().db.read() as session:
         detail = queries.show(session, entity_id)
     if st.json:
@@ -157,7 +138,7 @@ def do_event(
     reason: Annotated[str | None, typer.Option(help="Why (revise_due, reopen, withdraw).")] = None,
 ) -> None:
     """Fire a workflow event on a plan or an action."""
-    st = _state(ctx)
+    st = state_of(ctx)
     result = lifecycle.fire_event(
         st.runtime(), entity_id, event, by=by, note=note, reason=reason,
         due=parse_day(due, field="--due") if due else None, evidence=evidence or [])
@@ -180,7 +161,7 @@ def signoff(
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Record a sign-off and make the move it authorises (approve, close, step down)."""
-    st = _state(ctx)
+    st = state_of(ctx)
     result = lifecycle.sign_off(
         st.runtime(), plan_id, purpose, by=by, group=group, meeting=meeting,
         evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
@@ -200,7 +181,7 @@ def measure(
     by: Annotated[str | None, typer.Option(help="Who recorded it.")] = None,
 ) -> None:
     """Record an indicator measurement."""
-    st = _state(ctx)
+    st = state_of(ctx)
     m = lifecycle.record_measurement(st.runtime(), plan_id, indicator, value,
                                      on=parse_day(on, field="--on") if on else None,
                                      source=source, reaudit=reaudit, by=by)
@@ -218,7 +199,7 @@ def audit(
     last: Annotated[int, typer.Option(help="How many recent events to list.")] = 50,
 ) -> None:
     """List the audit trail (of one plan or action), or `qip audit verify` the hash chain."""
-    st = _state(ctx)
+    st = state_of(ctx)
     rt = st.runtime()
     if target == "verify":
         with rt.db.read() as session:
@@ -246,13 +227,16 @@ def audit(
 
 
 @app.command()
-def schema(kind: Annotated[str, typer.Argument(help="organisation, plan or workflow")]) -> None:
+def schema(kind: Annotated[str, typer.Argument(help="organisation, plan, workflow or rules")]
+           ) -> None:
     """Print the JSON Schema of a file format (for editor completion)."""
     from qip_flow.config import formats
     from qip_flow.config.workflow import WorkflowDef
+    from qip_flow.decide.tooling import rules_schema
 
     schemas: dict[str, Any] = {k: m.model_json_schema() for k, m in formats.SCHEMAS.items()}
     schemas["workflow"] = WorkflowDef.model_json_schema(by_alias=True)
+    schemas["rules"] = rules_schema()
     if kind not in schemas:
         raise InvalidInput(f"unknown kind '{kind}'; kinds: {', '.join(sorted(schemas))}")
     render.emit_json(schemas[kind])
@@ -264,7 +248,7 @@ def workflow_show(ctx: typer.Context,
     """Print the workflow as a Mermaid state diagram, drawn from its YAML file."""
     from qip_flow.workflow.diagram import mermaid
 
-    st = _state(ctx)
+    st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     if kind not in rt.workflows.defs:
         raise InvalidInput(f"unknown workflow '{kind}'; use plan or action")
@@ -274,11 +258,126 @@ def workflow_show(ctx: typer.Context,
 @workflow_app.command("check")
 def workflow_check(ctx: typer.Context) -> None:
     """Check the workflow files in --config; errors name the file and line."""
-    st = _state(ctx)
+    st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     for wf in rt.workflows.defs.values():
         render.console.print(f"{wf.path}: ok ({len(wf.states)} states, {len(wf.events)} events, "
                              f"version {wf.version})")
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str | None, typer.Option(help="Judge the sign-off criteria for this person.")] = None,
+) -> None:
+    """Each closure criterion met or unmet, with the facts and the rule behind it."""
+    st = state_of(ctx)
+    result = assess.explain(st.runtime(), plan_id, signer=by)
+    if st.json:
+        render.emit_json(result)
+        return
+    render.explanation(result)
+
+
+@app.command()
+def close(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str, typer.Option(help="Who signs closure (their id).")],
+    meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
+    evidence_reviewed: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
+    residual_risk: Annotated[list[str] | None, typer.Option(
+        help="A residual risk and how it is monitored (repeatable).")] = None,
+    learning: Annotated[list[str] | None, typer.Option(
+        help="Where learning was embedded (repeatable).")] = None,
+) -> None:
+    """Close a plan: only if every closure criterion holds and the person has the authority;
+    otherwise exit 1 with every unmet criterion, and nothing changes."""
+    st = state_of(ctx)
+    result = lifecycle.sign_off(
+        st.runtime(), plan_id, "closure", by=by, meeting=meeting,
+        evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
+        learning_embedded=learning or [])
+    _moved(st, result)
+
+
+@app.command()
+def lint(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="PLAN-or-FILE")],
+) -> None:
+    """Credibility checks from rules/credibility.yaml; exit 1 while an error remains."""
+    st = state_of(ctx)
+    rt = st.runtime()
+    path = Path(target)
+    findings = (assess.lint_file(rt, path) if path.suffix in (".yaml", ".yml")
+                else assess.lint_plan(rt, target))
+    if st.json:
+        render.emit_json([f.as_dict() for f in findings])
+    else:
+        render.table(f"Credibility of {target}", ["severity", "about", "finding", "rule"],
+                     [[render.severity(f.severity), f.subject_id, f.message, f.rule.id]
+                      for f in findings])
+        errors = sum(1 for f in findings if f.severity == "error")
+        render.console.print(f"{errors} error(s), {len(findings) - errors} other finding(s)")
+    if any(f.severity == "error" for f in findings):
+        raise typer.Exit(1)
+
+
+@app.command("learning")
+def learning_summary(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str, typer.Option(help="Who wrote it.")],
+    summary: Annotated[str, typer.Option(help="What was learned.")],
+    embedded_in: Annotated[list[str] | None, typer.Option(
+        help="Where it is embedded: induction, supervision, training … (repeatable).")] = None,
+) -> None:
+    """Record the plan's learning summary and where the learning is embedded."""
+    st = state_of(ctx)
+    row = assess.record_learning(st.runtime(), plan_id, by=by, summary=summary,
+                                 embedded_in=embedded_in or [])
+    if st.json:
+        render.emit_json(queries.row_dict(row))
+    else:
+        render.console.print(f"{plan_id}: learning summary recorded "
+                             f"(embedded in {', '.join(row.embedded_in) or 'nowhere yet'})")
+
+
+@app.command()
+def vary(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str, typer.Option(help="Who signs the variation.")],
+    set_: Annotated[list[str], typer.Option("--set", help="field=value, e.g. sustain_days=120, "
+                                            "signoff.group=Board (repeatable).")],
+    reason: Annotated[str, typer.Option(help="Why the criteria change.")],
+    meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
+) -> None:
+    """Change pinned closure criteria: a variation signed off like closure."""
+    st = state_of(ctx)
+    result = lifecycle.sign_off(st.runtime(), plan_id, "variation", by=by, meeting=meeting,
+                                reason=reason, variation=assess.parse_variation(set_))
+    _moved(st, result)
+
+
+@app.command()
+def reassess(
+    ctx: typer.Context,
+    plan_ids: Annotated[list[str] | None, typer.Argument(metavar="[PLAN]...")] = None,
+) -> None:
+    """Re-rate live plans for --now (RAG, reopening on deterioration)."""
+    st = state_of(ctx)
+    results = assess.reassess_all(st.runtime(), plan_ids or None)
+    rows = [{"plan": r.plan_id, "rag": r.rag.rating if r.rag else None, "changed": r.rag_changed,
+             "reason": r.rag.reason if r.rag else "", "reopened": r.reopened} for r in results]
+    if st.json:
+        render.emit_json(rows)
+        return
+    render.table(None, ["plan", "RAG", "changed", "why", "reopened"],
+                 [[r["plan"], render.rag(r["rag"]), "yes" if r["changed"] else "", r["reason"],
+                   r["reopened"] or ""] for r in rows])
 
 
 @app.command()
@@ -289,7 +388,7 @@ def demo(
     """Play the seeds' scenarios on a simulated clock in a fresh SQLite database."""
     from qip_flow.services.demo import run_demo
 
-    st = _state(ctx)
+    st = state_of(ctx)
     run_demo(folder, config_dir=config_folder(st.config), out=render.console)
 
 

@@ -84,3 +84,30 @@ def show_action(d: dict[str, Any]) -> None:
         table("Evidence", ["on", "what", "reference", "by"],
               [[e["on"], e["description"], e["reference"], e["by_id"]] for e in d["evidence"]])
     history(d["history"])
+
+
+def severity(value: str) -> str:
+    style = {"error": "bold red", "warning": "yellow", "info": "dim"}.get(value, "")
+    return f"[{style}]{value}[/]"
+
+
+def explanation(result: dict[str, Any]) -> None:
+    closure = result["closure"]
+    pinned = "pinned at approval" if result["criteria_pinned"] else "not yet pinned (draft)"
+    console.print(f"[bold]{result['plan']}[/bold] ({result['state']}), rules "
+                  f"{result['rules_version']}; closure criteria {pinned}")
+    rows = []
+    for c in closure["criteria"]:
+        failing = [f"{x['condition']} ({', '.join(f'{k} = {v}' for k, v in x['facts'].items())})"
+                   for x in c["conditions"] if not x["holds"]]
+        rows.append(["[green]met[/green]" if c["met"] else "[red]unmet[/red]", c["criterion"],
+                     c["description"], "; ".join(failing), c["rule"]])
+    table("Closure criteria", ["", "criterion", "what it asks", "why not", "rule"], rows)
+    verdict = ("[green]every criterion is met[/green]" if closure["all_met"]
+               else f"[red]{sum(1 for c in closure['criteria'] if not c['met'])} criteria unmet[/red]")
+    console.print(f"Closure: {verdict}")
+    rag_ = result["rag"]
+    console.print(f"RAG: {rag(rag_['rating'])} — {rag_['reason']}")
+    if result["step_down_preferred"]:
+        rules = ", ".join(result["step_down_preferred"])
+        console.print(f"The rules prefer step-down into monitoring ({rules}).")

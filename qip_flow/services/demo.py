@@ -21,7 +21,8 @@ from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services import lifecycle, loading
+from qip_flow.services import assess, lifecycle, loading
+from qip_flow.services.assess import RULES_ACTOR
 from qip_flow.store import audit
 from qip_flow.store.db import Database
 
@@ -30,10 +31,26 @@ EXAMPLES = SHIPPED_CONFIG / "examples"
 
 
 class Timeline:
-    """Runs the story one dated step at a time and prints each outcome."""
+    """Runs the story one dated step at a time and prints each outcome, and what the rules
+    decided on their own (RAG changes, reopening) as it happens."""
 
     def __init__(self, rt: Runtime, out: Console) -> None:
         self.rt, self.out = rt, out
+        self.seen = 0
+
+    def rules_said(self) -> None:
+        with self.rt.db.read() as session:
+            events = [e for e in audit.history(session) if (e.seq or 0) > self.seen]
+        for e in events:
+            if e.actor == RULES_ACTOR:
+                if e.what == "rag changed":
+                    self.say(f"{e.entity_id}  RAG {e.from_state or 'unrated'} → "
+                             f"[bold]{(e.to_state or '').upper()}[/bold]  — {e.reason}")
+                else:
+                    self.say(f"{e.entity_id}  [red]{e.what}[/red] by the rules: {e.from_state} → "
+                             f"{e.to_state}  — {e.reason}")
+        if events:
+            self.seen = events[-1].seq or self.seen
 
     def at(self, day: str) -> Timeline:
         self.rt.clock.set(day)
@@ -59,6 +76,7 @@ class Timeline:
             self.say(f"[yellow]refused[/yellow] {entity}: {why}")
             for detail in exc.details or [exc.message]:
                 self.out.print(f"             [yellow]↳ {detail}[/yellow]")
+            self.rules_said()
         else:  # the story depends on this refusal
             raise AssertionError(f"demo: expected {entity} to be refused")
 
@@ -69,6 +87,23 @@ class Timeline:
                                          source="re-audit" if reaudit else "monthly audit", by=by)
         shown = ", ".join(f"{k} {v:g}" for k, v in values.items())
         self.say(f"{plan}  {'re-audit' if reaudit else 'measured'}: {shown}")
+        self.rules_said()
+
+    def month(self, plan: str, day: str, values: dict[str, float], *, by: str,
+              reaudit: bool = False) -> None:
+        """A monthly governance meeting: progress reviewed, the month's audit recorded."""
+        self.at(day).do(plan, "review", by=by, note=f"Monthly governance review {day}")
+        self.measure(plan, values, reaudit=reaudit)
+
+    def learn(self, plan: str, *, by: str, summary: str, embedded_in: list[str]) -> None:
+        assess.record_learning(self.rt, plan, by=by, summary=summary, embedded_in=embedded_in)
+        self.say(f"{plan}  learning summary recorded; embedded in {', '.join(embedded_in)}")
+
+    def explain(self, plan: str) -> None:
+        result = assess.explain(self.rt, plan)
+        for c in result["closure"]["criteria"]:
+            mark = "[green]met[/green]  " if c["met"] else "[red]unmet[/red]"
+            self.out.print(f"             {mark} {c['criterion']}")
 
     def _run(self, entity: str, action: Callable[[], lifecycle.EventResult], why: str) -> None:
         result = action()
@@ -76,6 +111,7 @@ class Timeline:
         what = (f"{move.event.name}: {move.source} → [bold]{move.dest}[/bold]"
                 if move.source != move.dest else f"{move.event.name} recorded")
         self.say(f"{entity}  {what}" + (f"  — {why}" if why else ""))
+        self.rules_said()
 
 
 def prepare_database(folder: Path) -> Database:
@@ -115,13 +151,11 @@ def medication(t: Timeline) -> None:
                           evidence=["Weekly MAR audit schedule|policies/mar-audit-v3.pdf"],
                           why="MAR audits now weekly")
     t.at("2026-02-16").do(f"{p}/A1", "verify", by="cevans", why="checked by the quality lead")
-    t.at("2026-02-20").do(p, "review", by="jpatel", note="Monthly governance review: on track")
-    t.measure(p, {"mar-complete": 91})
+    t.month(p, "2026-02-20", {"mar-complete": 91}, by="jpatel")
     t.at("2026-03-02").do(f"{p}/A2", "revise_due", by="jpatel", due=date(2026, 4, 10),
                           reason="External trainer cancelled; new course date booked",
                           why="slippage recorded with reason and approver")
-    t.at("2026-03-20").do(p, "review", by="jpatel", note="Monthly governance review: A2 slipped")
-    t.measure(p, {"mar-complete": 96})
+    t.month(p, "2026-03-20", {"mar-complete": 96}, by="jpatel")
     t.at("2026-03-25").do(f"{p}/A3", "complete", by="mjones",
                           evidence=["Competency records for 6 senior support workers|HR/comp-2026"])
     t.do(f"{p}/A3", "verify", by="jpatel")
@@ -129,10 +163,16 @@ def medication(t: Timeline) -> None:
                           evidence=["Attendance sheets, 14 of 14 staff|L&D/med-refresh-0409"])
     t.do(f"{p}/A2", "verify", by="jpatel")
     t.do(p, "begin_sustaining", by="jpatel", why="all actions complete")
-    for day, value in (("2026-04-20", 97), ("2026-05-20", 96), ("2026-06-19", 98),
-                       ("2026-07-20", 97)):
-        t.at(day).measure(p, {"mar-complete": value}, reaudit=day in ("2026-05-20", "2026-07-20"))
+    for day, value in (("2026-04-17", 97), ("2026-05-15", 96), ("2026-06-12", 98),
+                       ("2026-07-10", 97)):
+        t.month(p, day, {"mar-complete": value}, by="jpatel",
+                reaudit=day in ("2026-05-15", "2026-07-10"))
     t.at("2026-07-21").do(p, "request_closure", by="jpatel")
+    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="dadeyemi"),
+                     "closure needs a learning summary first")
+    t.learn(p, by="jpatel", summary="Audit frequency must follow risk, not habit; competency "
+            "is reassessed, not assumed", embedded_in=["Medicines induction",
+                                                      "Senior support worker supervision"])
     t.sign(p, "closure", by="dadeyemi", meeting="Quality committee 2026-07-21",
            evidence_reviewed=["Weekly and monthly MAR audits Jan–Jul", "Two re-audits"],
            residual_risks=["New starters: covered by induction competency check"],
@@ -147,26 +187,40 @@ def safeguarding(t: Timeline) -> None:
                             meeting="Safeguarding governance group 2026-01-27")
     t.do(p, "start", by="tbrennan")
     t.measure(p, {"escalated-24h": 62, "record-quality": 55, "repeat-alerts": 3})
-    steps = [("A1", "2026-02-05", "Rota and threshold guide in every office|SG/rota-v1"),
-             ("A3", "2026-02-19", "New recording template live|SG/template-v2"),
-             ("A2", "2026-03-05", "Workshop attendance 32/32|L&D/sg-workshops"),
-             ("A4", "2026-03-19", "Supervision template with recording check|HR/supervision-v4")]
-    for ref, day, evidence in steps:
-        t.at(day).do(f"{p}/{ref}", "complete", by="lokafor" if ref in ("A1", "A2") else "tbrennan",
-                     evidence=[evidence])
+    steps = [("A1", "lokafor", "2026-02-05", "Rota and threshold guide in every office|SG/rota-v1"),
+             ("A3", "tbrennan", "2026-02-19", "New recording template live|SG/template-v2")]
+    for ref, owner, day, evidence in steps:
+        t.at(day).do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
         t.do(f"{p}/{ref}", "verify", by="dadeyemi")
-    t.do(p, "begin_sustaining", by="tbrennan")
-    months = [("2026-03-31", 88, 80, 1, False), ("2026-04-30", 96, 91, 0, True),
-              ("2026-05-29", 97, 93, 0, False), ("2026-06-30", 98, 94, 0, False),
-              ("2026-07-31", 97, 95, 0, True)]
+    t.month(p, "2026-02-24", {"escalated-24h": 74, "record-quality": 68, "repeat-alerts": 2},
+            by="tbrennan")
+    steps = [("A2", "lokafor", "2026-03-05", "Workshop attendance 32/32|L&D/sg-workshops"),
+             ("A4", "tbrennan", "2026-03-19", "Supervision template with recording check|HR/sv-4")]
+    for ref, owner, day, evidence in steps:
+        t.at(day).do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
+        t.do(f"{p}/{ref}", "verify", by="dadeyemi")
+    t.do(p, "begin_sustaining", by="tbrennan", why="every action complete and verified")
+    months = [("2026-03-24", 88, 80, 1, False), ("2026-04-21", 96, 91, 0, True),
+              ("2026-05-19", 97, 93, 0, False), ("2026-06-16", 98, 94, 0, False)]
     for day, esc, rec, rep, reaudit in months:
-        t.at(day).measure(p, {"escalated-24h": esc, "record-quality": rec, "repeat-alerts": rep},
-                          reaudit=reaudit)
-    t.at("2026-08-04").do(p, "request_closure", by="tbrennan",
+        t.month(p, day, {"escalated-24h": esc, "record-quality": rec, "repeat-alerts": rep},
+                by="tbrennan", reaudit=reaudit)
+    t.at("2026-06-22").learn(p, by="lokafor", summary="Escalation fails when thresholds are "
+                             "unclear out of hours", embedded_in=["Induction",
+                                                                  "Supervision framework"])
+    t.at("2026-06-23").do(p, "request_closure", by="tbrennan",
+                          why="closure report after two months on target")
+    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="lokafor"),
+                     "two months is not three, and only one re-audit so far")
+    t.explain(p)
+    t.do(p, "send_back", by="lokafor", reason="Sustain for three months; re-audit in July")
+    t.month(p, "2026-07-21", {"escalated-24h": 97, "record-quality": 95, "repeat-alerts": 0},
+            by="tbrennan", reaudit=True)
+    t.at("2026-07-28").do(p, "request_closure", by="tbrennan",
                           why="closure report to the safeguarding governance group")
     t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="rmensah"),
                      "a senior manager outside the group cannot close it")
-    t.sign(p, "closure", by="lokafor", meeting="Safeguarding governance group 2026-08-04",
+    t.sign(p, "closure", by="lokafor", meeting="Safeguarding governance group 2026-07-28",
            evidence_reviewed=["Safeguarding record re-audits April and July",
                               "Incident panel outcomes", "Supervision evidence"],
            residual_risks=["Agency night staff: threshold guide in agency induction pack"],
@@ -176,26 +230,32 @@ def safeguarding(t: Timeline) -> None:
 
 def care_planning(t: Timeline) -> None:
     p = "QIP-2026-009"
-    t.heading("Care planning QIP: stepped down into routine monitoring")
+    t.heading("Care planning QIP: stepped down into routine monitoring, reopened, stepped down")
     t.at("2026-01-21").sign(p, "approval", by="rmensah", meeting="Quality committee 2026-01-21")
     t.do(p, "start", by="jpatel")
     t.at("2026-01-29").do(f"{p}/A1", "complete", by="jpatel",
                           evidence=["Discharge and incident procedures v5|policies/cp-trigger"])
     t.do(f"{p}/A1", "verify", by="cevans")
+    t.month(p, "2026-02-18", {"plan-audit": 84}, by="jpatel")
     t.at("2026-02-26").do(f"{p}/A2", "complete", by="mjones",
                           evidence=["20 reviewed care plans, signed by people and families|CP/rev"])
     t.do(f"{p}/A2", "verify", by="jpatel")
     t.do(p, "begin_sustaining", by="jpatel")
-    for day, value in (("2026-02-27", 88), ("2026-03-31", 92), ("2026-04-30", 93)):
-        t.at(day).measure(p, {"plan-audit": value})
+    for day, value in (("2026-03-18", 91), ("2026-04-15", 93)):
+        t.month(p, day, {"plan-audit": value}, by="jpatel")
     t.at("2026-05-05").sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
                             why="care planning becomes a standing audit theme for six months")
-    for day, value in (("2026-06-30", 94), ("2026-08-31", 92), ("2026-10-30", 95)):
-        t.at(day).measure(p, {"plan-audit": value})
-    t.at("2026-11-06").sign(p, "closure", by="rmensah", meeting="Quality committee 2026-11-06",
-                            evidence_reviewed=["Six months of monthly care plan audits"],
-                            learning_embedded=["Care plan review trigger in discharge procedure"],
-                            why="monitoring period over, improvement held")
+    for day, value in (("2026-06-03", 94), ("2026-07-01", 92)):
+        t.month(p, day, {"plan-audit": value}, by="jpatel")
+    t.month(p, "2026-07-29", {"plan-audit": 81}, by="jpatel")
+    t.at("2026-08-03").do(p, "review", by="jpatel",
+                          note="Deterioration traced to agency staff missing the review trigger")
+    t.at("2026-08-04").do(p, "begin_sustaining", by="jpatel",
+                          why="trigger added to the agency induction pack")
+    for day, value in (("2026-08-26", 91), ("2026-09-23", 94), ("2026-10-21", 95)):
+        t.month(p, day, {"plan-audit": value}, by="jpatel")
+    t.at("2026-11-04").sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-11-04",
+                            why="back to routine monitoring for six months")
 
 
 def board_oversight(t: Timeline) -> None:
@@ -208,7 +268,7 @@ def board_oversight(t: Timeline) -> None:
     t.at("2026-02-26").do(f"{p}/A1", "complete", by="skaur",
                           evidence=["18 risk assessments on the electronic record|ER/export"])
     t.do(f"{p}/A1", "verify", by="cevans")
-    t.at("2026-04-15").do(p, "review", by="hwright",
+    t.at("2026-05-01").do(p, "review", by="hwright",
                           note="Quarterly board review: A2 recruitment slipped; board agreed "
                                "revised timeline and funding for a recruitment campaign")
     t.do(f"{p}/A2", "revise_due", by="hwright", due=date(2026, 6, 30),

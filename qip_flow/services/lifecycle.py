@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -93,18 +94,43 @@ def _record_inputs(session: Session, subject: Subject) -> None:
                             learning_embedded=s.learning_embedded, at=inputs.now))
 
 
+def system_inputs(now: datetime, *, reason: str) -> EventInputs:
+    """Inputs for an event the rules fire themselves (e.g. reopening on deterioration)."""
+    from qip_flow.services.assess import RULES_ACTOR
+
+    return EventInputs(by=Person(id=RULES_ACTOR, name="qip_flow rules", level="operational"),
+                       now=now, reason=reason)
+
+
 def fire_in_session(
-    rt: Runtime, session: Session, entity_id: str, event: str, inputs: EventInputs
+    rt: Runtime,
+    session: Session,
+    entity_id: str,
+    event: str,
+    inputs: EventInputs,
+    *,
+    reassess_after: bool = True,
+    decisions: dict[str, Any] | None = None,
 ) -> EventResult:
-    """Fire one event inside the caller's transaction, recording inputs and the audit event."""
+    """Fire one event inside the caller's transaction: record the inputs and one audit event
+    (with any decision behind it), then re-rate the plan."""
+    from qip_flow.services.assess import reassess
+
     kind, row = get_entity(session, entity_id)
     subject = Subject(kind, row, session, inputs, rt)
     move = rt.workflows.fire(subject, event)
     _record_inputs(session, subject)
+    detail = inputs.as_detail()
+    subject.decisions.update(decisions or {})
+    if subject.decisions:
+        detail["decisions"] = subject.decisions
     audit.append(session, at=inputs.now, actor=inputs.by.id, entity_type=kind,
                  entity_id=row.id, what=event, from_state=move.source, to_state=move.dest,
-                 reason=inputs.reason or "", detail=inputs.as_detail(), version=move.version)
+                 reason=inputs.reason or "", detail=detail, version=move.version)
     session.flush()
+    if reassess_after:
+        plan = row if isinstance(row, Plan) else get_plan(session, row.plan_id)
+        reassess(rt, session, plan)
     return EventResult(row.id, kind, move)
 
 
@@ -119,12 +145,13 @@ def fire_event(
     due: date | None = None,
     evidence: Sequence[str] = (),
     signoff: SignoffInput | None = None,
+    variation: dict[str, Any] | None = None,
 ) -> EventResult:
     now = rt.clock.now()
     with rt.db.write() as session:
         inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
                              due=due, evidence=parse_evidence(evidence, now.date()),
-                             signoff=signoff)
+                             signoff=signoff, variation=variation or {})
         return fire_in_session(rt, session, entity_id, event, inputs)
 
 
@@ -140,6 +167,8 @@ def sign_off(
     residual_risks: Sequence[str] = (),
     learning_embedded: Sequence[str] = (),
     note: str | None = None,
+    reason: str | None = None,
+    variation: dict[str, Any] | None = None,
 ) -> EventResult:
     """Record a sign-off and fire the workflow event that it authorises (approve, close,
     step_down, …, as the plan workflow file declares)."""
@@ -160,7 +189,8 @@ def sign_off(
         wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
         if wanted and wanted in (person.groups or []):
             signoff.group = wanted
-    return fire_event(rt, plan_id, event.name, by=by, note=note, signoff=signoff)
+    return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
+                      variation=variation)
 
 
 def record_measurement(
@@ -192,4 +222,8 @@ def record_measurement(
                      detail={"on": measurement.on.isoformat(), "value": value, "source": source,
                              "reaudit": reaudit})
         plan.updated_at = now
+        session.flush()
+        from qip_flow.services.assess import reassess
+
+        reassess(rt, session, plan)
         return measurement

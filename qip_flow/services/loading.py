@@ -233,38 +233,49 @@ class _Loader:
                 unit=ind.unit, direction=ind.direction, target=ind.target, baseline=ind.baseline))
 
 
-def load_files(rt: Runtime, paths: Iterable[Path], *, actor: str) -> LoadReport:
-    """Load every file or none."""
-    files = expand_paths(paths)
+def parse_files(paths: Iterable[Path]) -> list[_Parsed]:
+    """Parse and validate every file; refuse them all if any has a problem."""
     problems: list[str] = []
     parsed: list[_Parsed] = []
-    for path in files:
+    for path in expand_paths(paths):
         try:
             parsed.append(parse_file(path))
         except InvalidInput as exc:
             problems.extend([exc.message, *exc.details] if exc.details else [exc.message])
     if problems:
         raise InvalidInput("nothing was loaded; fix these and load again", details=problems)
-    parsed.sort(key=lambda p: isinstance(p.spec, PlanFile))
+    return parsed
+
+
+def load_in_session(rt: Runtime, session: Session, parsed: list[_Parsed], *,
+                    actor: str) -> LoadReport:
+    """Check every reference, then write; any problem raises before the caller commits."""
+    parsed = sorted(parsed, key=lambda p: isinstance(p.spec, PlanFile))
     plan_ids: dict[str, Path] = {}
-    with rt.db.write() as session:
-        loader = _Loader(rt, session, actor)
+    loader = _Loader(rt, session, actor)
+    for item in parsed:
+        if isinstance(item.spec, OrganisationFile):
+            loader.organisation(item.doc, item.spec)
+        else:
+            if item.spec.id in plan_ids:
+                loader.problem(item.doc, ["id"], f"plan {item.spec.id} is also in "
+                               f"{plan_ids[item.spec.id]}")
+            plan_ids[item.spec.id] = item.doc.path
+            loader.plan(item.doc, item.spec)
+    if not loader.problems:
         for item in parsed:
             if isinstance(item.spec, OrganisationFile):
-                loader.organisation(item.doc, item.spec)
+                loader.write_organisation(item.doc, item.spec)
             else:
-                if item.spec.id in plan_ids:
-                    loader.problem(item.doc, ["id"], f"plan {item.spec.id} is also in "
-                                   f"{plan_ids[item.spec.id]}")
-                plan_ids[item.spec.id] = item.doc.path
-                loader.plan(item.doc, item.spec)
-        if not loader.problems:
-            for item in parsed:
-                if isinstance(item.spec, OrganisationFile):
-                    loader.write_organisation(item.doc, item.spec)
-                else:
-                    loader.write_plan(item.doc, item.spec)
-        if loader.problems:
-            raise InvalidInput("nothing was loaded; fix these and load again",
-                               details=loader.problems)
+                loader.write_plan(item.doc, item.spec)
+    if loader.problems:
+        raise InvalidInput("nothing was loaded; fix these and load again",
+                           details=loader.problems)
     return loader.report
+
+
+def load_files(rt: Runtime, paths: Iterable[Path], *, actor: str) -> LoadReport:
+    """Load every file or none."""
+    parsed = parse_files(paths)
+    with rt.db.write() as session:
+        return load_in_session(rt, session, parsed, actor=actor)

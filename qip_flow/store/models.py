@@ -72,6 +72,8 @@ class Plan(SQLModel, table=True):
     closed_at: datetime | None = _when(default=None)
     monitoring_until: datetime | None = _when(default=None)
     next_review_at: datetime | None = _when(default=None)
+    last_review_at: datetime | None = _when(default=None)
+    learning_review_due: date | None = None
 
 
 class Finding(SQLModel, table=True):

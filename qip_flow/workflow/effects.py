@@ -13,6 +13,7 @@ Effect = Callable[[Subject], None]
 EFFECTS: dict[str, dict[str, Effect]] = {"plan": {}, "action": {}}
 
 DEFAULT_MONITORING_DAYS = 182
+DEFAULT_LEARNING_REVIEW_DAYS = 90
 
 
 def effect(kind: str) -> Callable[[Effect], Effect]:
@@ -35,9 +36,14 @@ def _action(s: Subject) -> Action:
 
 @effect("plan")
 def pin_closure_criteria(s: Subject) -> None:
-    """Fix the closure criteria as approved; changing them later is a recorded variation."""
+    """Fix the closure criteria as approved — the plan's own, tightened by the rules' defaults
+    for its theme and source — with the rules version; changing them later is a variation."""
+    from qip_flow.services.assess import plan_facts
+
     plan = _plan(s)
-    plan.closure_criteria = {**plan.closure_criteria, "pinned_at": s.inputs.now.isoformat()}
+    _facts, criteria = plan_facts(s.runtime, s.session, plan)
+    plan.closure_criteria = {**criteria, "pinned_at": s.inputs.now.isoformat(),
+                             "rules_version": s.runtime.rules.version}
     plan.approved_at = s.inputs.now
 
 
@@ -45,22 +51,29 @@ def pin_closure_criteria(s: Subject) -> None:
 def schedule_review(s: Subject) -> None:
     """Set the next governance review from the plan's review cadence."""
     plan = _plan(s)
+    plan.last_review_at = s.inputs.now
     if plan.review_cadence_days:
         plan.next_review_at = s.inputs.now + timedelta(days=plan.review_cadence_days)
 
 
 @effect("plan")
 def mark_closed(s: Subject) -> None:
-    """Record when the plan closed and end any monitoring period."""
+    """Record when the plan closed, stop governance reviews, and set when the learning review
+    falls due (closure criteria ``learning_review_days``, default 90)."""
     plan = _plan(s)
     plan.closed_at, plan.next_review_at = s.inputs.now, None
+    days = (plan.closure_criteria or {}).get("learning_review_days") or DEFAULT_LEARNING_REVIEW_DAYS
+    plan.learning_review_due = s.inputs.now.date() + timedelta(days=days)
 
 
 @effect("plan")
 def start_monitoring(s: Subject) -> None:
-    """Start the monitoring period (closure criteria ``monitoring_days``, default six months)."""
+    """Start the monitoring period: the longer of the plan's ``monitoring_days`` and the
+    step-down rule's, six months when neither says."""
     plan = _plan(s)
-    days = (plan.closure_criteria or {}).get("monitoring_days") or DEFAULT_MONITORING_DAYS
+    ruled = (s.decisions.get("step_down") or {}).get("monitoring_days")
+    own = (plan.closure_criteria or {}).get("monitoring_days")
+    days = max([d for d in (ruled, own) if d] or [DEFAULT_MONITORING_DAYS])
     plan.monitoring_until = s.inputs.now + timedelta(days=days)
 
 
@@ -68,8 +81,24 @@ def start_monitoring(s: Subject) -> None:
 def mark_reopened(s: Subject) -> None:
     """Clear closure and monitoring; the plan is live again."""
     plan = _plan(s)
-    plan.closed_at = plan.monitoring_until = None
+    plan.closed_at = plan.monitoring_until = plan.learning_review_due = None
     schedule_review(s)
+
+
+@effect("plan")
+def record_learning_review(s: Subject) -> None:
+    """The post-closure learning review took place; none is due until the next is asked for."""
+    _plan(s).learning_review_due = None
+
+
+@effect("plan")
+def apply_variation(s: Subject) -> None:
+    """Change pinned closure criteria; the before and after are kept in the audit trail."""
+    plan = _plan(s)
+    before = dict(plan.closure_criteria or {})
+    plan.closure_criteria = {**before, **s.inputs.variation}
+    s.decisions["variation"] = {"before": {k: before.get(k) for k in s.inputs.variation},
+                                "after": s.inputs.variation}
 
 
 @effect("action")

@@ -45,6 +45,7 @@ class EventInputs:
     due: date | None = None
     evidence: list[EvidenceItem] = field(default_factory=list)
     signoff: SignoffInput | None = None
+    variation: dict[str, Any] = field(default_factory=dict)
 
     def has(self, need: str) -> bool:
         return bool(getattr(self, need))
@@ -61,6 +62,8 @@ class EventInputs:
                                   for e in self.evidence]
         if self.signoff:
             detail["signoff"] = {k: v for k, v in vars(self.signoff).items() if v}
+        if self.variation:
+            detail["variation"] = self.variation
         return detail
 
 
@@ -85,6 +88,7 @@ class Subject:
         self.inputs = inputs
         self.runtime = runtime
         self.refusals: list[str] = []
+        self.decisions: dict[str, Any] = {}  # explanations kept in the audit event
 
     @property
     def state(self) -> str:

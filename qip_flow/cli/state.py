@@ -1,0 +1,34 @@
+"""The global options of every ``qip`` command, turned into a Runtime on first use."""
+
+from __future__ import annotations
+
+import typer
+
+from qip_flow.clock import Clock, parse_when
+from qip_flow.runtime import Runtime, config_folder
+from qip_flow.store.db import Database
+
+
+class State:
+    """Global options, turned into a Runtime when a command first needs one."""
+
+    def __init__(self, db: str | None, config: str | None, now: str | None, json_out: bool):
+        self.db_url, self.config, self.now, self.json = db, config, now, json_out
+        self._rt: Runtime | None = None
+
+    def runtime(self, *, schema_required: bool = True) -> Runtime:
+        if self._rt is None:
+            clock = Clock(parse_when(self.now) if self.now else None)
+            self._rt = Runtime(db=Database(self.db_url), clock=clock,
+                               config_dir=config_folder(self.config))
+        if schema_required:
+            self._rt.db.require_schema()
+        return self._rt
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.ensure_object(State)
+
+
+def state_of(ctx: typer.Context) -> State:
+    return ctx.ensure_object(State)

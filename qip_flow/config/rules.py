@@ -1,0 +1,391 @@
+"""The rules file format (``rules/*.yaml``), written for governance leads: each rule has an id,
+a plain-English description, a ``when`` (all / any of conditions over named facts) and a
+``then`` (a named outcome with parameters); a file may carry ``examples``. Files are checked
+against the fact vocabulary and outcomes the engine passes in, so this module imports nothing
+of the engine's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from qip_flow.config.source import YamlDocument, read_yaml, validate
+from qip_flow.errors import InvalidDefinition
+
+Subject = Literal["plan", "action", "indicator"]
+Scalar = str | int | float | bool
+OPERATORS = ("is", "not", "at_least", "at_most", "more_than", "less_than", "in", "not_in",
+             "exists")
+NUMERIC_OPS = ("at_least", "at_most", "more_than", "less_than")
+OP_WORDS = {"is": "is", "not": "is not", "at_least": "≥", "at_most": "≤", "more_than": ">",
+            "less_than": "<", "in": "is one of", "not_in": "is none of", "exists": "exists"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FactRef(_Strict):
+    """Compare with another fact of the same subject instead of a fixed value."""
+
+    fact: str
+
+
+Operand = FactRef | Scalar
+
+
+class Leaf(_Strict):
+    """One comparison: ``{fact: sustained_days, at_least: 90}``. Exactly one operator."""
+
+    fact: str
+    is_: Operand | None = Field(None, alias="is")
+    not_: Operand | None = Field(None, alias="not")
+    at_least: Operand | None = None
+    at_most: Operand | None = None
+    more_than: Operand | None = None
+    less_than: Operand | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    not_in: list[Scalar] | None = None
+    exists: bool | None = Field(None, description="true: the fact is known; false: it is missing.")
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Leaf:
+        given = [op for op in OPERATORS if self.operand(op) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(OPERATORS)} after fact "
+                             f"'{self.fact}' (found {', '.join(given) or 'none'})")
+        return self
+
+    def operand(self, op: str) -> Any:
+        return getattr(self, {"is": "is_", "not": "not_", "in": "in_"}.get(op, op))
+
+    @property
+    def op(self) -> str:
+        return next(op for op in OPERATORS if self.operand(op) is not None)
+
+    @property
+    def value(self) -> Any:
+        return self.operand(self.op)
+
+    def text(self) -> str:
+        value = self.value
+        shown = value.fact if isinstance(value, FactRef) else json.dumps(value)
+        if self.op == "exists":
+            return f"{self.fact} {'exists' if value else 'is missing'}"
+        return f"{self.fact} {OP_WORDS[self.op]} {shown}"
+
+
+class Group(_Strict):
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Group:
+        if (self.all is None) == (self.any is None):
+            raise ValueError("a group has either `all:` or `any:` (a list of conditions)")
+        if not (self.all or self.any):
+            raise ValueError("a group needs at least one condition")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "all" if self.all is not None else "any"
+
+    @property
+    def items(self) -> list[Condition]:
+        return self.all if self.all is not None else (self.any or [])
+
+
+Condition = Leaf | Group
+Group.model_rebuild()
+
+
+class Then(BaseModel):
+    """``{outcome: rag, rating: red}``: the outcome's name and its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    outcome: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RuleDef(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    description: str = Field(min_length=1)
+    about: Subject | None = Field(None, description="plan, action or indicator; the file's "
+                                                    "`about` by default.")
+    when: Condition
+    then: Then
+    subject: str = Field("", exclude=True)
+    ruleset: str = Field("", exclude=True)
+
+    def leaves(self) -> list[Leaf]:
+        return list(iter_leaves(self.when))
+
+
+class ExampleDef(_Strict):
+    name: str
+    about: Subject | None = None
+    given: dict[str, Scalar | None] = Field(default_factory=dict)
+    fires: list[str] = Field(default_factory=list, description="Exactly the rule ids that fire.")
+
+
+class RulesFile(_Strict):
+    ruleset: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    about: Subject = "plan"
+    rules: list[RuleDef] = Field(min_length=1)
+    examples: list[ExampleDef] = Field(default_factory=list)
+    path: str = Field("", exclude=True)
+    digest: str = Field("", exclude=True)
+
+
+def iter_leaves(cond: Condition) -> Iterator[Leaf]:
+    if isinstance(cond, Leaf):
+        yield cond
+    else:
+        for item in cond.items:
+            yield from iter_leaves(item)
+
+
+class Vocabulary(Protocol):
+    """What the engine tells the checker: facts by subject, outcomes and known values."""
+
+    def fact_type(self, subject: str, name: str) -> type | None: ...
+    def fact_names(self, subject: str) -> list[str]: ...
+    def outcome(self, name: str) -> Any: ...
+    def known_values(self, subject: str, name: str) -> set[str] | None: ...
+
+
+@dataclass
+class RuleBook:
+    """Every rules file in force, with one version for the whole folder."""
+
+    files: list[RulesFile]
+    version: str
+    rules: dict[str, RuleDef] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rules = {r.id: r for f in self.files for r in f.rules}
+
+    def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
+        return [r for r in self.rules.values()
+                if r.subject == subject and r.then.outcome in outcomes]
+
+
+def _type_name(kind: type) -> str:
+    return {str: "text", int: "a whole number", bool: "true or false", float: "a number"}[kind]
+
+
+def _fits(kind: type, value: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+class _Checker:
+    def __init__(self, doc: YamlDocument, vocab: Vocabulary) -> None:
+        self.doc, self.vocab = doc, vocab
+        self.problems: list[str] = []
+
+    def bad(self, loc: list[str | int], message: str) -> None:
+        self.problems.append(f"{self.doc.where(loc)}: {message}")
+
+    def leaf(self, subject: str, leaf: Leaf, loc: list[str | int]) -> None:
+        kind = self.vocab.fact_type(subject, leaf.fact)
+        if kind is None:
+            self.bad([*loc, "fact"], f"unknown {subject} fact '{leaf.fact}'; see docs/rules.md "
+                     "for the facts a rule may use")
+            return
+        op, value = leaf.op, leaf.value
+        if op == "exists":
+            return
+        if op in NUMERIC_OPS and kind not in (int, float):
+            self.bad([*loc, op], f"'{leaf.fact}' is {_type_name(kind)}; {op} needs a number fact")
+            return
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, FactRef):
+                other = self.vocab.fact_type(subject, v.fact)
+                if other is None:
+                    self.bad([*loc, op, "fact"], f"unknown {subject} fact '{v.fact}'")
+                elif not (other is kind or {other, kind} <= {int, float}):
+                    self.bad([*loc, op], f"'{leaf.fact}' ({_type_name(kind)}) cannot be compared "
+                             f"with '{v.fact}' ({_type_name(other)})")
+            elif not _fits(kind, v):
+                self.bad([*loc, op], f"'{leaf.fact}' is {_type_name(kind)}; {json.dumps(v)} is not")
+            else:
+                known = self.vocab.known_values(subject, leaf.fact)
+                if known is not None and v not in known and op in ("is", "in"):
+                    self.bad([*loc, op], f"'{v}' is never a value of {leaf.fact} (values: "
+                             f"{', '.join(sorted(known))}), so this can never hold")
+
+    def condition(self, subject: str, cond: Condition, loc: list[str | int]) -> None:
+        if isinstance(cond, Leaf):
+            self.leaf(subject, cond, loc)
+            return
+        for i, item in enumerate(cond.items):
+            self.condition(subject, item, [*loc, cond.kind, i])
+        if cond.kind == "all":
+            reason = _unsatisfiable([c for c in cond.items if isinstance(c, Leaf)])
+            if reason:
+                self.bad(loc, f"this rule can never fire: {reason}")
+
+    def then(self, subject: str, then: Then, loc: list[str | int]) -> None:
+        outcome = self.vocab.outcome(then.outcome)
+        if outcome is None:
+            self.bad([*loc, "outcome"], f"unknown outcome '{then.outcome}'; see docs/rules.md")
+            return
+        if subject not in outcome.subjects:
+            self.bad([*loc, "outcome"], f"outcome '{then.outcome}' is for "
+                     f"{' or '.join(outcome.subjects)} rules, not {subject} rules")
+        params = {p.name: p for p in outcome.params}
+        for name, value in then.params.items():
+            p = params.get(name)
+            if p is None:
+                self.bad([*loc, name], f"'{then.outcome}' has no parameter '{name}'; it takes "
+                         f"{', '.join(params) or 'none'}")
+            elif not _fits(p.type, value):
+                self.bad([*loc, name], f"{name} must be {_type_name(p.type)}")
+            elif p.choices and value not in p.choices:
+                self.bad([*loc, name], f"{name} must be one of {', '.join(p.choices)}")
+        for p in outcome.params:
+            if p.required and p.name not in then.params:
+                self.bad(loc, f"'{then.outcome}' needs the parameter '{p.name}' ({p.meaning})")
+
+
+def _unsatisfiable(leaves: list[Leaf]) -> str | None:
+    """Can the literal comparisons on one fact in an ``all`` group hold together?"""
+    by_fact: dict[str, list[Leaf]] = {}
+    for leaf in leaves:
+        if not isinstance(leaf.value, FactRef):
+            by_fact.setdefault(leaf.fact, []).append(leaf)
+    for group in by_fact.values():
+        low, high = float("-inf"), float("inf")
+        equal: set[Any] = set()
+        allowed: set[Any] | None = None
+        excluded: set[Any] = set()
+        exists: set[bool] = set()
+        for leaf in group:
+            op, v = leaf.op, leaf.value
+            if op == "exists":
+                exists.add(bool(v))
+            elif op == "is":
+                equal.add(json.dumps(v))
+            elif op == "not":
+                excluded.add(json.dumps(v))
+            elif op == "in":
+                vals = {json.dumps(x) for x in v}
+                allowed = vals if allowed is None else allowed & vals
+            elif op == "not_in":
+                excluded |= {json.dumps(x) for x in v}
+            elif op == "at_least":
+                low = max(low, v)
+            elif op == "more_than":
+                low = max(low, v + 1e-9)
+            elif op == "at_most":
+                high = min(high, v)
+            elif op == "less_than":
+                high = min(high, v - 1e-9)
+        texts = " and ".join(leaf.text() for leaf in group)
+        if False in exists and len(group) > 1:
+            return f"{texts}: a missing fact cannot also be compared"
+        if low > high or len(equal) > 1 or (equal and (equal & excluded)) or (
+                allowed is not None and (not (allowed - excluded) or (equal and not equal <= allowed))):
+            return texts
+        for e in equal:
+            x = json.loads(e)
+            if isinstance(x, int | float) and not isinstance(x, bool) and not low <= x <= high:
+                return texts
+    return None
+
+
+def _canonical(cond: Condition) -> str:
+    return json.dumps(cond.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+
+
+def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
+    """Read and check every ``*.yaml`` in ``folder``; refuse the whole folder on any problem."""
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise InvalidDefinition(f"{folder}: no rules files (*.yaml) found")
+    problems: list[str] = []
+    files: list[RulesFile] = []
+    docs: dict[str, YamlDocument] = {}
+    for path in paths:
+        try:
+            doc = read_yaml(path, error=InvalidDefinition)
+            rf = validate(doc, RulesFile, error=InvalidDefinition, what="rules file")
+        except InvalidDefinition as exc:
+            problems.extend(exc.details or [exc.message])
+            continue
+        rf.path, rf.digest = str(path), doc.digest
+        docs[rf.ruleset] = doc
+        files.append(rf)
+    seen_rules: dict[str, str] = {}
+    seen_sets: dict[str, str] = {}
+    for rf in files:
+        doc = docs[rf.ruleset]
+        checker = _Checker(doc, vocab)
+        if rf.ruleset in seen_sets and seen_sets[rf.ruleset] != rf.path:
+            checker.bad(["ruleset"], f"ruleset '{rf.ruleset}' is also named in "
+                        f"{seen_sets[rf.ruleset]}")
+        seen_sets[rf.ruleset] = rf.path
+        whens: dict[tuple[str, str, str], tuple[int, RuleDef]] = {}
+        for i, rule in enumerate(rf.rules):
+            rule.subject, rule.ruleset = rule.about or rf.about, rf.ruleset
+            if rule.id in seen_rules:
+                checker.bad(["rules", i, "id"], f"rule id '{rule.id}' is also used in "
+                            f"{seen_rules[rule.id]}")
+            seen_rules[rule.id] = rf.path
+            checker.condition(rule.subject, rule.when, ["rules", i, "when"])
+            checker.then(rule.subject, rule.then, ["rules", i, "then"])
+            key = (rule.subject, rule.then.outcome, _canonical(rule.when))
+            if key in whens and whens[key][1].then.params != rule.then.params:
+                other = whens[key][1]
+                checker.bad(["rules", i, "when"], f"rules '{other.id}' and '{rule.id}' have the "
+                            f"same conditions but different '{rule.then.outcome}' outcomes: they "
+                            "contradict each other")
+            whens[key] = (i, rule)
+        rule_ids = {r.id: r for r in rf.rules}
+        for i, ex in enumerate(rf.examples):
+            subject = ex.about or rf.about
+            for name, value in ex.given.items():
+                kind = vocab.fact_type(subject, name)
+                if kind is None:
+                    checker.bad(["examples", i, "given", name], f"unknown {subject} fact '{name}'")
+                elif value is not None and not _fits(kind, value):
+                    checker.bad(["examples", i, "given", name],
+                                f"'{name}' is {_type_name(kind)}; {json.dumps(value)} is not")
+            for j, rid in enumerate(ex.fires):
+                if rid not in rule_ids:
+                    checker.bad(["examples", i, "fires", j], f"no rule '{rid}' in this file")
+                elif rule_ids[rid].subject != subject:
+                    checker.bad(["examples", i, "fires", j], f"rule '{rid}' is about "
+                                f"{rule_ids[rid].subject}s, this example about {subject}s")
+        problems.extend(checker.problems)
+    if problems:
+        raise InvalidDefinition(f"{folder}: the rules have errors; nothing was applied",
+                                details=problems)
+    version = hashlib.sha256("".join(f.digest for f in files).encode()).hexdigest()[:12]
+    return RuleBook(files, f"rules@{version}")
+
+
+def fact_values(facts: Mapping[str, Any], leaves: list[Leaf]) -> dict[str, Any]:
+    """The facts a rule looked at, with their values (``None`` when missing)."""
+    names: list[str] = []
+    for leaf in leaves:
+        names.append(leaf.fact)
+        if isinstance(leaf.value, FactRef):
+            names.append(leaf.value.fact)
+    return {n: facts.get(n) for n in dict.fromkeys(names)}

@@ -1,0 +1,190 @@
+"""Decisions: what the rules say about a plan, each carrying its explanation — the rules that
+fired, the criteria unmet with the fact values, and the rules version."""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from qip_flow.config.rules import FactRef, RuleBook, RuleDef, fact_values
+from qip_flow.decide.engine import Evaluation, RulesEngine
+from qip_flow.decide.facts import tighten
+from qip_flow.decide.vocabulary import RATINGS
+
+
+def _value(v: Any) -> str:
+    return "missing" if v is None else json.dumps(v)
+
+
+@dataclass
+class ConditionResult:
+    text: str
+    holds: bool
+    values: dict[str, Any]
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k} = {_value(v)}" for k, v in self.values.items())
+        return f"{self.text} ({shown})"
+
+
+@dataclass
+class CriterionResult:
+    rule: RuleDef
+    met: bool
+    conditions: list[ConditionResult]
+
+    @property
+    def name(self) -> str:
+        return str(self.rule.then.params.get("criterion", self.rule.id))
+
+    def describe(self) -> str:
+        failing = [c.describe() for c in self.conditions if not c.holds]
+        because = f": {'; '.join(failing)}" if failing and not self.met else ""
+        return f"{self.name} — {self.rule.description.rstrip('.')}{because} [rule {self.rule.id}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"criterion": self.name, "met": self.met, "rule": self.rule.id,
+                "description": self.rule.description,
+                "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values}
+                               for c in self.conditions]}
+
+
+@dataclass
+class ClosureDecision:
+    plan_id: str
+    criteria: list[CriterionResult]
+    version: str
+    facts: dict[str, Any]
+
+    @property
+    def met(self) -> bool:
+        return bool(self.criteria) and all(c.met for c in self.criteria)
+
+    @property
+    def unmet(self) -> list[CriterionResult]:
+        return [c for c in self.criteria if not c.met]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan_id, "all_met": self.met, "rules_version": self.version,
+                "criteria": [c.as_dict() for c in self.criteria]}
+
+
+@dataclass
+class RagDecision:
+    rating: str
+    because: list[RuleDef]
+    version: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        if not self.because:
+            return "no red or amber rule applies"
+        return "; ".join(r.description for r in self.because)
+
+    def as_dict(self) -> dict[str, Any]:
+        used: dict[str, Any] = {}
+        for rule in self.because:
+            used.update(fact_values(self.facts, rule.leaves()))
+        return {"rating": self.rating, "rules": [r.id for r in self.because],
+                "reason": self.reason, "facts": used, "rules_version": self.version}
+
+
+@dataclass
+class CredibilityFinding:
+    rule: RuleDef
+    severity: str
+    message: str
+    subject_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "about": self.subject_id, "message": self.message,
+                "rule": self.rule.id}
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(template: str, facts: dict[str, Any]) -> str:
+    """``"Action {action_id} …"`` with the facts filled in; unknown names stay as written."""
+    return string.Formatter().vformat(template, (), _Blank(facts))
+
+
+class Decide:
+    """The decisions qip_flow takes from the rules files in force."""
+
+    def __init__(self, book: RuleBook) -> None:
+        self.book = book
+        self.engine = RulesEngine(book)
+
+    @property
+    def version(self) -> str:
+        return self.book.version
+
+    def defaults(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """Default closure criteria for a plan, the strictest of every matching rule."""
+        merged: dict[str, Any] = {}
+        for rule in self.engine.evaluate("plan", facts, "closure_defaults").fired:
+            merged = tighten(rule.then.params, _as_criteria(merged))
+            merged = _as_defaults(merged)
+        return merged
+
+    def closure(self, facts: dict[str, Any]) -> ClosureDecision:
+        evaluation = self.engine.evaluate("plan", facts, "criterion", explain=True)
+        criteria = []
+        for rule in self.book.for_outcome("plan", "criterion"):
+            holds = evaluation.conditions.get(rule.id, [])
+            conditions = []
+            for leaf, ok in zip(rule.leaves(), holds, strict=True):
+                names = [leaf.fact] + ([leaf.value.fact] if isinstance(leaf.value, FactRef)
+                                       else [])
+                conditions.append(ConditionResult(leaf.text(), ok,
+                                                  {n: evaluation.facts.get(n) for n in names}))
+            criteria.append(CriterionResult(rule, rule in evaluation.fired, conditions))
+        return ClosureDecision(str(facts.get("plan_id")), criteria, self.version, evaluation.facts)
+
+    def rag(self, facts: dict[str, Any]) -> RagDecision:
+        fired = self.engine.evaluate("plan", facts, "rag").fired
+        if not fired:
+            return RagDecision("green", [], self.version, facts)
+        worst = max(RATINGS.index(r.then.params["rating"]) for r in fired)
+        because = [r for r in fired if RATINGS.index(r.then.params["rating"]) == worst]
+        return RagDecision(RATINGS[worst], because, self.version, facts)
+
+    def monitoring(self, facts: dict[str, Any]) -> Evaluation:
+        """Step-down preference and reopening."""
+        return self.engine.evaluate("plan", facts, "step_down", "reopen")
+
+    def credibility(self, plan_facts: dict[str, Any],
+                    actions: list[dict[str, Any]]) -> list[CredibilityFinding]:
+        found: list[CredibilityFinding] = []
+        subjects = [("plan", plan_facts, str(plan_facts.get("plan_id")))]
+        subjects += [("action", a, str(a.get("action_id"))) for a in actions]
+        for subject, facts, subject_id in subjects:
+            for rule in self.engine.evaluate(subject, facts, "credibility").fired:
+                params = rule.then.params
+                found.append(CredibilityFinding(rule, params["severity"],
+                                                fill(params["message"], facts), subject_id))
+        order = {"error": 0, "warning": 1, "info": 2}
+        return sorted(found, key=lambda f: (order[f.severity], f.subject_id))
+
+
+def _as_criteria(defaults: dict[str, Any]) -> dict[str, Any]:
+    """closure_defaults parameters → criteria shape (signoff as a mapping)."""
+    out = {k: v for k, v in defaults.items() if not k.startswith("signoff_")}
+    signoff = {k.removeprefix("signoff_"): v for k, v in defaults.items()
+               if k.startswith("signoff_")}
+    if signoff:
+        out["signoff"] = signoff
+    return out
+
+
+def _as_defaults(criteria: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in criteria.items() if k != "signoff"}
+    for k, v in (criteria.get("signoff") or {}).items():
+        out[f"signoff_{k}"] = v
+    return out

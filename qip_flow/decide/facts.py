@@ -1,0 +1,305 @@
+"""Facts: the database state of a plan, an action or an indicator as the flat values the rules
+talk about. Every name produced here is declared in :mod:`qip_flow.decide.vocabulary` (a test
+holds the two together)."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from qip_flow.decide.calendar import calendar
+from qip_flow.store.models import (
+    LEVELS,
+    Action,
+    DueRevision,
+    Evidence,
+    Finding,
+    Indicator,
+    LearningSummary,
+    Measurement,
+    Person,
+    Plan,
+    SignOff,
+)
+
+DONE = ("completed", "verified")
+FREQUENCY = re.compile(
+    r"\d|\b(daily|weekly|fortnightly|monthly|quarterly|annually|yearly|every|each|all)\b",
+    re.IGNORECASE)
+WINDOW_DAYS = 90
+SHIFT_POINTS = 6
+
+
+def level_rank(level: str | None) -> int | None:
+    return LEVELS.index(level) if level in LEVELS else None
+
+
+def effective_criteria(plan: Plan, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The plan's closure criteria: pinned ones as they are; a draft's own criteria tightened
+    by the defaults the rules give for its theme and source."""
+    own = dict(plan.closure_criteria or {})
+    if own.get("pinned_at"):
+        return own
+    return tighten(defaults, own)
+
+
+def tighten(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Merge two sets of criteria, keeping the stricter value of each."""
+    merged = dict(own)
+    for key in ("sustain_days", "reaudits", "monitoring_days"):
+        values = [v for v in (defaults.get(key), own.get(key)) if v is not None]
+        if values:
+            merged[key] = max(values)
+    if defaults.get("learning_required") or own.get("learning_required"):
+        merged["learning_required"] = True
+    if defaults.get("learning_review_days") and not own.get("learning_review_days"):
+        merged["learning_review_days"] = defaults["learning_review_days"]
+    signoff = dict(own.get("signoff") or {})
+    if defaults.get("signoff_group") and not signoff.get("group"):
+        signoff["group"] = defaults["signoff_group"]
+    d_level = defaults.get("signoff_level")
+    # Where a governance group must sign, the group is the authority: a default level applies
+    # only to plans signed by a person.
+    if d_level and not signoff.get("group") and (
+            (level_rank(d_level) or 0) > (level_rank(signoff.get("level")) or -1)):
+        signoff["level"] = d_level
+    if signoff:
+        merged["signoff"] = signoff
+    return merged
+
+
+@dataclass
+class IndicatorRun:
+    """An indicator's measurements read the way a board is advised to read data."""
+
+    facts: dict[str, Any]
+    on_target_latest: bool | None
+    run_days: int
+    run_measurements: int
+    reaudits_in_run: int
+    spc_shift: bool
+    deteriorating: bool
+
+
+def on_target(indicator: Indicator, value: float) -> bool:
+    return value >= indicator.target if indicator.direction == "up" else value <= indicator.target
+
+
+def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], today: date
+                  ) -> IndicatorRun:
+    points = sorted(measurements, key=lambda m: (m.on, m.id or 0))
+    hits = [on_target(indicator, m.value) for m in points]
+    run: list[Measurement] = []
+    for m, hit in zip(reversed(points), reversed(hits), strict=True):
+        if not hit:
+            break
+        run.append(m)
+    run.reverse()
+    baseline = indicator.baseline
+    if baseline is None and points:
+        baseline = statistics.median(m.value for m in points[:SHIFT_POINTS])
+    better = (lambda v: v > baseline) if indicator.direction == "up" else (lambda v: v < baseline)
+    shift = 0
+    for m in reversed(points):
+        if baseline is None or not better(m.value):
+            break
+        shift += 1
+    latest = hits[-1] if hits else None
+    deteriorating = bool(hits) and not hits[-1] and any(hits[:-1])
+    run_days = (run[-1].on - run[0].on).days if run else 0
+    facts = {
+        "indicator_id": indicator.id,
+        "direction": indicator.direction,
+        "measurements": len(points),
+        "measurements_in_window": sum(1 for m in points if (today - m.on).days <= WINDOW_DAYS),
+        "latest_on_target": latest,
+        "run_measurements": len(run),
+        "run_days": run_days,
+        "reaudits_in_run": sum(1 for m in run if m.reaudit),
+        "spc_shift": shift >= SHIFT_POINTS,
+        "deteriorating": deteriorating,
+    }
+    return IndicatorRun(facts, latest, run_days, len(run), facts["reaudits_in_run"],
+                        shift >= SHIFT_POINTS, deteriorating)
+
+
+def _days(later: date | datetime, earlier: date | datetime) -> int:
+    if isinstance(later, datetime):
+        later = later.date()
+    if isinstance(earlier, datetime):
+        earlier = earlier.date()
+    return (later - earlier).days
+
+
+def action_facts(action: Action, plan: Plan, now: datetime, *, revisions: int,
+                 evidence: int) -> dict[str, Any]:
+    today = now.date()
+    words = action.description.split()
+    due = action.due
+    open_ = action.state not in DONE
+    start = plan.approved_at.date() if plan.approved_at else action.created_at.date()
+    cal = calendar()
+    overdue = bool(due and open_ and today > due)
+    return {
+        "action_id": action.id,
+        "state": action.state,
+        "plan_state": plan.state,
+        "has_owner": bool(action.owner_id),
+        "has_due": due is not None,
+        "first_word": words[0].lower().strip(",.:;") if words else "",
+        "measurable": bool(FREQUENCY.search(action.description)),
+        "words": len(words),
+        "systemic": action.systemic,
+        "has_finding": action.finding_id is not None,
+        "days_to_due": (due - today).days if due else None,
+        "working_days_to_due": cal.between(today, due) if due else None,
+        "days_overdue": (today - due).days if overdue and due else 0,
+        "working_days_overdue": cal.between(due, today) if overdue and due else 0,
+        "days_planned": (due - start).days if due else None,
+        "days_since_update": _days(now, action.last_update_at),
+        "revisions": revisions,
+        "evidence_items": evidence,
+    }
+
+
+class FactBuilder:
+    """Builds facts from one session for one moment."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session, self.now = session, now
+
+    def _per_action_counts(self, model: Any, plan_id: str) -> dict[str, int]:
+        rows = self.session.exec(
+            select(model.action_id, func.count()).join(Action, Action.id == model.action_id)
+            .where(Action.plan_id == plan_id).group_by(model.action_id)).all()
+        return {action_id: count for action_id, count in rows}
+
+    def actions(self, plan: Plan) -> list[dict[str, Any]]:
+        """Facts for every action of ``plan``."""
+        revisions = self._per_action_counts(DueRevision, plan.id)
+        evidence = self._per_action_counts(Evidence, plan.id)
+        rows = self.session.exec(select(Action).where(Action.plan_id == plan.id)
+                                 .order_by(col(Action.id))).all()
+        return [action_facts(a, plan, self.now, revisions=revisions.get(a.id, 0),
+                             evidence=evidence.get(a.id, 0)) for a in rows]
+
+    def indicators(self, plan: Plan) -> dict[str, IndicatorRun]:
+        indicators = self.session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
+                                       .order_by(col(Indicator.id))).all()
+        by_indicator: dict[str, list[Measurement]] = defaultdict(list)
+        if indicators:
+            for m in self.session.exec(select(Measurement).where(
+                    col(Measurement.indicator_id).in_([i.id for i in indicators]))).all():
+                by_indicator[m.indicator_id].append(m)
+        today = self.now.date()
+        return {i.ref: indicator_run(i, by_indicator[i.id], today) for i in indicators}
+
+    def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
+             signer: Person | None = None,
+             actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Facts for a plan under ``criteria`` (its own by default); ``signer`` is the person
+        signing now (close, step down)."""
+        now, today, session = self.now, self.now.date(), self.session
+        actions = self.actions(plan) if actions is None else actions
+        criteria = dict(plan.closure_criteria or {}) if criteria is None else criteria
+        findings = session.exec(select(Finding).where(Finding.plan_id == plan.id)).all()
+        runs = self.indicators(plan)
+        closure_refs = criteria.get("indicators") or list(runs)
+        closure_runs = [runs[r] for r in closure_refs if r in runs]
+        signoffs = session.exec(select(SignOff).where(SignOff.plan_id == plan.id)).all()
+        learning = session.exec(select(LearningSummary).where(
+            LearningSummary.plan_id == plan.id)).all()
+        last_change = max([plan.updated_at, *(now - timedelta(days=a["days_since_update"])
+                                              for a in actions)])
+        recurrence = session.exec(select(func.count()).select_from(Plan).where(
+            Plan.id != plan.id, Plan.theme == plan.theme, Plan.service_id == plan.service_id,
+            col(Plan.closed_at).is_not(None),
+            col(Plan.closed_at) >= now - timedelta(days=365))).one()
+        open_actions = [a for a in actions if a["state"] not in DONE]
+        on_target_runs = [r for r in closure_runs if r.on_target_latest]
+        shortest = min(closure_runs, key=lambda r: r.run_days) if closure_runs else None
+        fewest_reaudits = min((r.reaudits_in_run for r in closure_runs), default=0)
+        facts: dict[str, Any] = {
+            "plan_id": plan.id,
+            "state": plan.state,
+            "theme": plan.theme.lower(),
+            "source_type": plan.source_type,
+            "has_source_reference": bool(plan.source_reference.strip()),
+            "service": plan.service_id,
+            "risk_links": len(plan.risk_ids or []),
+            "has_review_cadence": bool(plan.review_cadence_days),
+            "days_since_review": _days(now, plan.last_review_at or plan.approved_at)
+            if (plan.last_review_at or plan.approved_at) else None,
+            "days_to_next_review": _days(plan.next_review_at, now) if plan.next_review_at else None,
+            "days_since_update": _days(now, last_change),
+            "days_since_approval": _days(now, plan.approved_at) if plan.approved_at else None,
+            "findings": len(findings),
+            "findings_without_source": sum(1 for f in findings if not f.source_reference.strip()),
+            "findings_without_root_cause": sum(1 for f in findings
+                                               if not [c for c in f.root_causes if c.strip()]),
+            "actions": len(actions),
+            "actions_open": len(open_actions),
+            "actions_completed": len(actions) - len(open_actions),
+            "actions_verified": sum(1 for a in actions if a["state"] == "verified"),
+            "actions_overdue": sum(1 for a in open_actions if a["days_overdue"] > 0),
+            "actions_without_owner": sum(1 for a in actions if not a["has_owner"]),
+            "actions_without_due": sum(1 for a in actions if not a["has_due"]),
+            "actions_slipped": 0,
+            "actions_systemic": sum(1 for a in actions if a["systemic"]),
+            "due_revisions": sum(a["revisions"] for a in actions),
+            "max_days_overdue": max((a["days_overdue"] for a in open_actions), default=0),
+            "max_working_days_overdue": max((a["working_days_overdue"] for a in open_actions),
+                                            default=0),
+            "closure_indicators": len(closure_runs),
+            "indicators_on_target": len(on_target_runs),
+            "all_indicators_on_target": bool(closure_runs)
+            and len(on_target_runs) == len(closure_runs),
+            "sustained_days": shortest.run_days if shortest else 0,
+            "sustained_measurements": min((r.run_measurements for r in closure_runs), default=0),
+            "reaudits_in_run": fewest_reaudits,
+            "spc_shift": bool(closure_runs) and all(r.spc_shift for r in closure_runs),
+            "any_deteriorating": any(r.deteriorating for r in closure_runs),
+            "indicators_off_target": sum(1 for r in closure_runs if r.on_target_latest is False),
+            "learning_summary": bool(learning),
+            "learning_embedded_places": max((len(s.embedded_in) for s in learning), default=0),
+            "signoffs": len(signoffs),
+            "highest_signoff_level_rank": max((level_rank(s.level) or 0 for s in signoffs),
+                                              default=None),
+            "monitoring_days_left": _days(plan.monitoring_until, now)
+            if plan.state == "monitoring" and plan.monitoring_until else None,
+            "days_since_closed": _days(now, plan.closed_at) if plan.closed_at else None,
+            "learning_review_overdue_days": (today - plan.learning_review_due).days
+            if plan.learning_review_due else None,
+            "recurrence": recurrence > 0,
+        }
+        slipped = session.exec(select(func.count()).select_from(Action).where(
+            Action.plan_id == plan.id, col(Action.due) > col(Action.baseline_due),
+            col(Action.state).not_in(DONE))).one()
+        facts["actions_slipped"] = slipped
+        facts.update(criteria_facts(criteria, signer))
+        return facts
+
+
+def criteria_facts(criteria: dict[str, Any], signer: Person | None) -> dict[str, Any]:
+    """The facts that depend on the closure criteria and on who is signing."""
+    signoff = criteria.get("signoff") or {}
+    group = signoff.get("group")
+    return {
+        "has_closure_criteria": all(criteria.get(k) not in (None, "", [])
+                                    for k in ("success", "indicators", "sustain_days", "signoff")),
+        "required_sustain_days": criteria.get("sustain_days"),
+        "required_reaudits": criteria.get("reaudits") or 0,
+        "learning_required": bool(criteria.get("learning_required")),
+        "required_signoff_level_rank": level_rank(signoff.get("level")),
+        "required_signoff_group": group,
+        "signer_level_rank": level_rank(signer.level) if signer else None,
+        "signer_in_required_group": (not group or group in (signer.groups or []))
+        if signer else None,
+    }

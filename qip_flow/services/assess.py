@@ -1,0 +1,207 @@
+"""Applying the rules to plans: facts, closure decisions, credibility, RAG and reopening on
+deterioration. Every decision that changes something is written to the audit trail with its
+explanation (the rules that fired, the facts they used, the rules version)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from qip_flow.config.formats import ClosureSpec
+from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, RagDecision
+from qip_flow.decide.facts import FactBuilder, effective_criteria
+from qip_flow.errors import InvalidInput
+from qip_flow.runtime import Runtime
+from qip_flow.store import audit
+from qip_flow.store.models import LearningSummary, Person, Plan
+
+RULES_ACTOR = "qip-rules"
+
+
+def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | None = None,
+               actions: list[dict[str, Any]] | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A plan's facts under its effective closure criteria, and those criteria."""
+    builder = FactBuilder(session, rt.clock.now())
+    facts = builder.plan(plan, signer=signer, actions=actions)
+    if (plan.closure_criteria or {}).get("pinned_at"):
+        return facts, dict(plan.closure_criteria)
+    criteria = effective_criteria(plan, rt.decide.defaults(facts))
+    facts = builder.plan(plan, criteria=criteria, signer=signer, actions=actions)
+    return facts, criteria
+
+
+def closure_decision(rt: Runtime, session: Session, plan: Plan, *,
+                     signer: Person | None = None) -> ClosureDecision:
+    facts, _ = plan_facts(rt, session, plan, signer=signer)
+    return rt.decide.closure(facts)
+
+
+def credibility(rt: Runtime, session: Session, plan: Plan) -> list[CredibilityFinding]:
+    builder = FactBuilder(session, rt.clock.now())
+    actions = builder.actions(plan)
+    facts, _ = plan_facts(rt, session, plan, actions=actions)
+    return rt.decide.credibility(facts, actions)
+
+
+def is_live(rt: Runtime, state: str) -> bool:
+    """Rated and watched: neither the initial (draft) state nor a final one."""
+    wf = rt.workflows.defs["plan"]
+    final = {s.name for s in wf.states if s.final}
+    return state != wf.initial and state not in final
+
+
+@dataclass
+class Reassessment:
+    plan_id: str
+    rag: RagDecision | None = None
+    rag_changed: bool = False
+    reopened: str | None = None
+
+
+def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
+    """Re-rate a live plan and reopen it if a rule says so; record what changed."""
+    from qip_flow.services.lifecycle import fire_in_session, system_inputs
+
+    result = Reassessment(plan.id)
+    if not is_live(rt, plan.state):
+        return result
+    now = rt.clock.now()
+    facts, _ = plan_facts(rt, session, plan)
+    monitoring = rt.decide.monitoring(facts)
+    reopen = monitoring.outcomes("reopen")
+    if reopen:
+        reason = "; ".join(r.then.params["reason"] for r in reopen)
+        inputs = system_inputs(now, reason=reason)
+        inputs.note = f"rules {', '.join(r.id for r in reopen)} ({rt.rules.version})"
+        fire_in_session(rt, session, plan.id, "reopen", inputs, reassess_after=False,
+                        decisions={"reopen": {"rules": [r.id for r in reopen],
+                                              "facts": {k: facts.get(k) for k in (
+                                                  "any_deteriorating", "state",
+                                                  "indicators_off_target")},
+                                              "rules_version": rt.rules.version}})
+        result.reopened = reason
+        facts, _ = plan_facts(rt, session, plan)
+    decision = rt.decide.rag(facts)
+    result.rag = decision
+    if decision.rating != plan.rag:
+        audit.append(session, at=now, actor=RULES_ACTOR, entity_type="plan", entity_id=plan.id,
+                     what="rag changed", from_state=plan.rag, to_state=decision.rating,
+                     reason=decision.reason, detail=decision.as_dict(), version=rt.rules.version)
+        plan.rag = decision.rating
+        result.rag_changed = True
+    return result
+
+
+def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None) -> list[Reassessment]:
+    """Re-rate every live plan (or the ones named) for the clock's now, one transaction each."""
+    with rt.db.read() as session:
+        ids = list(plan_ids) if plan_ids else [
+            p.id for p in session.exec(select(Plan).order_by(Plan.id)).all()
+            if is_live(rt, p.state)]
+    results = []
+    for plan_id in ids:
+        with rt.db.write() as session:
+            from qip_flow.services.lifecycle import get_plan
+
+            results.append(reassess(rt, session, get_plan(session, plan_id)))
+    return results
+
+
+def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str, Any]:
+    """Every closure criterion met or unmet with its facts, the RAG and what the rules prefer."""
+    from qip_flow.services.lifecycle import get_person, get_plan
+
+    with rt.db.read() as session:
+        plan = get_plan(session, plan_id)
+        person = get_person(session, signer) if signer else None
+        facts, criteria = plan_facts(rt, session, plan, signer=person)
+        closure = rt.decide.closure(facts)
+        rag = rt.decide.rag(facts)
+        monitoring = rt.decide.monitoring(facts)
+    return {
+        "plan": plan.id, "state": plan.state, "rules_version": rt.rules.version,
+        "criteria_pinned": bool(criteria.get("pinned_at")),
+        "closure_criteria": {k: v for k, v in criteria.items() if k != "pinned_at"},
+        "closure": closure.as_dict(),
+        "rag": rag.as_dict(),
+        "step_down_preferred": [r.id for r in monitoring.outcomes("step_down")],
+        "reopen": [r.id for r in monitoring.outcomes("reopen")],
+        "facts": facts,
+    }
+
+
+def lint_plan(rt: Runtime, plan_id: str) -> list[CredibilityFinding]:
+    from qip_flow.services.lifecycle import get_plan
+
+    with rt.db.read() as session:
+        return credibility(rt, session, get_plan(session, plan_id))
+
+
+def lint_file(rt: Runtime, path: Path) -> list[CredibilityFinding]:
+    """Check a plan file before loading it: it is loaded into a transaction that is rolled
+    back, so the same facts and rules apply and nothing is kept."""
+    from qip_flow.config.formats import PlanFile
+    from qip_flow.services.loading import load_in_session, parse_file
+
+    parsed = parse_file(path)
+    if not isinstance(parsed.spec, PlanFile):
+        raise InvalidInput(f"{path}: `qip lint` checks plan files; this is an organisation file")
+    with rt.db.write() as session:
+        load_in_session(rt, session, [parsed], actor="qip-lint")
+        plan = session.get(Plan, parsed.spec.id)
+        assert plan is not None
+        findings = credibility(rt, session, plan)
+        session.rollback()
+    return findings
+
+
+def record_learning(rt: Runtime, plan_id: str, *, by: str, summary: str,
+                    embedded_in: Sequence[str]) -> LearningSummary:
+    """Keep the plan's learning summary and where the learning was embedded."""
+    from qip_flow.services.lifecycle import get_person, get_plan
+
+    if not summary.strip():
+        raise InvalidInput("--summary: write what was learned")
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        plan = get_plan(session, plan_id)
+        get_person(session, by)
+        row = LearningSummary(plan_id=plan.id, summary=summary.strip(),
+                              embedded_in=[e.strip() for e in embedded_in if e.strip()],
+                              by_id=by, at=now)
+        session.add(row)
+        audit.append(session, at=now, actor=by, entity_type="plan", entity_id=plan.id,
+                     what="learning summary recorded",
+                     detail={"summary": row.summary, "embedded_in": row.embedded_in})
+        plan.updated_at = now
+        reassess(rt, session, plan)
+        return row
+
+
+def parse_variation(assignments: Sequence[str]) -> dict[str, Any]:
+    """``sustain_days=120`` … → validated closure-criteria changes."""
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--set: '{item}' should be field=value, e.g. sustain_days=120")
+        key = key.strip()
+        if key.startswith("signoff."):
+            changes.setdefault("signoff", {})[key.removeprefix("signoff.")] = value.strip()
+        elif key == "indicators":
+            changes[key] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            changes[key] = value.strip()
+    try:
+        spec = ClosureSpec.model_validate(changes)
+    except ValidationError as exc:
+        problems = [f"--set {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise InvalidInput("the variation is not valid", details=problems) from None
+    dumped = spec.model_dump()
+    return {k: dumped[k] for k in changes}
