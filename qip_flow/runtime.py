@@ -14,6 +14,7 @@ from qip_flow.config.rules import RuleBook, load_rules
 from qip_flow.decide.decisions import Decide
 from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidInput
+from qip_flow.notify.channels import Channels
 from qip_flow.store.db import Database
 from qip_flow.workflow.machines import Workflows
 
@@ -33,6 +34,7 @@ class Runtime:
     db: Database
     clock: Clock = field(default_factory=Clock)
     config_dir: Path = SHIPPED_CONFIG
+    channels_file: str | None = None
 
     @cached_property
     def workflows(self) -> Workflows:
@@ -50,3 +52,16 @@ class Runtime:
     @cached_property
     def decide(self) -> Decide:
         return Decide(self.rules)
+
+    @cached_property
+    def channels(self) -> Channels:
+        """``QIP_CHANNELS``, else ``channels.yaml`` in the config folder, else a local file
+        beside the database."""
+        path = self.channels_file or os.environ.get("QIP_CHANNELS")
+        if not path and (self.config_dir / "channels.yaml").exists():
+            path = str(self.config_dir / "channels.yaml")
+        return Channels.load(Path(path) if path else None, default_file=self.outbox_file())
+
+    def outbox_file(self) -> Path:
+        folder = self.db.sqlite_folder() or Path.cwd()
+        return folder / "qip-notifications.log"

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from qip_flow.cli import render
+from qip_flow.cli.notify import register as register_notify_commands
 from qip_flow.cli.rules import rules_app
 from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 workflow_app = typer.Typer(no_args_is_help=True, help="Show and check the workflow files.")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(rules_app, name="rules")
+register_notify_commands(app)
 
 
 @app.callback()
@@ -36,9 +38,12 @@ def main_options(
                                                help="Folder holding workflows/ and rules/.")] = None,
     now: Annotated[str | None, typer.Option(envvar="QIP_NOW",
                                             help="Pretend it is this date or date-time (ISO).")] = None,
+    channels: Annotated[str | None, typer.Option(
+        envvar="QIP_CHANNELS", help="Apprise YAML channels file [default: "
+        "CONFIG/channels.yaml, else a local file beside the database]")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    ctx.obj = State(db, config, now, json_out)
+    ctx.obj = State(db, config, now, json_out, channels)
 
 
 def _user() -> str:

@@ -12,22 +12,21 @@ from qip_flow.store.db import Database
 class State:
     """Global options, turned into a Runtime when a command first needs one."""
 
-    def __init__(self, db: str | None, config: str | None, now: str | None, json_out: bool):
+    def __init__(self, db: str | None, config: str | None, now: str | None, json_out: bool,
+                 channels: str | None = None):
         self.db_url, self.config, self.now, self.json = db, config, now, json_out
+        self.channels = channels
         self._rt: Runtime | None = None
 
     def runtime(self, *, schema_required: bool = True) -> Runtime:
         if self._rt is None:
             clock = Clock(parse_when(self.now) if self.now else None)
             self._rt = Runtime(db=Database(self.db_url), clock=clock,
-                               config_dir=config_folder(self.config))
+                               config_dir=config_folder(self.config),
+                               channels_file=self.channels)
         if schema_required:
             self._rt.db.require_schema()
         return self._rt
-
-
-def _state(ctx: typer.Context) -> State:
-    return ctx.ensure_object(State)
 
 
 def state_of(ctx: typer.Context) -> State:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,10 +139,43 @@ class ExampleDef(_Strict):
     fires: list[str] = Field(default_factory=list, description="Exactly the rule ids that fire.")
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class DeliverySettings(_Strict):
+    """How messages go out: quiet hours per channel kind, retries, digests."""
+
+    timezone: str = Field("Europe/London", description="Zone for quiet hours and digest days.")
+    quiet_hours: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per channel kind (email, teams, file, …): 'HH:MM-HH:MM' when nothing is "
+                    "sent; messages wait until the end.")
+    max_attempts: int = Field(6, ge=1, description="Tries before a delivery is marked failed.")
+    backoff_minutes: float = Field(2, gt=0, description="First retry delay; doubles each try.")
+    lease_minutes: float = Field(5, gt=0, description="How long a worker's claim lasts.")
+    digest_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                            "sunday"] = "monday"
+
+    @model_validator(mode="after")
+    def _hours(self) -> DeliverySettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        for channel, span in self.quiet_hours.items():
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", span):
+                raise ValueError(f"quiet_hours.{channel}: write it as HH:MM-HH:MM, e.g. 21:00-07:00")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone '{self.timezone}'") from None
+        return self
+
+
 class RulesFile(_Strict):
     ruleset: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     about: Subject = "plan"
+    delivery: DeliverySettings | None = Field(
+        None, description="Delivery settings; at most one rules file may carry them.")
     rules: list[RuleDef] = Field(min_length=1)
     examples: list[ExampleDef] = Field(default_factory=list)
     path: str = Field("", exclude=True)
@@ -172,9 +206,11 @@ class RuleBook:
     files: list[RulesFile]
     version: str
     rules: dict[str, RuleDef] = field(default_factory=dict)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
         self.rules = {r.id: r for f in self.files for r in f.rules}
+        self.delivery = next((f.delivery for f in self.files if f.delivery), DeliverySettings())
 
     def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
         return [r for r in self.rules.values()
@@ -251,6 +287,10 @@ class _Checker:
                      f"{' or '.join(outcome.subjects)} rules, not {subject} rules")
         params = {p.name: p for p in outcome.params}
         for name, value in then.params.items():
+            if isinstance(value, str):
+                for placeholder in re.findall(r"{(\w+)}", value):
+                    if self.vocab.fact_type(subject, placeholder) is None:
+                        self.bad([*loc, name], f"{{{placeholder}}} is not a {subject} fact")
             p = params.get(name)
             if p is None:
                 self.bad([*loc, name], f"'{then.outcome}' has no parameter '{name}'; it takes "
@@ -334,6 +374,10 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
         files.append(rf)
     seen_rules: dict[str, str] = {}
     seen_sets: dict[str, str] = {}
+    delivery_files = [rf.path for rf in files if rf.delivery]
+    if len(delivery_files) > 1:
+        problems.append(f"{delivery_files[1]}: `delivery:` is also set in {delivery_files[0]}; "
+                        "keep the delivery settings in one rules file")
     for rf in files:
         doc = docs[rf.ruleset]
         checker = _Checker(doc, vocab)

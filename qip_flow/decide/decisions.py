@@ -104,6 +104,21 @@ class CredibilityFinding:
                 "rule": self.rule.id}
 
 
+@dataclass
+class NotifyDecision:
+    """A rule asked for a message about a plan or an action."""
+
+    rule: RuleDef
+    subject: str
+    entity_id: str
+    to: str
+    kind: str
+    occurrence: str
+    headline: str
+    group: str | None
+    facts: dict[str, Any]
+
+
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
@@ -158,6 +173,20 @@ class Decide:
     def monitoring(self, facts: dict[str, Any]) -> Evaluation:
         """Step-down preference and reopening."""
         return self.engine.evaluate("plan", facts, "step_down", "reopen")
+
+    def notifications(self, plan_facts: dict[str, Any],
+                      actions: list[dict[str, Any]]) -> list[NotifyDecision]:
+        """Reminders and escalations the rules ask for now."""
+        out: list[NotifyDecision] = []
+        subjects = [("plan", plan_facts, str(plan_facts.get("plan_id")))]
+        subjects += [("action", a, str(a.get("action_id"))) for a in actions]
+        for subject, facts, entity_id in subjects:
+            for rule in self.engine.evaluate(subject, facts, "notify").fired:
+                p = rule.then.params
+                out.append(NotifyDecision(
+                    rule, subject, entity_id, p["to"], p["kind"], fill(p["occurrence"], facts),
+                    fill(p.get("headline") or rule.description, facts), p.get("group"), facts))
+        return out
 
     def credibility(self, plan_facts: dict[str, Any],
                     actions: list[dict[str, Any]]) -> list[CredibilityFinding]:

@@ -86,6 +86,7 @@ class IndicatorRun:
     reaudits_in_run: int
     spc_shift: bool
     deteriorating: bool
+    latest_on: str | None = None
 
 
 def on_target(indicator: Indicator, value: float) -> bool:
@@ -127,7 +128,8 @@ def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], tod
         "deteriorating": deteriorating,
     }
     return IndicatorRun(facts, latest, run_days, len(run), facts["reaudits_in_run"],
-                        shift >= SHIFT_POINTS, deteriorating)
+                        shift >= SHIFT_POINTS, deteriorating,
+                        points[-1].on.isoformat() if points else None)
 
 
 def _days(later: date | datetime, earlier: date | datetime) -> int:
@@ -166,6 +168,10 @@ def action_facts(action: Action, plan: Plan, now: datetime, *, revisions: int,
         "days_since_update": _days(now, action.last_update_at),
         "revisions": revisions,
         "evidence_items": evidence,
+        "weeks_overdue": (today - due).days // 7 if overdue and due else 0,
+        "updated_since_due": bool(due and action.last_update_at.date() > due),
+        "due_date": due.isoformat() if due else None,
+        "last_update_date": action.last_update_at.date().isoformat(),
     }
 
 
@@ -278,6 +284,12 @@ class FactBuilder:
             "learning_review_overdue_days": (today - plan.learning_review_due).days
             if plan.learning_review_due else None,
             "recurrence": recurrence > 0,
+            "next_review_date": plan.next_review_at.date().isoformat()
+            if plan.next_review_at else None,
+            "learning_review_date": plan.learning_review_due.isoformat()
+            if plan.learning_review_due else None,
+            "last_measured_on": max((r.latest_on for r in closure_runs if r.latest_on),
+                                    default=None),
         }
         slipped = session.exec(select(func.count()).select_from(Action).where(
             Action.plan_id == plan.id, col(Action.due) > col(Action.baseline_due),

@@ -104,6 +104,9 @@ PLAN_FACTS = _facts("plan", [
                                           "(negative: days until due); missing if none is due."),
     ("recurrence", bool, "Another plan of the same theme for the same service closed in the "
                          "last 12 months."),
+    ("next_review_date", str, "Date of the next governance review (YYYY-MM-DD), for message keys."),
+    ("learning_review_date", str, "Date the learning review falls due (YYYY-MM-DD)."),
+    ("last_measured_on", str, "Date of the latest closure-indicator measurement (YYYY-MM-DD)."),
 ])
 
 ACTION_FACTS = _facts("action", [
@@ -125,8 +128,14 @@ ACTION_FACTS = _facts("action", [
     ("days_planned", int, "Days from the plan's approval (or the action's creation) to the "
                           "due date: the time allowed."),
     ("days_since_update", int, "Days since the owner last updated or acknowledged the action."),
-    ("revisions", int, "How many times the due date was revised."),
+    ("revisions", int, "How many times the due date was revised (message keys include it, so "
+                       "the reminder ladder restarts after an approved revision)."),
     ("evidence_items", int, "Evidence items attached."),
+    ("weeks_overdue", int, "Whole weeks past the due date (0 in the first week)."),
+    ("updated_since_due", bool, "The owner updated or acknowledged the action after its due "
+                                "date: the escalation ladder stops."),
+    ("due_date", str, "The current due date (YYYY-MM-DD), for message keys."),
+    ("last_update_date", str, "Date of the owner's last update (YYYY-MM-DD)."),
 ])
 
 INDICATOR_FACTS = _facts("indicator", [
@@ -150,6 +159,8 @@ FACTS: dict[str, dict[str, FactDef]] = {
 }
 
 RATINGS = ("green", "amber", "red")
+RECIPIENTS = ("owner", "line_manager", "sponsor", "plan_owner", "group")
+NOTICE_KINDS = ("reminder", "escalation")
 SEVERITIES = ("info", "warning", "error")
 
 OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
@@ -178,6 +189,19 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                "A RAG rating. The worst rating among the rules that fire wins; green when none "
                "fires.",
                (ParamDef("rating", str, "red, amber or green.", choices=RATINGS),)),
+    OutcomeDef("notify", ("plan", "action"),
+               "Send a reminder or escalation. Each person gets a given occurrence once: the "
+               "message key is the rule, the plan or action, the person and `occurrence`.",
+               (ParamDef("to", str, "owner (of the action, or the plan's accountable owner), "
+                                    "line_manager (the owner's), sponsor (the plan's senior "
+                                    "sponsor), plan_owner, or group.", choices=RECIPIENTS),
+                ParamDef("kind", str, "reminder or escalation (escalations are never held for a "
+                                      "digest).", choices=NOTICE_KINDS),
+                ParamDef("occurrence", str, "What makes this message new, with {fact} "
+                                            "placeholders, e.g. overdue-week-{weeks_overdue}."),
+                ParamDef("group", str, "The governance group, when `to: group`.", False),
+                ParamDef("headline", str, "The message's first line, with {fact} placeholders.",
+                         False))),
     OutcomeDef("credibility", ("plan", "action"),
                "A credibility finding; approval is refused while any error remains.",
                (ParamDef("severity", str, "error, warning or info.", choices=SEVERITIES),

@@ -5,7 +5,7 @@ explanation (the rules that fired, the facts they used, the rules version)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from qip_flow.decide.facts import FactBuilder, effective_criteria
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
-from qip_flow.store.models import LearningSummary, Person, Plan
+from qip_flow.store.models import LearningSummary, Notification, Person, Plan
 
 RULES_ACTOR = "qip-rules"
 
@@ -62,31 +62,46 @@ class Reassessment:
     rag: RagDecision | None = None
     rag_changed: bool = False
     reopened: str | None = None
+    notified: list[Notification] = field(default_factory=list)
 
 
 def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
-    """Re-rate a live plan and reopen it if a rule says so; record what changed."""
+    """Everything the rules decide about a plan now, in the caller's transaction: reminders
+    and escalations into the outbox, reopening, the RAG rating, and when to look again."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
+    from qip_flow.services.notifications import enqueue, horizons, next_check
 
     result = Reassessment(plan.id)
-    if not is_live(rt, plan.state):
+    live = is_live(rt, plan.state)
+    if not live and plan.learning_review_due is None:
+        plan.next_check_at = None
         return result
     now = rt.clock.now()
-    facts, _ = plan_facts(rt, session, plan)
-    monitoring = rt.decide.monitoring(facts)
-    reopen = monitoring.outcomes("reopen")
-    if reopen:
-        reason = "; ".join(r.then.params["reason"] for r in reopen)
-        inputs = system_inputs(now, reason=reason)
-        inputs.note = f"rules {', '.join(r.id for r in reopen)} ({rt.rules.version})"
-        fire_in_session(rt, session, plan.id, "reopen", inputs, reassess_after=False,
-                        decisions={"reopen": {"rules": [r.id for r in reopen],
-                                              "facts": {k: facts.get(k) for k in (
-                                                  "any_deteriorating", "state",
-                                                  "indicators_off_target")},
-                                              "rules_version": rt.rules.version}})
-        result.reopened = reason
-        facts, _ = plan_facts(rt, session, plan)
+    builder = FactBuilder(session, now)
+    actions = builder.actions(plan)
+    facts, _ = plan_facts(rt, session, plan, actions=actions)
+    result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now)
+    if live:
+        reopen = rt.decide.monitoring(facts).outcomes("reopen")
+        if reopen:
+            reason = "; ".join(r.then.params["reason"] for r in reopen)
+            inputs = system_inputs(now, reason=reason)
+            inputs.note = f"rules {', '.join(r.id for r in reopen)} ({rt.rules.version})"
+            fire_in_session(rt, session, plan.id, "reopen", inputs, reassess_after=False,
+                            decisions={"reopen": {"rules": [r.id for r in reopen],
+                                                  "facts": {k: facts.get(k) for k in (
+                                                      "any_deteriorating", "state",
+                                                      "indicators_off_target")},
+                                                  "rules_version": rt.rules.version}})
+            result.reopened = reason
+            facts, _ = plan_facts(rt, session, plan, actions=actions)
+        _rerate(rt, session, plan, facts, now, result)
+    plan.next_check_at = next_check(plan, actions, now, horizons(rt.rules))
+    return result
+
+
+def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], now: Any,
+            result: Reassessment) -> None:
     decision = rt.decide.rag(facts)
     result.rag = decision
     if decision.rating != plan.rag:
@@ -95,7 +110,6 @@ def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
                      reason=decision.reason, detail=decision.as_dict(), version=rt.rules.version)
         plan.rag = decision.rating
         result.rag_changed = True
-    return result
 
 
 def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None) -> list[Reassessment]:

@@ -10,21 +10,24 @@ services the commands use, printed as a timeline of what happened and why.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+import heapq
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from sqlmodel import col, select
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services import assess, lifecycle, loading
+from qip_flow.services import assess, lifecycle, loading, notifications
 from qip_flow.services.assess import RULES_ACTOR
 from qip_flow.store import audit
 from qip_flow.store.db import Database
+from qip_flow.store.models import Delivery, Notification, Person
 
 DEMO_ACTOR = "demo"
 EXAMPLES = SHIPPED_CONFIG / "examples"
@@ -37,12 +40,45 @@ class Timeline:
     def __init__(self, rt: Runtime, out: Console) -> None:
         self.rt, self.out = rt, out
         self.seen = 0
+        self.told = 0
+        self.sent = 0
+        self.mornings_done = date.min
+
+    def run_days(self, until: date) -> None:
+        """Each morning up to and including ``until``, before that day's 09:00 events: the
+        scheduler's tick and dispatch, and what went out."""
+        day = self.mornings_done + timedelta(days=1)
+        while day <= until:
+            self.rt.clock.set(datetime.combine(day, time(8, 0), tzinfo=UTC))
+            notifications.tick(self.rt, worker="demo")
+            self.sent += notifications.dispatch(self.rt, worker="demo").sent
+            self.rules_said()
+            self.went_out()
+            self.mornings_done = day
+            day += timedelta(days=1)
+
+    def went_out(self) -> None:
+        """Print the deliveries sent since the last call, in the order they went."""
+        with self.rt.db.read() as session:
+            rows = session.exec(
+                select(Delivery, Notification).join(Notification,
+                                                    Notification.id == Delivery.notification_id)
+                .where(col(Delivery.id) > self.told, Delivery.state == "sent")
+                .order_by(col(Delivery.sent_at), col(Delivery.id))).all()
+            names = {p.id: p.name for p in session.exec(select(Person)).all()}
+        for delivery, n in rows:
+            icon = "[red]⚑ escalation[/red]" if n.kind == "escalation" else "✉ reminder"
+            self.say(f"{icon} → {names.get(n.recipient_id, n.recipient_id)}: "
+                     f"{n.detail.get('headline', n.subject)}")
+            self.told = max(self.told, delivery.id or 0)
 
     def rules_said(self) -> None:
         with self.rt.db.read() as session:
             events = [e for e in audit.history(session) if (e.seq or 0) > self.seen]
         for e in events:
             if e.actor == RULES_ACTOR:
+                if e.what == "escalated":
+                    continue
                 if e.what == "rag changed":
                     self.say(f"{e.entity_id}  RAG {e.from_state or 'unrated'} → "
                              f"[bold]{(e.to_state or '').upper()}[/bold]  — {e.reason}")
@@ -90,9 +126,10 @@ class Timeline:
         self.rules_said()
 
     def month(self, plan: str, day: str, values: dict[str, float], *, by: str,
-              reaudit: bool = False) -> None:
+              reaudit: bool = False) -> Iterator[str]:
         """A monthly governance meeting: progress reviewed, the month's audit recorded."""
-        self.at(day).do(plan, "review", by=by, note=f"Monthly governance review {day}")
+        yield day
+        self.do(plan, "review", by=by, note=f"Monthly governance review {day}")
         self.measure(plan, values, reaudit=reaudit)
 
     def learn(self, plan: str, *, by: str, summary: str, embedded_in: list[str]) -> None:
@@ -137,37 +174,44 @@ def prepare_database(folder: Path) -> Database:
     return db
 
 
-def medication(t: Timeline) -> None:
+def medication(t: Timeline) -> Iterator[str]:
     p = "QIP-2026-014"
-    t.heading("Post-inspection QIP: medication management at Maple House")
-    t.at("2026-01-22").expect_refusal(
+    yield "2026-01-22"
+    t.expect_refusal(
         p, lambda: lifecycle.sign_off(t.rt, p, "approval", by="jpatel"),
         "the registered manager cannot approve her own plan")
     t.sign(p, "approval", by="dadeyemi", meeting="Quality committee 2026-01-22",
            why="approved at senior level; closure criteria pinned")
     t.do(p, "start", by="jpatel")
-    t.at("2026-01-23").measure(p, {"mar-complete": 80})
-    t.at("2026-02-12").do(f"{p}/A1", "complete", by="jpatel",
+    yield "2026-01-23"
+    t.measure(p, {"mar-complete": 80})
+    yield "2026-02-12"
+    t.do(f"{p}/A1", "complete", by="jpatel",
                           evidence=["Weekly MAR audit schedule|policies/mar-audit-v3.pdf"],
                           why="MAR audits now weekly")
-    t.at("2026-02-16").do(f"{p}/A1", "verify", by="cevans", why="checked by the quality lead")
-    t.month(p, "2026-02-20", {"mar-complete": 91}, by="jpatel")
-    t.at("2026-03-02").do(f"{p}/A2", "revise_due", by="jpatel", due=date(2026, 4, 10),
+    yield "2026-02-16"
+    t.do(f"{p}/A1", "verify", by="cevans", why="checked by the quality lead")
+    yield from t.month(p, "2026-02-20", {"mar-complete": 91}, by="jpatel")
+    yield "2026-03-02"
+    t.do(f"{p}/A2", "revise_due", by="jpatel", due=date(2026, 4, 10),
                           reason="External trainer cancelled; new course date booked",
                           why="slippage recorded with reason and approver")
-    t.month(p, "2026-03-20", {"mar-complete": 96}, by="jpatel")
-    t.at("2026-03-25").do(f"{p}/A3", "complete", by="mjones",
+    yield from t.month(p, "2026-03-20", {"mar-complete": 96}, by="jpatel")
+    yield "2026-03-25"
+    t.do(f"{p}/A3", "complete", by="mjones",
                           evidence=["Competency records for 6 senior support workers|HR/comp-2026"])
     t.do(f"{p}/A3", "verify", by="jpatel")
-    t.at("2026-04-09").do(f"{p}/A2", "complete", by="anowak",
+    yield "2026-04-09"
+    t.do(f"{p}/A2", "complete", by="anowak",
                           evidence=["Attendance sheets, 14 of 14 staff|L&D/med-refresh-0409"])
     t.do(f"{p}/A2", "verify", by="jpatel")
     t.do(p, "begin_sustaining", by="jpatel", why="all actions complete")
     for day, value in (("2026-04-17", 97), ("2026-05-15", 96), ("2026-06-12", 98),
                        ("2026-07-10", 97)):
-        t.month(p, day, {"mar-complete": value}, by="jpatel",
+        yield from t.month(p, day, {"mar-complete": value}, by="jpatel",
                 reaudit=day in ("2026-05-15", "2026-07-10"))
-    t.at("2026-07-21").do(p, "request_closure", by="jpatel")
+    yield "2026-07-21"
+    t.do(p, "request_closure", by="jpatel")
     t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="dadeyemi"),
                      "closure needs a learning summary first")
     t.learn(p, by="jpatel", summary="Audit frequency must follow risk, not habit; competency "
@@ -180,43 +224,48 @@ def medication(t: Timeline) -> None:
            why="closed with evidence, residual risks and learning recorded")
 
 
-def safeguarding(t: Timeline) -> None:
+def safeguarding(t: Timeline) -> Iterator[str]:
     p = "QIP-2026-021"
-    t.heading("Safeguarding QIP: escalation and recording at Willow Lodge")
-    t.at("2026-01-27").sign(p, "approval", by="dadeyemi",
+    yield "2026-01-27"
+    t.sign(p, "approval", by="dadeyemi",
                             meeting="Safeguarding governance group 2026-01-27")
     t.do(p, "start", by="tbrennan")
     t.measure(p, {"escalated-24h": 62, "record-quality": 55, "repeat-alerts": 3})
     steps = [("A1", "lokafor", "2026-02-05", "Rota and threshold guide in every office|SG/rota-v1"),
              ("A3", "tbrennan", "2026-02-19", "New recording template live|SG/template-v2")]
     for ref, owner, day, evidence in steps:
-        t.at(day).do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
+        yield day
+        t.do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
         t.do(f"{p}/{ref}", "verify", by="dadeyemi")
-    t.month(p, "2026-02-24", {"escalated-24h": 74, "record-quality": 68, "repeat-alerts": 2},
+    yield from t.month(p, "2026-02-24", {"escalated-24h": 74, "record-quality": 68, "repeat-alerts": 2},
             by="tbrennan")
     steps = [("A2", "lokafor", "2026-03-05", "Workshop attendance 32/32|L&D/sg-workshops"),
              ("A4", "tbrennan", "2026-03-19", "Supervision template with recording check|HR/sv-4")]
     for ref, owner, day, evidence in steps:
-        t.at(day).do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
+        yield day
+        t.do(f"{p}/{ref}", "complete", by=owner, evidence=[evidence])
         t.do(f"{p}/{ref}", "verify", by="dadeyemi")
     t.do(p, "begin_sustaining", by="tbrennan", why="every action complete and verified")
     months = [("2026-03-24", 88, 80, 1, False), ("2026-04-21", 96, 91, 0, True),
               ("2026-05-19", 97, 93, 0, False), ("2026-06-16", 98, 94, 0, False)]
     for day, esc, rec, rep, reaudit in months:
-        t.month(p, day, {"escalated-24h": esc, "record-quality": rec, "repeat-alerts": rep},
+        yield from t.month(p, day, {"escalated-24h": esc, "record-quality": rec, "repeat-alerts": rep},
                 by="tbrennan", reaudit=reaudit)
-    t.at("2026-06-22").learn(p, by="lokafor", summary="Escalation fails when thresholds are "
+    yield "2026-06-22"
+    t.learn(p, by="lokafor", summary="Escalation fails when thresholds are "
                              "unclear out of hours", embedded_in=["Induction",
                                                                   "Supervision framework"])
-    t.at("2026-06-23").do(p, "request_closure", by="tbrennan",
+    yield "2026-06-23"
+    t.do(p, "request_closure", by="tbrennan",
                           why="closure report after two months on target")
     t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="lokafor"),
                      "two months is not three, and only one re-audit so far")
     t.explain(p)
     t.do(p, "send_back", by="lokafor", reason="Sustain for three months; re-audit in July")
-    t.month(p, "2026-07-21", {"escalated-24h": 97, "record-quality": 95, "repeat-alerts": 0},
+    yield from t.month(p, "2026-07-21", {"escalated-24h": 97, "record-quality": 95, "repeat-alerts": 0},
             by="tbrennan", reaudit=True)
-    t.at("2026-07-28").do(p, "request_closure", by="tbrennan",
+    yield "2026-07-28"
+    t.do(p, "request_closure", by="tbrennan",
                           why="closure report to the safeguarding governance group")
     t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="rmensah"),
                      "a senior manager outside the group cannot close it")
@@ -228,47 +277,55 @@ def safeguarding(t: Timeline) -> None:
            why="the safeguarding governance group signed off closure")
 
 
-def care_planning(t: Timeline) -> None:
+def care_planning(t: Timeline) -> Iterator[str]:
     p = "QIP-2026-009"
-    t.heading("Care planning QIP: stepped down into routine monitoring, reopened, stepped down")
-    t.at("2026-01-21").sign(p, "approval", by="rmensah", meeting="Quality committee 2026-01-21")
+    yield "2026-01-21"
+    t.sign(p, "approval", by="rmensah", meeting="Quality committee 2026-01-21")
     t.do(p, "start", by="jpatel")
-    t.at("2026-01-29").do(f"{p}/A1", "complete", by="jpatel",
+    yield "2026-01-29"
+    t.do(f"{p}/A1", "complete", by="jpatel",
                           evidence=["Discharge and incident procedures v5|policies/cp-trigger"])
     t.do(f"{p}/A1", "verify", by="cevans")
-    t.month(p, "2026-02-18", {"plan-audit": 84}, by="jpatel")
-    t.at("2026-02-26").do(f"{p}/A2", "complete", by="mjones",
+    yield from t.month(p, "2026-02-18", {"plan-audit": 84}, by="jpatel")
+    yield "2026-02-26"
+    t.do(f"{p}/A2", "complete", by="mjones",
                           evidence=["20 reviewed care plans, signed by people and families|CP/rev"])
     t.do(f"{p}/A2", "verify", by="jpatel")
     t.do(p, "begin_sustaining", by="jpatel")
     for day, value in (("2026-03-18", 91), ("2026-04-15", 93)):
-        t.month(p, day, {"plan-audit": value}, by="jpatel")
-    t.at("2026-05-05").sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
+        yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
+    yield "2026-05-05"
+    t.sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
                             why="care planning becomes a standing audit theme for six months")
     for day, value in (("2026-06-03", 94), ("2026-07-01", 92)):
-        t.month(p, day, {"plan-audit": value}, by="jpatel")
-    t.month(p, "2026-07-29", {"plan-audit": 81}, by="jpatel")
-    t.at("2026-08-03").do(p, "review", by="jpatel",
+        yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
+    yield from t.month(p, "2026-07-29", {"plan-audit": 81}, by="jpatel")
+    yield "2026-08-03"
+    t.do(p, "review", by="jpatel",
                           note="Deterioration traced to agency staff missing the review trigger")
-    t.at("2026-08-04").do(p, "begin_sustaining", by="jpatel",
+    yield "2026-08-04"
+    t.do(p, "begin_sustaining", by="jpatel",
                           why="trigger added to the agency induction pack")
     for day, value in (("2026-08-26", 91), ("2026-09-23", 94), ("2026-10-21", 95)):
-        t.month(p, day, {"plan-audit": value}, by="jpatel")
-    t.at("2026-11-04").sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-11-04",
+        yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
+    yield "2026-11-04"
+    t.sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-11-04",
                             why="back to routine monitoring for six months")
 
 
-def board_oversight(t: Timeline) -> None:
+def board_oversight(t: Timeline) -> Iterator[str]:
     p = "QIP-2026-017"
-    t.heading("Board oversight: Cedar Court, actions mapped to strategic risks")
-    t.at("2026-01-28").sign(p, "approval", by="hwright", meeting="Board 2026-01-28",
+    yield "2026-01-28"
+    t.sign(p, "approval", by="hwright", meeting="Board 2026-01-28",
                             why="board sign-off; actions linked to SR-03 and SR-04")
     t.do(p, "start", by="skaur")
     t.measure(p, {"ra-in-date": 72, "short-nights": 8})
-    t.at("2026-02-26").do(f"{p}/A1", "complete", by="skaur",
+    yield "2026-02-26"
+    t.do(f"{p}/A1", "complete", by="skaur",
                           evidence=["18 risk assessments on the electronic record|ER/export"])
     t.do(f"{p}/A1", "verify", by="cevans")
-    t.at("2026-05-01").do(p, "review", by="hwright",
+    yield "2026-05-01"
+    t.do(p, "review", by="hwright",
                           note="Quarterly board review: A2 recruitment slipped; board agreed "
                                "revised timeline and funding for a recruitment campaign")
     t.do(f"{p}/A2", "revise_due", by="hwright", due=date(2026, 6, 30),
@@ -278,6 +335,26 @@ def board_oversight(t: Timeline) -> None:
 
 
 SCENARIOS = (medication, safeguarding, care_planning, board_oversight)
+DEMO_END = date(2026, 11, 21)
+
+
+def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...],
+         until: date) -> None:
+    """Run the scenarios side by side on one calendar, the scheduler ticking every morning."""
+    queue: list[tuple[str, int, Iterator[str]]] = []
+    for i, scenario in enumerate(scenarios):
+        steps = scenario(t)
+        first = next(steps, None)
+        if first:
+            heapq.heappush(queue, (first, i, steps))
+    while queue:
+        day, i, steps = heapq.heappop(queue)
+        t.run_days(date.fromisoformat(day))
+        t.at(day)
+        following = next(steps, None)
+        if following:
+            heapq.heappush(queue, (following, i, steps))
+    t.run_days(until)
 
 
 def run_demo(folder: Path, *, config_dir: Path, out: Console) -> Runtime:
@@ -286,14 +363,24 @@ def run_demo(folder: Path, *, config_dir: Path, out: Console) -> Runtime:
     t = Timeline(rt, out)
     out.print(f"[bold]qip_flow demo[/bold] — Riverside Care, 2026, database {db.url}")
     t.at("2026-01-15")
+    t.mornings_done = t.rt.clock.today()
     report = loading.load_files(rt, [EXAMPLES], actor=DEMO_ACTOR)
     t.say(f"loaded {report.count('added')} records from {EXAMPLES}: people, services, strategic "
           "risks and four draft plans")
-    for scenario in SCENARIOS:
-        scenario(t)
+    out.print("Four plans, played together on one calendar; the scheduler ticks every morning:\n"
+              "  QIP-2026-014  post-inspection medication QIP at Maple House\n"
+              "  QIP-2026-021  safeguarding QIP at Willow Lodge, closed by the safeguarding group\n"
+              "  QIP-2026-009  care planning QIP, stepped down into monitoring\n"
+              "  QIP-2026-017  Cedar Court under board oversight: risks, RAG, revised timelines\n")
+    play(t, SCENARIOS, DEMO_END)
     with db.read() as session:
         check = audit.verify(session)
-    out.print(f"\nAudit trail: {check.events} events, hash chain "
+    with db.read() as session:
+        tally = notifications.counts(session, ("sent", "failed", "queued"))
+    out.print(f"\nNotifications: {tally['sent']} sent, {tally['failed']} failed, "
+              f"{tally['queued']} waiting; written to {rt.outbox_file()} "
+              "(configure email and Teams in channels.yaml: docs/notifications.md).")
+    out.print(f"Audit trail: {check.events} events, hash chain "
               f"{'intact' if check.ok else 'BROKEN: ' + check.problem}.")
     out.print(f"Explore: [bold]qip --db {folder / 'qip.db'} plans[/bold], "
               "[bold]qip show QIP-2026-021[/bold], [bold]qip audit QIP-2026-014/A2[/bold]")

@@ -77,6 +77,13 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def sqlite_folder(self) -> Path | None:
+        """The folder of a SQLite database file (None for other databases or memory)."""
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return Path(database).resolve().parent
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: everything inside commits together or not at all."""

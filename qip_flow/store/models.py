@@ -74,6 +74,9 @@ class Plan(SQLModel, table=True):
     next_review_at: datetime | None = _when(default=None)
     last_review_at: datetime | None = _when(default=None)
     learning_review_due: date | None = None
+    next_check_at: datetime | None = _when(default=None, index=True)
+    check_claimed_by: str | None = None
+    check_lease_until: datetime | None = _when(default=None)
 
 
 class Finding(SQLModel, table=True):
@@ -178,6 +181,58 @@ class LearningSummary(SQLModel, table=True):
     by_id: str = Field(foreign_key="person.id")
     at: datetime = _when()
     review_due: date | None = None
+
+
+class Notification(SQLModel, table=True):
+    """One message to one person, decided once: ``key`` (rule, entity, recipient, occurrence)
+    is unique, so a tick run twice, or by two workers, never enqueues it twice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    rule_id: str
+    kind: str  # reminder, escalation, digest
+    entity_id: str = Field(index=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    recipient_id: str = Field(foreign_key="person.id", index=True)
+    subject: str
+    body_text: str
+    body_html: str
+    card_text: str
+    state: str = Field(index=True)  # queued, held (for a digest), digested, sent, failed, partial
+    created_at: datetime = _when()
+    rules_version: str = ""
+    detail: dict[str, Any] = _json_dict()
+
+
+class Delivery(SQLModel, table=True):
+    """A notification on one channel, retried with back-off until sent or finally failed."""
+
+    __table_args__ = (Index("ix_delivery_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(foreign_key="notification.id", index=True)
+    channel: str
+    dedupe_key: str = Field(unique=True)
+    state: str  # pending, sent, failed
+    attempts: int = 0
+    next_attempt_at: datetime = _when()
+    claimed_by: str | None = None
+    lease_until: datetime | None = _when(default=None)
+    last_error: str = ""
+    sent_at: datetime | None = _when(default=None)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """Every try, written before the send and completed after it: a try left without an outcome
+    was cut off (a killed worker) and may have been delivered — counted, never hidden."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", index=True)
+    worker: str
+    started_at: datetime = _when()
+    finished_at: datetime | None = _when(default=None)
+    outcome: str = ""  # sent, failed, interrupted
+    error: str = ""
 
 
 class AuditEvent(SQLModel, table=True):

@@ -48,6 +48,15 @@ def pin_closure_criteria(s: Subject) -> None:
 
 
 @effect("plan")
+def start_action_clocks(s: Subject) -> None:
+    """Start each action's "days since update" at approval, not at the day its file was loaded."""
+    from sqlmodel import select
+
+    for action in s.session.exec(select(Action).where(Action.plan_id == s.row.id)).all():
+        action.last_update_at = max(action.last_update_at, s.inputs.now)
+
+
+@effect("plan")
 def schedule_review(s: Subject) -> None:
     """Set the next governance review from the plan's review cadence."""
     plan = _plan(s)

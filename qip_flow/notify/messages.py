@@ -1,0 +1,43 @@
+"""Messages rendered from Jinja2 templates: email as text and HTML, Teams as a short card
+(Power Automate Workflows cards carry about 1000 characters of body)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+CARD_LIMIT = 1000
+
+
+@cache
+def environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("qip_flow.notify", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    card: str
+
+
+def render(template: str, context: dict[str, Any]) -> Rendered:
+    """``template`` is ``notice`` or ``digest``."""
+    env = environment()
+    subject = " ".join(env.get_template(f"{template}.subject.j2").render(context).split())
+    text = env.get_template(f"{template}.txt.j2").render(context)
+    html = env.get_template(f"{template}.html.j2").render(context)
+    card = env.get_template(f"{template}.card.j2").render(context).strip()
+    if len(card) > CARD_LIMIT:
+        card = card[: CARD_LIMIT - 1].rstrip() + "…"
+    return Rendered(subject, text, html, card)

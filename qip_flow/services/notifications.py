@@ -1,0 +1,540 @@
+"""Reminders and escalations: the tick decides what is due and writes it to the outbox in the
+same transaction as the decision; the dispatcher sends the outbox through Apprise.
+
+Nothing is lost and nothing is said twice: a notification's key (rule, plan or action,
+person, occurrence) is unique, so ticks run twice or by two workers enqueue it once; each
+delivery is claimed with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), each try is
+written before the send and completed after it, failures are retried with exponential back-off
+and finally kept as failed; a try cut off by a killed worker is counted as a possible
+duplicate when its lease expires and the delivery is sent again."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select
+
+from qip_flow.config.rules import DeliverySettings, FactRef, RuleBook
+from qip_flow.decide.calendar import calendar
+from qip_flow.decide.decisions import NotifyDecision
+from qip_flow.errors import NotFound
+from qip_flow.notify.channels import person_tags
+from qip_flow.notify.messages import render
+from qip_flow.runtime import Runtime
+from qip_flow.store import audit
+from qip_flow.store.models import (
+    Action,
+    Delivery,
+    DeliveryAttempt,
+    Finding,
+    Notification,
+    Person,
+    Plan,
+    Service,
+)
+
+RULES_ACTOR = "qip-rules"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- when to look again ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Horizons:
+    """How far ahead the notify rules look, read from their thresholds, so a plan is checked
+    exactly when a rule could first fire for it."""
+
+    due_working_days: int = 14
+    stale_days: int = 30
+    review_days: int = 3
+    learning_days: int = 7
+
+
+def horizons(book: RuleBook) -> Horizons:
+    due, stale, review, learning = [0], [], [0], [0]
+    for rule in book.for_outcome("action", "notify") + book.for_outcome("plan", "notify"):
+        for leaf in rule.leaves():
+            value = leaf.value
+            if isinstance(value, FactRef) or not isinstance(value, int | float):
+                continue
+            if leaf.fact in ("working_days_to_due", "days_to_due") and leaf.op in (
+                    "at_most", "less_than", "is"):
+                due.append(int(value))
+            elif leaf.fact == "days_since_update" and leaf.op in ("at_least", "more_than"):
+                stale.append(int(value))
+            elif leaf.fact == "days_to_next_review" and leaf.op in ("at_most", "less_than", "is"):
+                review.append(int(value))
+            elif leaf.fact == "learning_review_overdue_days" and leaf.op in ("at_least",
+                                                                             "more_than"):
+                learning.append(-int(value))
+    return Horizons(max(due), min(stale or [10_000]), max(review), max(learning))
+
+
+def next_check(plan: Plan, actions: list[dict[str, Any]], now: datetime,
+               h: Horizons) -> datetime | None:
+    """The next moment a rule could fire for this plan: tomorrow morning when something is
+    in a reminder window or overdue, else the start of the nearest window."""
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(6, 0), tzinfo=UTC)
+    today = now.date()
+    cal = calendar()
+    candidates: list[datetime] = []
+    for a in actions:
+        if a["state"] in ("completed", "verified"):
+            continue
+        if a.get("due_date"):
+            due = datetime.fromisoformat(a["due_date"]).date()
+            opens = cal.add(due, -h.due_working_days)
+            candidates.append(tomorrow if today >= opens else
+                              datetime.combine(opens, time(6, 0), tzinfo=UTC))
+        stale_on = today + timedelta(days=max(h.stale_days - a["days_since_update"], 1))
+        candidates.append(datetime.combine(stale_on, time(6, 0), tzinfo=UTC))
+    if plan.next_review_at:
+        opens = plan.next_review_at - timedelta(days=h.review_days)
+        candidates.append(max(tomorrow, opens))
+    if plan.learning_review_due:
+        opens = datetime.combine(plan.learning_review_due - timedelta(days=h.learning_days),
+                                 time(6, 0), tzinfo=UTC)
+        candidates.append(max(tomorrow, opens))
+    if plan.monitoring_until:
+        candidates.append(max(tomorrow, plan.monitoring_until))
+    return min(candidates) if candidates else None
+
+
+# --- deciding and enqueueing -------------------------------------------------------------
+
+
+def _recipients(session: Session, plan: Plan, decision: NotifyDecision) -> list[Person]:
+    owner_id = plan.owner_id
+    if decision.subject == "action":
+        owner_id = session.get(Action, decision.entity_id).owner_id or plan.owner_id  # type: ignore[union-attr]
+    ids: list[str] = []
+    if decision.to == "owner":
+        ids = [owner_id]
+    elif decision.to == "plan_owner":
+        ids = [plan.owner_id]
+    elif decision.to == "sponsor":
+        ids = [plan.sponsor_id]
+    elif decision.to == "line_manager":
+        owner = session.get(Person, owner_id)
+        ids = [owner.line_manager_id] if owner and owner.line_manager_id else [plan.sponsor_id]
+    elif decision.to == "group" and decision.group:
+        ids = [p.id for p in session.exec(select(Person)).all()
+               if decision.group in (p.groups or [])]
+    if decision.kind == "escalation" and owner_id in ids:
+        # an escalation goes over the owner's head, never back to them
+        owner = session.get(Person, owner_id)
+        ids = [i for i in ids if i != owner_id]
+        if owner and owner.line_manager_id:
+            ids.append(owner.line_manager_id)
+    return [p for p in (session.get(Person, i) for i in dict.fromkeys(ids)) if p is not None]
+
+
+def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
+    """``moment``, or the end of the channel's quiet hours if it falls inside them."""
+    span = settings.quiet_hours.get(kind)
+    if not span:
+        return moment
+    zone = ZoneInfo(settings.timezone)
+    local = moment.astimezone(zone)
+    start_s, end_s = span.split("-")
+    start, end = time.fromisoformat(start_s), time.fromisoformat(end_s)
+    t = local.time()
+    quiet = (start <= t < end) if start < end else (t >= start or t < end)
+    if not quiet:
+        return moment
+    end_day = local.date() if t < end else local.date() + timedelta(days=1)
+    return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
+
+
+@dataclass
+class _Context:
+    """What messages about one plan need, read once."""
+
+    plan: Plan
+    service: str
+    people: dict[str, Person]
+    actions: dict[str, Action]
+    findings: dict[str, Finding]
+
+
+def _context(session: Session, plan: Plan) -> _Context:
+    service = session.get(Service, plan.service_id)
+    actions = {a.id: a for a in session.exec(select(Action).where(Action.plan_id == plan.id))}
+    findings = {f.id: f for f in session.exec(select(Finding).where(Finding.plan_id == plan.id))}
+    return _Context(plan, service.name if service else plan.service_id,
+                    {p.id: p for p in session.exec(select(Person)).all()}, actions, findings)
+
+
+def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
+            now: datetime) -> list[Notification]:
+    """Write the messages the rules asked for, once each, with a delivery per channel."""
+    if not decisions:
+        return []
+    ctx = _context(session, plan)
+    settings = rt.rules.delivery
+    made: list[Notification] = []
+    for decision in decisions:
+        people = _recipients(session, plan, decision)
+        names = [p.name for p in people]
+        for person in people:
+            key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
+            if session.exec(select(Notification.id).where(Notification.key == key)).first():
+                continue
+            action = ctx.actions.get(decision.entity_id)
+            finding = ctx.findings.get(action.finding_id) if action and action.finding_id else None
+            owner = ctx.people.get(action.owner_id or "") if action else None
+            message = render("notice", {
+                "person": person, "headline": decision.headline, "kind": decision.kind,
+                "plan": plan, "service": ctx.service, "action": action, "finding": finding,
+                "owner_name": owner.name if owner else "", "why": decision.rule.description,
+                "rule_id": decision.rule.id, "others": [n for n in names if n != person.name],
+                "rules_version": rt.rules.version})
+            held = decision.kind == "reminder" and person.digest
+            notification = Notification(
+                key=key, rule_id=decision.rule.id, kind=decision.kind,
+                entity_id=decision.entity_id, plan_id=plan.id, recipient_id=person.id,
+                subject=message.subject, body_text=message.text, body_html=message.html,
+                card_text=message.card, state="held" if held else "queued", created_at=now,
+                rules_version=rt.rules.version,
+                detail={"occurrence": decision.occurrence, "headline": decision.headline,
+                        "to": decision.to, "also_told": [n for n in names if n != person.name]})
+            if not _insert_once(session, notification):
+                continue
+            if not held:
+                _add_deliveries(rt, session, notification, person, settings, now)
+            if decision.kind == "escalation":
+                audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
+                             entity_id=decision.entity_id, what="escalated",
+                             reason=decision.headline,
+                             detail={"to": person.id, "rule": decision.rule.id,
+                                     "occurrence": decision.occurrence},
+                             version=rt.rules.version)
+            made.append(notification)
+    return made
+
+
+def _insert_once(session: Session, row: Notification) -> bool:
+    """Insert unless another worker already did (the unique key decides)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+def _add_deliveries(rt: Runtime, session: Session, notification: Notification, person: Person,
+                    settings: DeliverySettings, now: datetime) -> None:
+    channels = rt.channels.for_person(person_tags(person.id, person.level, person.groups or []),
+                                      person.email)
+    if not channels:
+        notification.state = "failed"
+        notification.detail = {**notification.detail, "problem":
+                               f"{person.name} has no channel: add an email address or a "
+                               "tagged service in the channels file"}
+        return
+    for channel in channels:
+        with session.begin_nested():
+            session.add(Delivery(
+                notification_id=notification.id or 0, channel=channel.name,
+                dedupe_key=f"{notification.key}|{channel.name}", state="pending",
+                next_attempt_at=allowed_at(settings, channel.kind, now)))
+
+
+def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
+    """On the digest day, gather each person's held reminders into one message."""
+    settings = rt.rules.delivery
+    local = now.astimezone(ZoneInfo(settings.timezone))
+    if local.strftime("%A").lower() != settings.digest_weekday:
+        return 0
+    held = session.exec(select(Notification).where(Notification.state == "held")
+                        .order_by(col(Notification.id))).all()
+    by_person: dict[str, list[Notification]] = {}
+    for n in held:
+        by_person.setdefault(n.recipient_id, []).append(n)
+    year, week, _ = local.isocalendar()
+    made = 0
+    for person_id, items in by_person.items():
+        person = session.get(Person, person_id)
+        assert person is not None
+        key = f"digest|{person_id}|{year}-W{week:02d}"
+        if session.exec(select(Notification.id).where(Notification.key == key)).first():
+            continue
+        message = render("digest", {
+            "person": person, "week": local.date().isoformat(),
+            "items": [{"headline": n.detail.get("headline", n.subject), "plan_id": n.plan_id,
+                       "why": n.rule_id} for n in items]})
+        digest = Notification(key=key, rule_id="digest", kind="digest", entity_id=person_id,
+                              plan_id=items[0].plan_id, recipient_id=person_id,
+                              subject=message.subject, body_text=message.text,
+                              body_html=message.html, card_text=message.card, state="queued",
+                              created_at=now, rules_version=rt.rules.version,
+                              detail={"items": [n.id for n in items]})
+        if _insert_once(session, digest):
+            _add_deliveries(rt, session, digest, person, settings, now)
+            for n in items:
+                n.state = "digested"
+            made += 1
+    return made
+
+
+# --- the tick ----------------------------------------------------------------------------
+
+
+@dataclass
+class TickSummary:
+    plans_checked: int = 0
+    notifications: int = 0
+    escalations: int = 0
+    digests: int = 0
+    rag_changes: int = 0
+    reopened: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int) -> list[str]:
+    lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
+    with rt.db.write() as session:
+        query = (select(Plan).where(col(Plan.next_check_at) <= now)
+                 .where(or_(col(Plan.check_lease_until).is_(None),
+                            col(Plan.check_lease_until) < now))
+                 .order_by(col(Plan.next_check_at)).limit(batch))
+        if not rt.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        plans = session.exec(query).all()
+        for plan in plans:
+            plan.check_claimed_by, plan.check_lease_until = worker, now + lease
+        return [p.id for p in plans]
+
+
+def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
+         progress: Callable[[int], None] | None = None) -> TickSummary:
+    """Check every plan that is due, one transaction per plan: decisions, outbox rows, RAG."""
+    from qip_flow.services.assess import reassess
+
+    worker = worker or worker_name()
+    now = rt.clock.now()
+    summary = TickSummary()
+    while True:
+        claimed = _claim_plans(rt, worker, now, batch)
+        if not claimed:
+            break
+        for plan_id in claimed:
+            with rt.db.write() as session:
+                plan = session.get(Plan, plan_id)
+                assert plan is not None
+                result = reassess(rt, session, plan)
+                plan.check_claimed_by = plan.check_lease_until = None
+                if plan.next_check_at is not None and plan.next_check_at <= now:
+                    plan.next_check_at = now + timedelta(days=1)
+            summary.plans_checked += 1
+            summary.notifications += len(result.notified)
+            summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
+            summary.rag_changes += int(result.rag_changed)
+            summary.reopened += int(bool(result.reopened))
+            if progress:
+                progress(1)
+    with rt.db.write() as session:
+        summary.digests = make_digests(rt, session, now)
+    return summary
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+@dataclass
+class DispatchSummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    interrupted: int = 0  # tries cut off by a killed worker: possibly delivered twice
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class _Job:
+    delivery_id: int
+    attempt_id: int
+    channel: str
+    email: str | None
+    subject: str
+    text: str
+    html: str
+    card: str
+
+
+def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
+                      summary: DispatchSummary) -> list[int]:
+    lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
+    with rt.db.write() as session:
+        query = (select(Delivery).where(Delivery.state == "pending",
+                                        col(Delivery.next_attempt_at) <= now)
+                 .where(or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now))
+                 .order_by(col(Delivery.next_attempt_at), col(Delivery.id)).limit(batch))
+        if not rt.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        deliveries = session.exec(query).all()
+        ids = [d.id or 0 for d in deliveries]
+        for d in deliveries:
+            d.claimed_by, d.lease_until = worker, now + lease
+        if ids:
+            for attempt in session.exec(select(DeliveryAttempt).where(
+                    col(DeliveryAttempt.delivery_id).in_(ids),
+                    col(DeliveryAttempt.finished_at).is_(None))).all():
+                attempt.finished_at, attempt.outcome = now, "interrupted"
+                attempt.error = "the worker stopped during this try; it may have been delivered"
+                summary.interrupted += 1
+        return ids
+
+
+def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | None:
+    with rt.db.write() as session:
+        d = session.get(Delivery, delivery_id)
+        if d is None or d.state != "pending" or d.claimed_by != worker:
+            return None
+        n = session.get(Notification, d.notification_id)
+        person = session.get(Person, n.recipient_id) if n else None
+        assert n is not None and person is not None
+        attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
+        session.add(attempt)
+        session.flush()
+        return _Job(delivery_id, attempt.id or 0, d.channel, person.email, n.subject,
+                    n.body_text, n.body_html, n.card_text)
+
+
+def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
+            summary: DispatchSummary) -> None:
+    settings = rt.rules.delivery
+    with rt.db.write() as session:
+        d = session.get(Delivery, job.delivery_id)
+        attempt = session.get(DeliveryAttempt, job.attempt_id)
+        assert d is not None and attempt is not None
+        attempt.finished_at, attempt.outcome, attempt.error = now, "sent" if ok else "failed", error
+        d.attempts += 1
+        d.claimed_by = d.lease_until = None
+        if ok:
+            d.state, d.sent_at, d.last_error = "sent", now, ""
+            summary.sent += 1
+        else:
+            d.last_error = error
+            if permanent or d.attempts >= settings.max_attempts:
+                d.state = "failed"
+                summary.failed += 1
+                summary.errors.append(f"delivery {d.id}: {error}")
+            else:
+                wait = timedelta(minutes=settings.backoff_minutes * 2 ** (d.attempts - 1))
+                channel = rt.channels.by_name(d.channel)
+                d.next_attempt_at = allowed_at(settings, channel.kind if channel else "", now + wait)
+                summary.retried += 1
+        _settle(session, d.notification_id)
+
+
+def _settle(session: Session, notification_id: int) -> None:
+    """A notification is sent when every delivery is; failed or partial when none is left."""
+    n = session.get(Notification, notification_id)
+    states = [d.state for d in session.exec(select(Delivery).where(
+        Delivery.notification_id == notification_id)).all()]
+    if n is None or not states or "pending" in states:
+        return
+    if all(s == "sent" for s in states):
+        n.state = "sent"
+    elif any(s == "sent" for s in states):
+        n.state = "partial"
+    else:
+        n.state = "failed"
+
+
+def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
+             stop: Callable[[], bool] = lambda: False, max_batches: int | None = None,
+             on_sent: Callable[[int], None] | None = None) -> DispatchSummary:
+    """Send what is due, batch by batch, until nothing is left (or ``stop()``)."""
+    worker = worker or worker_name()
+    summary = DispatchSummary()
+    batches = 0
+    while not stop() and (max_batches is None or batches < max_batches):
+        now = rt.clock.now()
+        ids = _claim_deliveries(rt, worker, now, batch, summary)
+        if not ids:
+            break
+        batches += 1
+        for delivery_id in ids:
+            job = _start(rt, delivery_id, worker, rt.clock.now())
+            if job is None:
+                continue
+            channel = rt.channels.by_name(job.channel)
+            if channel is None:
+                ok, error, permanent = False, f"channel {job.channel} is no longer configured", True
+            else:
+                result = rt.channels.send(channel, email=job.email, subject=job.subject,
+                                          text=job.text, html=job.html, card=job.card)
+                ok, error, permanent = result.ok, result.error, result.permanent
+            _finish(rt, job, ok, error, permanent, rt.clock.now(), summary)
+            if on_sent:
+                on_sent(1)
+    return summary
+
+
+# --- reading and retrying ----------------------------------------------------------------
+
+
+def list_notifications(session: Session, *, state: str | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+    query = select(Notification).order_by(col(Notification.id).desc()).limit(limit)
+    if state:
+        query = query.where(Notification.state == state)
+    rows = session.exec(query).all()
+    deliveries: dict[int, list[Delivery]] = {}
+    if rows:
+        for d in session.exec(select(Delivery).where(
+                col(Delivery.notification_id).in_([n.id for n in rows]))).all():
+            deliveries.setdefault(d.notification_id, []).append(d)
+    return [{
+        "id": n.id, "created": n.created_at.isoformat(), "kind": n.kind, "rule": n.rule_id,
+        "to": n.recipient_id, "about": n.entity_id, "subject": n.subject, "state": n.state,
+        "channels": [{"channel": d.channel, "state": d.state, "attempts": d.attempts,
+                      "next_attempt": d.next_attempt_at.isoformat(), "error": d.last_error}
+                     for d in deliveries.get(n.id or 0, [])],
+        "problem": n.detail.get("problem", ""),
+    } for n in reversed(rows)]
+
+
+def retry(rt: Runtime, notification_id: int, *, by: str) -> int:
+    """Send a failed notification's failed deliveries again; returns how many."""
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        n = session.get(Notification, notification_id)
+        if n is None:
+            raise NotFound(f"no notification {notification_id}; `qip notifications` lists them")
+        failed = session.exec(select(Delivery).where(Delivery.notification_id == n.id,
+                                                     Delivery.state == "failed")).all()
+        for d in failed:
+            d.state, d.attempts, d.next_attempt_at = "pending", 0, now
+            d.claimed_by = d.lease_until = None
+        if failed:
+            n.state = "queued"
+            audit.append(session, at=now, actor=by, entity_type="notification",
+                         entity_id=str(n.id), what="notification retried",
+                         detail={"deliveries": [d.id for d in failed]})
+        return len(failed)
+
+
+def counts(session: Session, states: Iterable[str]) -> dict[str, int]:
+    return {s: len(session.exec(select(Notification.id).where(Notification.state == s)).all())
+            for s in states}
