@@ -374,6 +374,7 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
         files.append(rf)
     seen_rules: dict[str, str] = {}
     seen_sets: dict[str, str] = {}
+    whens: dict[tuple[str, str, str], RuleDef] = {}
     delivery_files = [rf.path for rf in files if rf.delivery]
     if len(delivery_files) > 1:
         problems.append(f"{delivery_files[1]}: `delivery:` is also set in {delivery_files[0]}; "
@@ -385,7 +386,6 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
             checker.bad(["ruleset"], f"ruleset '{rf.ruleset}' is also named in "
                         f"{seen_sets[rf.ruleset]}")
         seen_sets[rf.ruleset] = rf.path
-        whens: dict[tuple[str, str, str], tuple[int, RuleDef]] = {}
         for i, rule in enumerate(rf.rules):
             rule.subject, rule.ruleset = rule.about or rf.about, rf.ruleset
             if rule.id in seen_rules:
@@ -395,12 +395,13 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
             checker.condition(rule.subject, rule.when, ["rules", i, "when"])
             checker.then(rule.subject, rule.then, ["rules", i, "then"])
             key = (rule.subject, rule.then.outcome, _canonical(rule.when))
-            if key in whens and whens[key][1].then.params != rule.then.params:
-                other = whens[key][1]
+            other = whens.get(key)
+            if other is not None and other.then.params != rule.then.params:
+                where = "" if seen_rules[other.id] == rf.path else f" ({seen_rules[other.id]})"
                 checker.bad(["rules", i, "when"], f"rules '{other.id}' and '{rule.id}' have the "
                             f"same conditions but different '{rule.then.outcome}' outcomes: they "
-                            "contradict each other")
-            whens[key] = (i, rule)
+                            f"contradict each other{where}")
+            whens[key] = rule
         rule_ids = {r.id: r for r in rf.rules}
         for i, ex in enumerate(rf.examples):
             subject = ex.about or rf.about

@@ -79,12 +79,38 @@ def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except ValueError as exc:  # a well-formed but impossible date, e.g. 2026-02-30
+        bad = _bad_date(node) if "node" in locals() else None
+        at = f"{path}:{bad.start_mark.line + 1}" if bad else str(path)
+        shown = f" '{bad.value}'" if bad else ""
+        raise error(f"{at}: not a real date{shown} ({exc}); write it as YYYY-MM-DD") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(f"{at}: not valid YAML ({problem}); check indentation and quoting") from None
     return YamlDocument(path=path, data=data, node=node, text=text)
+
+
+def _bad_date(node: yaml.Node | None) -> yaml.ScalarNode | None:
+    """The first timestamp scalar PyYAML cannot turn into a date."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            try:
+                yaml.SafeLoader.construct_yaml_timestamp(yaml.SafeLoader(""), node)
+            except ValueError:
+                return node
+        return None
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [v for _, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    for child in children:
+        found = _bad_date(child)
+        if found is not None:
+            return found
+    return None
 
 
 def describe_validation(doc: YamlDocument, exc: ValidationError) -> list[str]:

@@ -5,9 +5,9 @@ with every problem named by file and line."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -93,8 +93,14 @@ class WorkflowDef(_Strict):
         return next((e for e in self.events if e.signoff == purpose), None)
 
 
+class GuardSpec(Protocol):
+    """What the checker needs to know of a guard: the parameters it accepts."""
+
+    params: Mapping[str, Collection[Any] | None]  # name → allowed values (None: any)
+
+
 def _semantic_problems(
-    wf: WorkflowDef, doc: YamlDocument, guards: Collection[str], effects: Collection[str]
+    wf: WorkflowDef, doc: YamlDocument, guards: Mapping[str, GuardSpec], effects: Collection[str]
 ) -> list[str]:
     problems: list[str] = []
     names = wf.state_names()
@@ -123,6 +129,17 @@ def _semantic_problems(
             if g.name not in guards:
                 bad(["events", i, "guards", j],
                     f"undefined guard '{g.name}'; guards for {wf.workflow}s: {', '.join(sorted(guards))}")
+                continue
+            accepted = guards[g.name].params
+            for name, value in g.params.items():
+                if name not in accepted:
+                    bad(["events", i, "guards", j, g.name, name],
+                        f"guard '{g.name}' has no parameter '{name}'; it takes "
+                        f"{', '.join(accepted) or 'none'}")
+                elif accepted[name] is not None and value not in accepted[name]:
+                    bad(["events", i, "guards", j, g.name, name],
+                        f"'{value}' is not a {name}; use one of "
+                        f"{', '.join(str(v) for v in accepted[name])}")
         for j, e in enumerate(ev.effects):
             if e not in effects:
                 bad(["events", i, "effects", j],
@@ -143,11 +160,19 @@ def _semantic_problems(
 
 
 def load_workflow(
-    path: Path, *, guards: Collection[str], effects: Collection[str]
+    path: Path,
+    *,
+    kind: str,
+    guards: Mapping[str, GuardSpec],
+    effects: Collection[str],
 ) -> WorkflowDef:
-    """Read and check one workflow file against the guards and effects the engine knows."""
+    """Read and check one workflow file against the guards (with the parameters each takes)
+    and effects the engine knows."""
     doc = read_yaml(path, error=InvalidDefinition)
     wf = validate(doc, WorkflowDef, error=InvalidDefinition, what="workflow file")
+    if wf.workflow != kind:
+        raise InvalidDefinition(f"{doc.where(['workflow'])}: this file must say "
+                                f"`workflow: {kind}`")
     problems = _semantic_problems(wf, doc, guards, effects)
     if problems:
         raise InvalidDefinition(f"{path}: this workflow file has errors", details=problems)

@@ -59,8 +59,10 @@ def tighten(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
             merged[key] = max(values)
     if defaults.get("learning_required") or own.get("learning_required"):
         merged["learning_required"] = True
-    if defaults.get("learning_review_days") and not own.get("learning_review_days"):
-        merged["learning_review_days"] = defaults["learning_review_days"]
+    reviews = [v for v in (defaults.get("learning_review_days"), own.get("learning_review_days"))
+               if v]
+    if reviews:
+        merged["learning_review_days"] = min(reviews)  # the sooner review is the stricter
     signoff = dict(own.get("signoff") or {})
     if defaults.get("signoff_group") and not signoff.get("group"):
         signoff["group"] = defaults["signoff_group"]

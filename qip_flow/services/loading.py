@@ -17,7 +17,19 @@ from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
-from qip_flow.store.models import Action, Finding, Indicator, Person, Plan, Risk, Service
+from qip_flow.store.models import (
+    Action,
+    DueRevision,
+    Evidence,
+    Finding,
+    Indicator,
+    Measurement,
+    Person,
+    Plan,
+    ProgressNote,
+    Risk,
+    Service,
+)
 
 
 @dataclass
@@ -204,33 +216,69 @@ class _Loader:
         else:
             for name, value in fields.items():
                 setattr(stored, name, value)
-            for model in (Action, Finding, Indicator):  # a draft's parts are replaced whole
-                for row in self.session.exec(select(model).where(model.plan_id == spec.id)).all():
-                    self.session.delete(row)
-            self.session.flush()
             outcome = "updated"
-        self._write_parts(spec)
+        if not self._write_parts(doc, spec):
+            return
         self.audit("plan", spec.id, f"plan {outcome}", {"file": str(doc.path), "digest": digest})
         self.record(doc, spec.id, outcome)
 
-    def _write_parts(self, spec: PlanFile) -> None:
-        for f in spec.findings:
-            self.session.add(Finding(id=f"{spec.id}/{f.id}", plan_id=spec.id, ref=f.id,
-                                     description=f.description,
-                                     source_reference=f.source_reference,
-                                     root_causes=list(f.root_causes)))
-        self.session.flush()
+    def _write_parts(self, doc: YamlDocument, spec: PlanFile) -> bool:
+        """Findings, actions and indicators, matched by id: new ones added, changed ones
+        updated in place, removed ones deleted unless they already have history."""
         action_initial = self.rt.workflows.initial("action")
-        for a in spec.actions:
-            self.session.add(Action(
-                id=f"{spec.id}/{a.id}", plan_id=spec.id, ref=a.id, description=a.description,
+        wanted: dict[type[SQLModel], dict[str, dict[str, Any]]] = {
+            Finding: {f"{spec.id}/{f.id}": dict(
+                plan_id=spec.id, ref=f.id, description=f.description,
+                source_reference=f.source_reference, root_causes=list(f.root_causes))
+                for f in spec.findings},
+            Action: {f"{spec.id}/{a.id}": dict(
+                plan_id=spec.id, ref=a.id, description=a.description,
                 finding_id=f"{spec.id}/{a.finding}" if a.finding else None, owner_id=a.owner,
-                baseline_due=a.due, due=a.due, state=action_initial, systemic=a.systemic,
-                created_at=self.now, last_update_at=self.now))
-        for ind in spec.indicators:
-            self.session.add(Indicator(
-                id=f"{spec.id}/{ind.id}", plan_id=spec.id, ref=ind.id, name=ind.name,
-                unit=ind.unit, direction=ind.direction, target=ind.target, baseline=ind.baseline))
+                baseline_due=a.due, due=a.due, systemic=a.systemic)
+                for a in spec.actions},
+            Indicator: {f"{spec.id}/{i.id}": dict(
+                plan_id=spec.id, ref=i.id, name=i.name, unit=i.unit, direction=i.direction,
+                target=i.target, baseline=i.baseline)
+                for i in spec.indicators},
+        }
+        for model in (Finding, Action, Indicator):
+            stored = {row.id: row for row in self.session.exec(
+                select(model).where(model.plan_id == spec.id)).all()}
+            for key, values in wanted[model].items():
+                row = stored.get(key)
+                if row is None:
+                    extra = ({"state": action_initial, "created_at": self.now,
+                              "last_update_at": self.now} if model is Action else {})
+                    self.session.add(model(id=key, **values, **extra))
+                else:
+                    for name, value in values.items():
+                        setattr(row, name, value)
+            self.session.flush()
+        for model in (Action, Indicator, Finding):
+            stored_ids = set(self.session.exec(select(model.id).where(
+                model.plan_id == spec.id)).all())
+            for key in sorted(stored_ids - wanted[model].keys()):
+                if self._has_history(model, key):
+                    kind = model.__name__.lower()
+                    self.problem(doc, ["id"], f"{kind} {key} was removed from the file but "
+                                 "already has history (notes, evidence, revisions or "
+                                 "measurements); keep it in the file")
+                    continue
+                self.session.delete(self.session.get(model, key))
+            self.session.flush()
+        return not self.problems
+
+    def _has_history(self, model: type[SQLModel], key: str) -> bool:
+        checks: list[Any] = []
+        if model is Action:
+            checks = [select(DueRevision.id).where(DueRevision.action_id == key),
+                      select(ProgressNote.id).where(ProgressNote.action_id == key),
+                      select(Evidence.id).where(Evidence.action_id == key)]
+        elif model is Indicator:
+            checks = [select(Measurement.id).where(Measurement.indicator_id == key)]
+        else:
+            checks = [select(Action.id).where(Action.finding_id == key)]
+        return any(self.session.exec(q).first() is not None for q in checks)
 
 
 def parse_files(paths: Iterable[Path]) -> list[_Parsed]:

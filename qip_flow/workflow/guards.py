@@ -4,22 +4,39 @@ who has to fix it. The docstring of each is published in docs/workflows.md."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import col, select
 
-from qip_flow.store.models import Action, Finding, Person, Plan
+from qip_flow.store.models import LEVELS, Action, Finding, Person, Plan
 from qip_flow.workflow.subject import Subject, level_rank
 
-Guard = Callable[[Subject, dict[str, Any]], str | None]
+Check = Callable[[Subject, dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A named condition and the parameters a workflow file may give it."""
+
+    check: Check
+    params: Mapping[str, Collection[Any] | None]
+    doc: str
+
+    def __call__(self, subject: Subject, params: dict[str, Any]) -> str | None:
+        return self.check(subject, params)
+
+
 GUARDS: dict[str, dict[str, Guard]] = {"plan": {}, "action": {}}
+AUTHORITY = {"level": LEVELS, "group": None}
 
 
-def guard(kind: str) -> Callable[[Guard], Guard]:
-    def register(fn: Guard) -> Guard:
-        GUARDS[kind][fn.__name__] = fn
-        return fn
+def guard(kind: str, **params: Collection[Any] | None) -> Callable[[Check], Guard]:
+    def register(fn: Check) -> Guard:
+        g = Guard(fn, params, fn.__doc__ or "")
+        GUARDS[kind][fn.__name__] = g
+        return g
 
     return register
 
@@ -121,7 +138,7 @@ def authority_problem(person: Person, level: str | None, group: str | None) -> s
     return None
 
 
-@guard("plan")
+@guard("plan", **AUTHORITY, from_criteria=(True,))
 def signoff_authority(s: Subject, params: dict[str, Any]) -> str | None:
     """The event is a sign-off by a person with enough authority. Parameters: ``level``
     (operational, manager, senior, board) or ``group``; or ``from_criteria: true`` to use the
@@ -157,7 +174,7 @@ def not_the_owner(s: Subject, _: dict[str, Any]) -> str | None:
     return None
 
 
-@guard("action")
+@guard("action", **AUTHORITY)
 def approver_level(s: Subject, params: dict[str, Any]) -> str | None:
     """The person approving is at least at ``level`` (default manager)."""
     return authority_problem(s.inputs.by, params.get("level", "manager"), params.get("group"))

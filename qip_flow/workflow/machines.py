@@ -84,10 +84,7 @@ class Workflows:
             path = folder / f"{kind}.yaml"
             if not path.exists():
                 raise InvalidDefinition(f"{path}: missing; the {kind} workflow must be defined")
-            wf = load_workflow(path, guards=GUARDS[kind], effects=EFFECTS[kind])
-            if wf.workflow != kind:
-                raise InvalidDefinition(f"{path}:1 workflow: this file must say `workflow: {kind}`")
-            defs[kind] = wf
+            defs[kind] = load_workflow(path, kind=kind, guards=GUARDS[kind], effects=EFFECTS[kind])
         return cls(defs)
 
     def initial(self, kind: str) -> str:
