@@ -12,6 +12,7 @@ from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
 from qip_flow.config.rules import RuleBook, load_rules
 from qip_flow.decide.decisions import Decide
+from qip_flow.decide.schedule import Schedule
 from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidInput
 from qip_flow.notify.channels import Channels
@@ -52,6 +53,10 @@ class Runtime:
     @cached_property
     def decide(self) -> Decide:
         return Decide(self.rules)
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        return Schedule.from_rules(self.rules)
 
     @cached_property
     def channels(self) -> Channels:

@@ -69,7 +69,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
     """Everything the rules decide about a plan now, in the caller's transaction: reminders
     and escalations into the outbox, reopening, the RAG rating, and when to look again."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
-    from qip_flow.services.notifications import enqueue, horizons, next_check
+    from qip_flow.services.notifications import enqueue
 
     result = Reassessment(plan.id)
     live = is_live(rt, plan.state)
@@ -96,7 +96,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
             result.reopened = reason
             facts, _ = plan_facts(rt, session, plan, actions=actions)
         _rerate(rt, session, plan, facts, now, result)
-    plan.next_check_at = next_check(plan, actions, now, horizons(rt.rules))
+    plan.next_check_at = rt.schedule.next_check(plan, actions, now)
     return result
 
 

@@ -21,8 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
-from qip_flow.config.rules import DeliverySettings, FactRef, RuleBook
-from qip_flow.decide.calendar import calendar
+from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
@@ -45,70 +44,6 @@ RULES_ACTOR = "qip-rules"
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# --- when to look again ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Horizons:
-    """How far ahead the notify rules look, read from their thresholds, so a plan is checked
-    exactly when a rule could first fire for it."""
-
-    due_working_days: int = 14
-    stale_days: int = 30
-    review_days: int = 3
-    learning_days: int = 7
-
-
-def horizons(book: RuleBook) -> Horizons:
-    due, stale, review, learning = [0], [], [0], [0]
-    for rule in book.for_outcome("action", "notify") + book.for_outcome("plan", "notify"):
-        for leaf in rule.leaves():
-            value = leaf.value
-            if isinstance(value, FactRef) or not isinstance(value, int | float):
-                continue
-            if leaf.fact in ("working_days_to_due", "days_to_due") and leaf.op in (
-                    "at_most", "less_than", "is"):
-                due.append(int(value))
-            elif leaf.fact == "days_since_update" and leaf.op in ("at_least", "more_than"):
-                stale.append(int(value))
-            elif leaf.fact == "days_to_next_review" and leaf.op in ("at_most", "less_than", "is"):
-                review.append(int(value))
-            elif leaf.fact == "learning_review_overdue_days" and leaf.op in ("at_least",
-                                                                             "more_than"):
-                learning.append(-int(value))
-    return Horizons(max(due), min(stale or [10_000]), max(review), max(learning))
-
-
-def next_check(plan: Plan, actions: list[dict[str, Any]], now: datetime,
-               h: Horizons) -> datetime | None:
-    """The next moment a rule could fire for this plan: tomorrow morning when something is
-    in a reminder window or overdue, else the start of the nearest window."""
-    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(6, 0), tzinfo=UTC)
-    today = now.date()
-    cal = calendar()
-    candidates: list[datetime] = []
-    for a in actions:
-        if a["state"] in ("completed", "verified"):
-            continue
-        if a.get("due_date"):
-            due = datetime.fromisoformat(a["due_date"]).date()
-            opens = cal.add(due, -h.due_working_days)
-            candidates.append(tomorrow if today >= opens else
-                              datetime.combine(opens, time(6, 0), tzinfo=UTC))
-        stale_on = today + timedelta(days=max(h.stale_days - a["days_since_update"], 1))
-        candidates.append(datetime.combine(stale_on, time(6, 0), tzinfo=UTC))
-    if plan.next_review_at:
-        opens = plan.next_review_at - timedelta(days=h.review_days)
-        candidates.append(max(tomorrow, opens))
-    if plan.learning_review_due:
-        opens = datetime.combine(plan.learning_review_due - timedelta(days=h.learning_days),
-                                 time(6, 0), tzinfo=UTC)
-        candidates.append(max(tomorrow, opens))
-    if plan.monitoring_until:
-        candidates.append(max(tomorrow, plan.monitoring_until))
-    return min(candidates) if candidates else None
 
 
 # --- deciding and enqueueing -------------------------------------------------------------
