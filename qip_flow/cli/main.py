@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from qip_flow.cli import render
 from qip_flow.cli.notify import register as register_notify_commands
@@ -397,25 +398,34 @@ def demo(
     run_demo(folder, config_dir=config_folder(st.config), out=render.console)
 
 
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Accept ``--json`` anywhere on the line (people type ``qip explain PLAN --json``); it is a
+    global option, so it moves before the command."""
+    if "--json" not in argv:
+        return argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:cut] if a != "--json"]
+    return ["--json", *head, *argv[cut:]]
+
+
 def main() -> None:
     """Entry point: map qip_flow errors to exit codes and readable messages."""
     try:
-        app(standalone_mode=False)
+        code = app(args=hoist_global_flags(sys.argv[1:]), prog_name="qip",
+                   standalone_mode=False)
     except QipError as exc:
-        render.errors.print(f"[bold red]error:[/bold red] {exc}" if exc.exit_code == 2
-                            else f"[bold yellow]refused:[/bold yellow] {exc}", markup=True)
+        label = "[bold red]error:[/bold red]" if exc.exit_code == 2 else \
+            "[bold yellow]refused:[/bold yellow]"
+        render.errors.print(f"{label} {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors come here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors: click's, or the copies typer vendors (not subclasses of click's).
+        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(2)
         raise
-    sys.exit(0)
-
-
+    sys.exit(code if isinstance(code, int) else 0)

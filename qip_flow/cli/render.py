@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
-errors = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 132)
 
 RAG_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
 
@@ -26,9 +26,10 @@ def rag(value: str | None) -> str:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    """The first column holds ids: never wrapped; the others fold."""
     t = Table(title=title, title_justify="left", show_lines=False)
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    for i, c in enumerate(columns):
+        t.add_column(c, overflow="fold", no_wrap=i == 0)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     console.print(t)
