@@ -336,7 +336,7 @@ def test_rag_changes_are_recorded_with_reason_and_rules(loaded: Runtime) -> None
     assert red.reason == "An action is 20 or more working days overdue."
     assert plan_row(rt, p).rag == "red"
 
-    lifecycle.fire_event(rt, f"{p}/A1", "revise_due", by="jpatel", due=date(2026, 4, 10),
+    lifecycle.fire_event(rt, f"{p}/A1", "revise_due", by="dadeyemi", due=date(2026, 4, 10),
                          reason="Audit tool replaced; weekly schedule restarts in April")
     slipped = rag_events(rt, p)[-1]
     assert (slipped.from_state, slipped.to_state) == ("red", "amber")

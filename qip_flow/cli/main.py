@@ -34,14 +34,14 @@ register_notify_commands(app)
 def main_options(
     ctx: typer.Context,
     db: Annotated[str | None, typer.Option(envvar="QIP_DATABASE_URL",
-                                           help="Database URL or SQLite file [default: ./qip.db]")] = None,
+                                           help="Database URL or SQLite file (default: ./qip.db)")] = None,
     config: Annotated[str | None, typer.Option(envvar="QIP_CONFIG",
                                                help="Folder holding workflows/ and rules/.")] = None,
     now: Annotated[str | None, typer.Option(envvar="QIP_NOW",
                                             help="Pretend it is this date or date-time (ISO).")] = None,
     channels: Annotated[str | None, typer.Option(
-        envvar="QIP_CHANNELS", help="Apprise YAML channels file [default: "
-        "CONFIG/channels.yaml, else a local file beside the database]")] = None,
+        envvar="QIP_CHANNELS", help="Apprise YAML channels file (default: "
+        "CONFIG/channels.yaml, else a local file beside the database)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     ctx.obj = State(db, config, now, json_out, channels)
@@ -181,10 +181,10 @@ def measure(
     plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
     indicator: Annotated[str, typer.Argument(help="The indicator id within the plan.")],
     value: Annotated[float, typer.Argument()],
-    on: Annotated[str | None, typer.Option(help="Date measured [default: today].")] = None,
+    by: Annotated[str, typer.Option(help="Who recorded it (their id).")],
+    on: Annotated[str | None, typer.Option(help="Date measured (default: today).")] = None,
     source: Annotated[str, typer.Option(help="Where the value comes from.")] = "",
     reaudit: Annotated[bool, typer.Option(help="This value is a re-audit.")] = False,
-    by: Annotated[str | None, typer.Option(help="Who recorded it.")] = None,
 ) -> None:
     """Record an indicator measurement."""
     st = state_of(ctx)
@@ -237,11 +237,11 @@ def schema(kind: Annotated[str, typer.Argument(help="organisation, plan, workflo
            ) -> None:
     """Print the JSON Schema of a file format (for editor completion)."""
     from qip_flow.config import formats
-    from qip_flow.config.workflow import WorkflowDef
+    from qip_flow.config.workflow import workflow_file_schema
     from qip_flow.decide.tooling import rules_schema
 
     schemas: dict[str, Any] = {k: m.model_json_schema() for k, m in formats.SCHEMAS.items()}
-    schemas["workflow"] = WorkflowDef.model_json_schema(by_alias=True)
+    schemas["workflow"] = workflow_file_schema()
     schemas["rules"] = rules_schema()
     if kind not in schemas:
         raise InvalidInput(f"unknown kind '{kind}'; kinds: {', '.join(sorted(schemas))}")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
-errors = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 132)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)  # never break a path
 
 RAG_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
 
@@ -98,9 +98,13 @@ def explanation(result: dict[str, Any]) -> None:
     console.print(f"[bold]{result['plan']}[/bold] ({result['state']}), rules "
                   f"{result['rules_version']}; closure criteria {pinned}")
     rows = []
+    def shown(v: Any) -> str:
+        return "missing" if v is None else json.dumps(v)
+
     for c in closure["criteria"]:
-        failing = [f"{x['condition']} ({', '.join(f'{k} = {v}' for k, v in x['facts'].items())})"
-                   for x in c["conditions"] if not x["holds"]]
+        failing = [] if c["met"] else [
+            f"{x['condition']} ({', '.join(f'{k} = {shown(v)}' for k, v in x['facts'].items())})"
+            for x in c["conditions"] if not x["holds"]]
         rows.append(["[green]met[/green]" if c["met"] else "[red]unmet[/red]", c["criterion"],
                      c["description"], "; ".join(failing), c["rule"]])
     table("Closure criteria", ["", "criterion", "what it asks", "why not", "rule"], rows)

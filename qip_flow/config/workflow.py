@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
@@ -80,8 +81,8 @@ class WorkflowDef(_Strict):
     initial: str
     states: list[StateDef] = Field(min_length=1)
     events: list[EventDef] = Field(min_length=1)
-    path: str = Field("", exclude=True)
-    version: str = Field("", exclude=True, description="Content hash of the file.")
+    path: SkipJsonSchema[str] = Field("", exclude=True)
+    version: SkipJsonSchema[str] = Field("", exclude=True)
 
     def state_names(self) -> list[str]:
         return [s.name for s in self.states]
@@ -115,8 +116,15 @@ def _semantic_problems(
         seen.add(state.name)
     if wf.initial not in names:
         bad(["initial"], f"unknown state '{wf.initial}'; declared states: {', '.join(names)}")
+        return problems  # every state would look unreachable
     event_names: set[str] = set()
+    purposes: dict[str, str] = {}
     for i, ev in enumerate(wf.events):
+        if ev.signoff and ev.signoff in purposes:
+            bad(["events", i, "signoff"], f"'{ev.signoff}' is already the sign-off of event "
+                f"'{purposes[ev.signoff]}'; each sign-off purpose fires one event")
+        if ev.signoff:
+            purposes.setdefault(ev.signoff, ev.name)
         if ev.name in event_names:
             bad(["events", i, "name"], f"event '{ev.name}' is declared twice")
         event_names.add(ev.name)
@@ -178,3 +186,20 @@ def load_workflow(
         raise InvalidDefinition(f"{path}: this workflow file has errors", details=problems)
     wf.path, wf.version = str(path), f"{wf.workflow}@{doc.digest}"
     return wf
+
+
+def workflow_file_schema() -> dict[str, Any]:
+    """The JSON Schema as a governance lead writes the file: ``from`` may be one state or a
+    list, a guard a name or a one-key mapping of name to parameters."""
+    schema = WorkflowDef.model_json_schema(by_alias=True)
+    event = schema["$defs"]["EventDef"]["properties"]
+    event["from"] = {"description": event["from"].get("description", ""),
+                     "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
+                                                    "minItems": 1}]}
+    event["guards"] = {"description": event["guards"].get("description", ""), "type": "array",
+                       "items": {"anyOf": [{"type": "string"},
+                                          {"type": "object", "minProperties": 1,
+                                           "maxProperties": 1,
+                                           "additionalProperties": {"type": "object"}}]}}
+    schema["$defs"].pop("GuardRef", None)
+    return schema

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from qip_flow.errors import InvalidInput, NotFound
+from qip_flow.errors import InvalidInput, NotFound, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.models import (
@@ -182,13 +182,17 @@ def sign_off(
                            evidence_reviewed=list(evidence_reviewed),
                            residual_risks=list(residual_risks),
                            learning_embedded=list(learning_embedded))
-    if group is None:
-        with rt.db.read() as session:
-            plan = get_plan(session, plan_id)
-            person = get_person(session, by)
-        wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
-        if wanted and wanted in (person.groups or []):
-            signoff.group = wanted
+    with rt.db.read() as session:
+        plan = get_plan(session, plan_id)
+        person = get_person(session, by)
+    if group is not None and group not in (person.groups or []):
+        raise Refused(f"--group: {person.name} is not a member of the {group}; their groups: "
+                      f"{', '.join(person.groups or []) or 'none'}")
+    uses_criteria = any(g.params.get("from_criteria") for g in event.guards) or \
+        "closure_criteria_met" in {g.name for g in event.guards}
+    wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
+    if group is None and uses_criteria and wanted in (person.groups or []):
+        signoff.group = wanted
     return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
                       variation=variation)
 

@@ -86,6 +86,8 @@ class _Loader:
         self.services: set[str] = set(session.exec(select(Service.id)).all())
         self.risks: set[str] = set(session.exec(select(Risk.id)).all())
         self.placeholders: set[str] = set()  # people inserted before their line managers
+        self.groups: set[str] = {g for groups in session.exec(select(Person.groups)).all()
+                                 for g in groups or []}
 
     def problem(self, doc: YamlDocument, loc: list[str | int], message: str) -> None:
         self.problems.append(f"{doc.where(loc)}: {message}")
@@ -131,6 +133,7 @@ class _Loader:
 
     def organisation(self, doc: YamlDocument, spec: OrganisationFile) -> None:
         self.people |= {p.id for p in spec.people}
+        self.groups |= {g for p in spec.people for g in p.groups}
         self.services |= {s.id for s in spec.services}
         self.risks |= {r.id for r in spec.risks}
         for i, p in enumerate(spec.people):
@@ -183,6 +186,11 @@ class _Loader:
                 self.problem(doc, ["actions", i, "finding"],
                              f"unknown finding '{a.finding}'; findings: {', '.join(sorted(findings))}")
         indicators = {ind.id for ind in spec.indicators}
+        group = spec.closure.signoff.group if spec.closure and spec.closure.signoff else None
+        if group and group not in self.groups:
+            self.problem(doc, ["closure", "signoff", "group"],
+                         f"no one in the organisation belongs to '{group}', so nobody could sign "
+                         f"closure; groups: {', '.join(sorted(self.groups)) or 'none'}")
         if spec.closure:
             for i, ref in enumerate(spec.closure.indicators):
                 if ref not in indicators:

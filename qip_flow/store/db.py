@@ -118,7 +118,12 @@ class Database:
             raise InvalidInput(f"cannot open the database {self.url}: {exc.orig}") from None
 
     def require_schema(self) -> None:
-        """Refuse to work on a database whose schema is missing or out of date."""
+        """Refuse to work on a database whose schema is missing or out of date (and never
+        create an empty SQLite file for a mistyped path)."""
+        database = make_url(self.url).database
+        if self.is_sqlite and database and database != ":memory:" and not Path(database).exists():
+            raise NotInitialised(f"there is no database at {database}; check --db, or run "
+                                 "`qip init` to create one there")
         current = self.current_revision()
         if current != _head_revision():
             state = "has no qip_flow schema" if current is None else f"is at schema {current}"

@@ -140,14 +140,9 @@ def authority_problem(person: Person, level: str | None, group: str | None) -> s
 
 @guard("plan", **AUTHORITY, from_criteria=(True,))
 def signoff_authority(s: Subject, params: dict[str, Any]) -> str | None:
-    """The event is a sign-off by a person with enough authority. Parameters: ``level``
+    """The person signing has enough authority. Parameters: ``level``
     (operational, manager, senior, board) or ``group``; or ``from_criteria: true`` to use the
     sign-off named in the plan's closure criteria."""
-    event = s.runtime.workflows.defs["plan"]
-    if s.inputs.signoff is None:
-        purpose = next((e.signoff for e in event.events if e.signoff), "closure")
-        return (f"this is a sign-off: record it with `qip signoff {s.row.id} --for {purpose} "
-                "--by PERSON`")
     level, group = params.get("level"), params.get("group")
     if params.get("from_criteria"):
         authority = (_plan(s).closure_criteria or {}).get("signoff") or {}
@@ -163,14 +158,14 @@ def has_evidence(s: Subject, _: dict[str, Any]) -> str | None:
     if s.inputs.evidence:
         return None
     held = s.session.exec(select(Evidence.id).where(Evidence.action_id == s.row.id)).first()
-    return None if held else "completing an action needs evidence: add --evidence 'what, where'"
+    return None if held else "completing an action needs evidence: add --evidence 'what|where'"
 
 
 @guard("action")
 def not_the_owner(s: Subject, _: dict[str, Any]) -> str | None:
-    """Verification is by someone other than the action's owner."""
+    """Someone other than the action's owner does this (verifying, approving a new date)."""
     if s.inputs.by.id == _action(s).owner_id:
-        return f"{s.inputs.by.name} owns this action; someone else must verify it"
+        return f"{s.inputs.by.name} owns this action; someone else must do this"
     return None
 
 

@@ -104,6 +104,10 @@ class Workflows:
                 f"Can't {event_name} {subject.label} when it is {subject.state}: "
                 f"'{event_name}' leaves only from {', '.join(event.source)}"
             )
+        if event.signoff and subject.inputs.signoff is None:
+            raise Refused(f"{event_name} is a sign-off: record it with `qip signoff "
+                          f"{subject.row.id} --for {event.signoff} --by PERSON`"
+                          + (" (or `qip close`)" if event.signoff == "closure" else ""))
         missing = [NEED_FLAGS[n] for n in event.needs if not subject.inputs.has(n)]
         if missing:
             raise InvalidInput(f"{event_name} needs {' and '.join(missing)}")
