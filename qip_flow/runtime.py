@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -15,9 +16,11 @@ from qip_flow.decide.decisions import Decide
 from qip_flow.decide.schedule import Schedule
 from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidInput
-from qip_flow.notify.channels import Channels
 from qip_flow.store.db import Database
 from qip_flow.workflow.machines import Workflows
+
+if TYPE_CHECKING:
+    from qip_flow.notify.channels import Channels
 
 
 def config_folder(value: str | Path | None) -> Path:
@@ -59,9 +62,11 @@ class Runtime:
         return Schedule.from_rules(self.rules)
 
     @cached_property
-    def channels(self) -> Channels:
+    def channels(self) -> Channels:  # Apprise is imported only by commands that send
         """``QIP_CHANNELS``, else ``channels.yaml`` in the config folder, else a local file
         beside the database."""
+        from qip_flow.notify.channels import Channels
+
         path = self.channels_file or os.environ.get("QIP_CHANNELS")
         if not path and (self.config_dir / "channels.yaml").exists():
             path = str(self.config_dir / "channels.yaml")

@@ -5,12 +5,17 @@ PostgreSQL (a fresh schema per test). PostgreSQL tests skip only when no server 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -112,3 +117,39 @@ def loaded(runtime: Runtime) -> Runtime:
     runtime.clock.set("2026-01-15")
     loading.load_files(runtime, [EXAMPLES], actor="test")
     return runtime
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, so "nothing changed" can be asserted exactly."""
+    with db.engine.connect() as conn:
+        return {t.name: sorted((tuple(r) for r in conn.execute(sa.select(t))), key=repr)
+                for t in SQLModel.metadata.sorted_tables}
+
+
+def contents(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of a SQLite file, read with the standard library (for tests
+    that drive the CLI in another process)."""
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
+        return {t: sorted(conn.execute(f'select * from "{t}"').fetchall(), key=repr)
+                for t in tables}
+    finally:
+        conn.close()
+
+
+def line_with(text: str, marker: str) -> int:
+    """The one line of ``text`` holding ``marker``."""
+    hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
+    assert len(hits) == 1, f"{marker!r} is on lines {hits}"
+    return hits[0]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A copy of the shipped workflows/ and rules/ that a test may edit or break."""
+    folder = tmp_path / "config"
+    for part in ("workflows", "rules"):
+        shutil.copytree(SHIPPED_CONFIG / part, folder / part)
+    return folder

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlmodel import SQLModel, col, select
+from conftest import snapshot
+from sqlmodel import col, select
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.errors import Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, lifecycle, loading
 from qip_flow.services.assess import RULES_ACTOR
-from qip_flow.store.db import Database
 from qip_flow.store.models import AuditEvent, Plan, SignOff
 
 PLANS = SHIPPED_CONFIG / "examples" / "plans"
@@ -28,13 +27,6 @@ SAFEGUARDING = "QIP-2026-021"
 CARE_PLANNING = "QIP-2026-009"
 MEDICATION = "QIP-2026-014"
 GROUP = "Safeguarding governance group"
-
-
-def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, so "nothing changed" is exact."""
-    with db.engine.connect() as conn:
-        return {t.name: sorted((tuple(r) for r in conn.execute(sa.select(t))), key=repr)
-                for t in SQLModel.metadata.sorted_tables}
 
 
 def refused(rt: Runtime, attempt: Any) -> Refused:

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
+from conftest import contents, line_with
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -55,18 +55,6 @@ def qip_together(db: Path, commands: Sequence[Sequence[str]]
         out, err = proc.communicate(timeout=120)
         results.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
     return results
-
-
-def contents(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, read with the standard library."""
-    conn = sqlite3.connect(db)
-    try:
-        tables = [r[0] for r in conn.execute(
-            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
-        return {t: sorted(conn.execute(f'select * from "{t}"').fetchall(), key=repr)
-                for t in tables}
-    finally:
-        conn.close()
 
 
 def runtime_on(db: Path) -> Runtime:
@@ -109,21 +97,6 @@ def db(template: Path, tmp_path: Path) -> Path:
     path = tmp_path / "qip.db"
     shutil.copy(template, path)
     return path
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A copy of the shipped workflows/ and rules/ to break."""
-    folder = tmp_path / "config"
-    for part in ("workflows", "rules"):
-        shutil.copytree(SHIPPED_CONFIG / part, folder / part)
-    return folder
-
-
-def line_with(text: str, marker: str) -> int:
-    hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
-    assert len(hits) == 1, f"{marker!r} is on lines {hits}"
-    return hits[0]
 
 
 # --- qip rules ---------------------------------------------------------------------------

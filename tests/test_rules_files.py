@@ -5,10 +5,10 @@ evaluated."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import line_with
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -32,21 +32,6 @@ def unused_runtime(config: Path, tmp_path: Path) -> Runtime:
     """A runtime whose database is never touched (reading rules needs none)."""
     return Runtime(db=Database(f"sqlite:///{tmp_path / 'unused.db'}"), clock=Clock(),
                    config_dir=config)
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A copy of the shipped workflows/ and rules/ a governance lead can edit."""
-    folder = tmp_path / "config"
-    for part in ("workflows", "rules"):
-        shutil.copytree(SHIPPED_CONFIG / part, folder / part)
-    return folder
-
-
-def line_with(text: str, marker: str) -> int:
-    hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
-    assert len(hits) == 1, f"{marker!r} is on lines {hits}"
-    return hits[0]
 
 
 def add_rules(config: Path, rules_yaml: str, file: str = "rag.yaml") -> tuple[Path, str]:

@@ -14,7 +14,6 @@ from sqlmodel import col, func, select
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
 from qip_flow.errors import InvalidInput
-from qip_flow.services import notifications as outbox
 from qip_flow.store.models import Plan
 
 notifications_app = typer.Typer(help="List notifications, or retry a failed one.",
@@ -36,6 +35,8 @@ def parse_every(text: str) -> float:
 
 
 def _tick(ctx: typer.Context) -> dict[str, Any]:
+    from qip_flow.services import notifications as outbox
+
     st = state_of(ctx)
     rt = st.runtime()
     if st.json or not sys.stdout.isatty():
@@ -49,6 +50,8 @@ def _tick(ctx: typer.Context) -> dict[str, Any]:
 
 
 def _dispatch(ctx: typer.Context, stop: Any = lambda: False) -> dict[str, Any]:
+    from qip_flow.services import notifications as outbox
+
     st = state_of(ctx)
     return outbox.dispatch(st.runtime(), stop=stop).as_dict()
 
@@ -112,6 +115,8 @@ def notifications(
     """List notifications with each channel's state, attempts and last error."""
     if ctx.invoked_subcommand:
         return
+    from qip_flow.services import notifications as outbox
+
     st = state_of(ctx)
     with st.runtime().db.read() as session:
         rows = outbox.list_notifications(session, state=state, limit=limit)
@@ -133,6 +138,8 @@ def notifications_retry(
     by: Annotated[str, typer.Option(help="Who asks for the retry (audit trail).")] = "operator",
 ) -> None:
     """Queue a failed notification's deliveries again."""
+    from qip_flow.services import notifications as outbox
+
     st = state_of(ctx)
     count = outbox.retry(st.runtime(), notification_id, by=by)
     if st.json:

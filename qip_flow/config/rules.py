@@ -392,6 +392,10 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
                 checker.bad(["rules", i, "id"], f"rule id '{rule.id}' is also used in "
                             f"{seen_rules[rule.id]}")
             seen_rules[rule.id] = rf.path
+            for placeholder in re.findall(r"{(\w+)}", rule.description):
+                if vocab.fact_type(rule.subject, placeholder) is None:
+                    checker.bad(["rules", i, "description"],
+                                f"{{{placeholder}}} is not a {rule.subject} fact")
             checker.condition(rule.subject, rule.when, ["rules", i, "when"])
             checker.then(rule.subject, rule.then, ["rules", i, "then"])
             key = (rule.subject, rule.then.outcome, _canonical(rule.when))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,18 +36,25 @@ class CriterionResult:
     met: bool
     conditions: list[ConditionResult]
 
+    facts: dict[str, Any] = field(default_factory=dict)
+
     @property
     def name(self) -> str:
         return str(self.rule.then.params.get("criterion", self.rule.id))
 
+    @property
+    def description(self) -> str:
+        """The rule's description with its {fact} placeholders filled in."""
+        return fill(self.rule.description, self.facts, missing="none")
+
     def describe(self) -> str:
         failing = [c.describe() for c in self.conditions if not c.holds]
         because = f": {'; '.join(failing)}" if failing and not self.met else ""
-        return f"{self.name} — {self.rule.description.rstrip('.')}{because} [rule {self.rule.id}]"
+        return f"{self.name} — {self.description.rstrip('.')}{because} [rule {self.rule.id}]"
 
     def as_dict(self) -> dict[str, Any]:
         return {"criterion": self.name, "met": self.met, "rule": self.rule.id,
-                "description": self.rule.description,
+                "description": self.description,
                 "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values}
                                for c in self.conditions]}
 
@@ -120,13 +128,18 @@ class NotifyDecision:
 
 
 class _Blank(dict[str, Any]):
+    missing: str | None = None
+
     def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+        return self.missing if self.missing is not None else "{" + key + "}"
 
 
-def fill(template: str, facts: dict[str, Any]) -> str:
-    """``"Action {action_id} …"`` with the facts filled in; unknown names stay as written."""
-    return string.Formatter().vformat(template, (), _Blank(facts))
+def fill(template: str, facts: dict[str, Any], *, missing: str | None = None) -> str:
+    """``"Action {action_id} …"`` with the facts filled in; a missing fact shows as
+    ``missing`` when given, else stays as written."""
+    values = _Blank(facts)
+    values.missing = missing
+    return string.Formatter().vformat(template, (), values)
 
 
 class Decide:
@@ -159,7 +172,8 @@ class Decide:
                                        else [])
                 conditions.append(ConditionResult(leaf.text(), ok,
                                                   {n: evaluation.facts.get(n) for n in names}))
-            criteria.append(CriterionResult(rule, rule in evaluation.fired, conditions))
+            criteria.append(CriterionResult(rule, rule in evaluation.fired, conditions,
+                                            evaluation.facts))
         return ClosureDecision(str(facts.get("plan_id")), criteria, self.version, evaluation.facts)
 
     def rag(self, facts: dict[str, Any]) -> RagDecision:
@@ -174,30 +188,35 @@ class Decide:
         """Step-down preference and reopening."""
         return self.engine.evaluate("plan", facts, "step_down", "reopen")
 
+    def _fired_on_plan_and_actions(
+        self, outcome: str, plan_facts: dict[str, Any], actions: list[dict[str, Any]]
+    ) -> Iterator[tuple[str, str, dict[str, Any], RuleDef]]:
+        """(subject, entity id, facts, rule) for each rule with ``outcome`` that fires on the
+        plan or on one of its actions."""
+        subjects = [("plan", str(plan_facts.get("plan_id")), plan_facts)]
+        subjects += [("action", str(a.get("action_id")), a) for a in actions]
+        for subject, entity_id, facts in subjects:
+            for rule in self.engine.evaluate(subject, facts, outcome).fired:
+                yield subject, entity_id, facts, rule
+
     def notifications(self, plan_facts: dict[str, Any],
                       actions: list[dict[str, Any]]) -> list[NotifyDecision]:
         """Reminders and escalations the rules ask for now."""
         out: list[NotifyDecision] = []
-        subjects = [("plan", plan_facts, str(plan_facts.get("plan_id")))]
-        subjects += [("action", a, str(a.get("action_id"))) for a in actions]
-        for subject, facts, entity_id in subjects:
-            for rule in self.engine.evaluate(subject, facts, "notify").fired:
-                p = rule.then.params
-                out.append(NotifyDecision(
-                    rule, subject, entity_id, p["to"], p["kind"], fill(p["occurrence"], facts),
-                    fill(p.get("headline") or rule.description, facts), p.get("group"), facts))
+        for subject, entity_id, facts, rule in self._fired_on_plan_and_actions(
+                "notify", plan_facts, actions):
+            p = rule.then.params
+            out.append(NotifyDecision(
+                rule, subject, entity_id, p["to"], p["kind"], fill(p["occurrence"], facts),
+                fill(p.get("headline") or rule.description, facts), p.get("group"), facts))
         return out
 
     def credibility(self, plan_facts: dict[str, Any],
                     actions: list[dict[str, Any]]) -> list[CredibilityFinding]:
-        found: list[CredibilityFinding] = []
-        subjects = [("plan", plan_facts, str(plan_facts.get("plan_id")))]
-        subjects += [("action", a, str(a.get("action_id"))) for a in actions]
-        for subject, facts, subject_id in subjects:
-            for rule in self.engine.evaluate(subject, facts, "credibility").fired:
-                params = rule.then.params
-                found.append(CredibilityFinding(rule, params["severity"],
-                                                fill(params["message"], facts), subject_id))
+        found = [CredibilityFinding(rule, rule.then.params["severity"],
+                                    fill(rule.then.params["message"], facts), entity_id)
+                 for _, entity_id, facts, rule in self._fired_on_plan_and_actions(
+                     "credibility", plan_facts, actions)]
         order = {"error": 0, "warning": 1, "info": 2}
         return sorted(found, key=lambda f: (order[f.severity], f.subject_id))
 

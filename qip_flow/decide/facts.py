@@ -171,7 +171,8 @@ def action_facts(action: Action, plan: Plan, now: datetime, *, revisions: int,
         "revisions": revisions,
         "evidence_items": evidence,
         "weeks_overdue": (today - due).days // 7 if overdue and due else 0,
-        "updated_since_due": bool(due and action.last_update_at.date() > due),
+        "updated_since_due": bool(due and action.owner_update_at
+                                  and action.owner_update_at.date() > due),
         "due_date": due.isoformat() if due else None,
         "last_update_date": action.last_update_at.date().isoformat(),
     }

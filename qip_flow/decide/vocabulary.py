@@ -132,8 +132,8 @@ ACTION_FACTS = _facts("action", [
                        "the reminder ladder restarts after an approved revision)."),
     ("evidence_items", int, "Evidence items attached."),
     ("weeks_overdue", int, "Whole weeks past the due date (0 in the first week)."),
-    ("updated_since_due", bool, "The owner updated or acknowledged the action after its due "
-                                "date: the escalation ladder stops."),
+    ("updated_since_due", bool, "The action's owner (not someone else) updated or acknowledged "
+                                "it after its due date: the escalation ladder stops."),
     ("due_date", str, "The current due date (YYYY-MM-DD), for message keys."),
     ("last_update_date", str, "Date of the owner's last update (YYYY-MM-DD)."),
 ])

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import apprise
 from apprise.decorators import notify
@@ -31,8 +31,9 @@ _ENV = re.compile(r"\$\{(\w+)\}")
 def _append_to_file(body: str, title: str, notify_type: str, meta: dict[str, Any],
                     *args: Any, **kwargs: Any) -> bool:
     """The default channel: append each message to a local file (``qipfile:///path``)."""
-    url = meta.get("url", "")
-    path = Path(urlsplit(url).path or "qip-notifications.log")
+    # Apprise hands the URL back as "qipfile://tmp/x/…": everything after the scheme is the
+    # absolute path we wrote, so none of it may be read as a host name.
+    path = Path("/" + meta.get("url", "").split("://", 1)[-1].split("?", 1)[0].lstrip("/"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
         out.write(f"=== {title}\n{body}\n\n")
@@ -82,7 +83,9 @@ class Channels:
         missing = sorted({m for m in _ENV.findall(text) if m not in os.environ})
         if missing:
             raise InvalidDefinition(f"{path}: environment variables not set: {', '.join(missing)}")
-        text = _ENV.sub(lambda m: os.environ[m.group(1)], text)
+        substituted = {os.environ[m] for m in _ENV.findall(text)}
+        # values go into URLs: quote them, so a '/', '#' or '@' in a password stays a password
+        text = _ENV.sub(lambda m: quote(os.environ[m.group(1)], safe=""), text)
         config = apprise.AppriseConfig()
         if not config.add_config(text, format="yaml"):
             raise InvalidDefinition(f"{path}: not a valid Apprise YAML configuration; see "
@@ -90,7 +93,7 @@ class Channels:
         services = apprise.Apprise()
         services.add(config)
         channels: list[Channel] = []
-        secrets: set[str] = set()
+        secrets: set[str] = {v for v in substituted if len(v) >= 4}
         for n, service in enumerate(services.find(match_always=False)):
             private, public = service.url(privacy=False), service.url(privacy=True)
             secrets |= _secret_parts(private, public)
@@ -148,10 +151,12 @@ class Channels:
 
 
 def _secret_parts(private: str, public: str) -> set[str]:
-    """What the masked URL hides: passwords, tokens, signatures."""
+    """What the masked URL hides (passwords, tokens, signatures), both as Apprise writes them
+    (URL-encoded) and as a person wrote them."""
     split_private = re.split(r"[/:@?&=]", private)
     split_public = set(re.split(r"[/:@?&=]", public))
-    return {p for p in split_private if len(p) >= 4 and p not in split_public}
+    hidden = {p for p in split_private if len(p) >= 4 and p not in split_public}
+    return hidden | {unquote(p) for p in hidden}
 
 
 def _with_recipient(url: str, email: str | None) -> str:

@@ -80,6 +80,8 @@ def _record_inputs(session: Session, subject: Subject) -> None:
                              by_id=inputs.by.id))
     if isinstance(row, Action):
         row.last_update_at = inputs.now
+        if inputs.by.id == row.owner_id:
+            row.owner_update_at = inputs.now  # only the owner's word stops the escalations
         if inputs.note:
             session.add(ProgressNote(action_id=row.id, by_id=inputs.by.id, at=inputs.now,
                                      text=inputs.note))

@@ -101,6 +101,7 @@ class Action(SQLModel, table=True):
     systemic: bool = False
     created_at: datetime = _when()
     last_update_at: datetime = _when()
+    owner_update_at: datetime | None = _when(default=None)
     completed_at: datetime | None = _when(default=None)
     verified_by_id: str | None = Field(default=None, foreign_key="person.id")
 
