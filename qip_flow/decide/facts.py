@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -178,59 +178,112 @@ def action_facts(action: Action, plan: Plan, now: datetime, *, revisions: int,
     }
 
 
-class FactBuilder:
-    """Builds facts from one session for one moment."""
+@dataclass
+class PlanData:
+    """Everything the facts of one plan are computed from, loaded for many plans at once."""
 
-    def __init__(self, session: Session, now: datetime) -> None:
-        self.session, self.now = session, now
+    actions: list[Action] = field(default_factory=list)
+    revisions: dict[str, int] = field(default_factory=dict)
+    evidence: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    indicators: list[Indicator] = field(default_factory=list)
+    measurements: dict[str, list[Measurement]] = field(default_factory=dict)
+    signoffs: list[SignOff] = field(default_factory=list)
+    learning: list[LearningSummary] = field(default_factory=list)
+    recurrence: int = 0
 
-    def _per_action_counts(self, model: Any, plan_id: str) -> dict[str, int]:
-        rows = self.session.exec(
+
+def _grouped(rows: Iterable[Any], key: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        out[getattr(row, key)].append(row)
+    return out
+
+
+def load_plan_data(session: Session, plans: Sequence[Plan], now: datetime) -> dict[str, PlanData]:
+    """One query per table for a whole batch of plans (a tick, or a single event)."""
+    ids = [p.id for p in plans]
+    if not ids:
+        return {}
+    actions = _grouped(session.exec(select(Action).where(col(Action.plan_id).in_(ids))
+                                    .order_by(col(Action.id))).all(), "plan_id")
+    counts: dict[type[Any], dict[str, int]] = {}
+    for model in (DueRevision, Evidence):
+        counts[model] = {action_id: n for action_id, n in session.exec(
             select(model.action_id, func.count()).join(Action, Action.id == model.action_id)
-            .where(Action.plan_id == plan_id).group_by(model.action_id)).all()
-        return {action_id: count for action_id, count in rows}
+            .where(col(Action.plan_id).in_(ids)).group_by(model.action_id)).all()}
+    indicators = session.exec(select(Indicator).where(col(Indicator.plan_id).in_(ids))
+                              .order_by(col(Indicator.id))).all()
+    measurements = _grouped(session.exec(select(Measurement).where(
+        col(Measurement.indicator_id).in_([i.id for i in indicators]))).all(), "indicator_id") \
+        if indicators else {}
+    findings = _grouped(session.exec(select(Finding).where(col(Finding.plan_id).in_(ids))).all(),
+                        "plan_id")
+    signoffs = _grouped(session.exec(select(SignOff).where(col(SignOff.plan_id).in_(ids))).all(),
+                        "plan_id")
+    learning = _grouped(session.exec(select(LearningSummary).where(
+        col(LearningSummary.plan_id).in_(ids))).all(), "plan_id")
+    closed = session.exec(select(Plan.id, Plan.theme, Plan.service_id).where(
+        col(Plan.service_id).in_({p.service_id for p in plans}),
+        col(Plan.closed_at).is_not(None), col(Plan.closed_at) >= now - timedelta(days=365))).all()
+    by_indicator_plan = _grouped(indicators, "plan_id")
+    data = {}
+    for plan in plans:
+        plan_actions = actions.get(plan.id, [])
+        plan_indicators = by_indicator_plan.get(plan.id, [])
+        data[plan.id] = PlanData(
+            actions=plan_actions,
+            revisions={a.id: counts[DueRevision].get(a.id, 0) for a in plan_actions},
+            evidence={a.id: counts[Evidence].get(a.id, 0) for a in plan_actions},
+            findings=findings.get(plan.id, []), indicators=plan_indicators,
+            measurements={i.id: measurements.get(i.id, []) for i in plan_indicators},
+            signoffs=signoffs.get(plan.id, []), learning=learning.get(plan.id, []),
+            recurrence=sum(1 for pid, theme, service in closed if pid != plan.id
+                           and theme == plan.theme and service == plan.service_id))
+    return data
+
+
+class FactBuilder:
+    """Builds facts for one moment, from data loaded in bulk (or, for a single plan, on
+    demand)."""
+
+    def __init__(self, session: Session, now: datetime,
+                 data: dict[str, PlanData] | None = None) -> None:
+        self.session, self.now = session, now
+        self.data = data if data is not None else {}
+
+    def data_for(self, plan: Plan) -> PlanData:
+        if plan.id not in self.data:
+            self.data.update(load_plan_data(self.session, [plan], self.now))
+        return self.data[plan.id]
 
     def actions(self, plan: Plan) -> list[dict[str, Any]]:
         """Facts for every action of ``plan``."""
-        revisions = self._per_action_counts(DueRevision, plan.id)
-        evidence = self._per_action_counts(Evidence, plan.id)
-        rows = self.session.exec(select(Action).where(Action.plan_id == plan.id)
-                                 .order_by(col(Action.id))).all()
-        return [action_facts(a, plan, self.now, revisions=revisions.get(a.id, 0),
-                             evidence=evidence.get(a.id, 0)) for a in rows]
+        d = self.data_for(plan)
+        return [action_facts(a, plan, self.now, revisions=d.revisions[a.id],
+                             evidence=d.evidence[a.id]) for a in d.actions]
 
     def indicators(self, plan: Plan) -> dict[str, IndicatorRun]:
-        indicators = self.session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
-                                       .order_by(col(Indicator.id))).all()
-        by_indicator: dict[str, list[Measurement]] = defaultdict(list)
-        if indicators:
-            for m in self.session.exec(select(Measurement).where(
-                    col(Measurement.indicator_id).in_([i.id for i in indicators]))).all():
-                by_indicator[m.indicator_id].append(m)
+        d = self.data_for(plan)
         today = self.now.date()
-        return {i.ref: indicator_run(i, by_indicator[i.id], today) for i in indicators}
+        return {i.ref: indicator_run(i, d.measurements[i.id], today) for i in d.indicators}
 
     def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
              signer: Person | None = None,
              actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Facts for a plan under ``criteria`` (its own by default); ``signer`` is the person
         signing now (close, step down)."""
-        now, today, session = self.now, self.now.date(), self.session
+        now, today = self.now, self.now.date()
+        d = self.data_for(plan)
         actions = self.actions(plan) if actions is None else actions
         criteria = dict(plan.closure_criteria or {}) if criteria is None else criteria
-        findings = session.exec(select(Finding).where(Finding.plan_id == plan.id)).all()
+        findings, signoffs, learning = d.findings, d.signoffs, d.learning
         runs = self.indicators(plan)
         closure_refs = criteria.get("indicators") or list(runs)
         closure_runs = [runs[r] for r in closure_refs if r in runs]
-        signoffs = session.exec(select(SignOff).where(SignOff.plan_id == plan.id)).all()
-        learning = session.exec(select(LearningSummary).where(
-            LearningSummary.plan_id == plan.id)).all()
         last_change = max([plan.updated_at, *(now - timedelta(days=a["days_since_update"])
                                               for a in actions)])
-        recurrence = session.exec(select(func.count()).select_from(Plan).where(
-            Plan.id != plan.id, Plan.theme == plan.theme, Plan.service_id == plan.service_id,
-            col(Plan.closed_at).is_not(None),
-            col(Plan.closed_at) >= now - timedelta(days=365))).one()
+        recurrence = d.recurrence
         open_actions = [a for a in actions if a["state"] not in DONE]
         on_target_runs = [r for r in closure_runs if r.on_target_latest]
         shortest = min(closure_runs, key=lambda r: r.run_days) if closure_runs else None
@@ -294,10 +347,9 @@ class FactBuilder:
             "last_measured_on": max((r.latest_on for r in closure_runs if r.latest_on),
                                     default=None),
         }
-        slipped = session.exec(select(func.count()).select_from(Action).where(
-            Action.plan_id == plan.id, col(Action.due) > col(Action.baseline_due),
-            col(Action.state).not_in(DONE))).one()
-        facts["actions_slipped"] = slipped
+        facts["actions_slipped"] = sum(
+            1 for a in d.actions
+            if a.state not in DONE and a.due and a.baseline_due and a.due > a.baseline_due)
         facts.update(criteria_facts(criteria, signer))
         return facts
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlmodel import Session, select
@@ -20,14 +20,17 @@ from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.models import LearningSummary, Notification, Person, Plan
 
+if TYPE_CHECKING:
+    from qip_flow.services.notifications import People
+
 RULES_ACTOR = "qip-rules"
 
 
 def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | None = None,
-               actions: list[dict[str, Any]] | None = None
+               actions: list[dict[str, Any]] | None = None, builder: FactBuilder | None = None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A plan's facts under its effective closure criteria, and those criteria."""
-    builder = FactBuilder(session, rt.clock.now())
+    builder = builder or FactBuilder(session, rt.clock.now())
     facts = builder.plan(plan, signer=signer, actions=actions)
     if (plan.closure_criteria or {}).get("pinned_at"):
         return facts, dict(plan.closure_criteria)
@@ -65,11 +68,13 @@ class Reassessment:
     notified: list[Notification] = field(default_factory=list)
 
 
-def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
+def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder | None = None,
+             people: People | None = None) -> Reassessment:
     """Everything the rules decide about a plan now, in the caller's transaction: reminders
-    and escalations into the outbox, reopening, the RAG rating, and when to look again."""
+    and escalations into the outbox, reopening, the RAG rating, and when to look again. A tick
+    passes a ``builder`` holding its batch's data and a shared ``people`` cache."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
-    from qip_flow.services.notifications import enqueue
+    from qip_flow.services.notifications import People, enqueue
 
     result = Reassessment(plan.id)
     live = is_live(rt, plan.state)
@@ -77,10 +82,11 @@ def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
         plan.next_check_at = None
         return result
     now = rt.clock.now()
-    builder = FactBuilder(session, now)
+    builder = builder or FactBuilder(session, now)
     actions = builder.actions(plan)
-    facts, _ = plan_facts(rt, session, plan, actions=actions)
-    result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now)
+    facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
+    result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now,
+                              data=builder.data_for(plan), people=people or People(session))
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
@@ -94,7 +100,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan) -> Reassessment:
                                                       "indicators_off_target")},
                                                   "rules_version": rt.rules.version}})
             result.reopened = reason
-            facts, _ = plan_facts(rt, session, plan, actions=actions)
+            facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
         _rerate(rt, session, plan, facts, now, result)
     plan.next_check_at = rt.schedule.next_check(plan, actions, now)
     return result

@@ -18,11 +18,13 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import String, cast
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
+from qip_flow.decide.facts import FactBuilder, PlanData, load_plan_data
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import render
@@ -32,7 +34,6 @@ from qip_flow.store.models import (
     Action,
     Delivery,
     DeliveryAttempt,
-    Finding,
     Notification,
     Person,
     Plan,
@@ -49,10 +50,37 @@ def worker_name() -> str:
 # --- deciding and enqueueing -------------------------------------------------------------
 
 
-def _recipients(session: Session, plan: Plan, decision: NotifyDecision) -> list[Person]:
+class People:
+    """The people messages name, read once per tick rather than once per plan."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.by_id: dict[str, Person | None] = {}
+        self.groups: dict[str, list[str]] = {}
+
+    def get(self, person_id: str | None) -> Person | None:
+        if person_id is None:
+            return None
+        if person_id not in self.by_id:
+            self.by_id[person_id] = self.session.get(Person, person_id)
+        return self.by_id[person_id]
+
+    def members(self, group: str) -> list[str]:
+        if group not in self.groups:
+            # the JSON list's text holds the group name in quotes on every database
+            rows = self.session.exec(select(Person).where(
+                cast(Person.groups, String).like(f'%"{group}"%'))).all()
+            for person in rows:
+                self.by_id[person.id] = person
+            self.groups[group] = [p.id for p in rows if group in (p.groups or [])]
+        return self.groups[group]
+
+
+def _recipients(people: People, plan: Plan, decision: NotifyDecision,
+                actions: dict[str, Action]) -> list[Person]:
     owner_id = plan.owner_id
     if decision.subject == "action":
-        owner_id = session.get(Action, decision.entity_id).owner_id or plan.owner_id  # type: ignore[union-attr]
+        owner_id = actions[decision.entity_id].owner_id or plan.owner_id
     ids: list[str] = []
     if decision.to == "owner":
         ids = [owner_id]
@@ -61,18 +89,17 @@ def _recipients(session: Session, plan: Plan, decision: NotifyDecision) -> list[
     elif decision.to == "sponsor":
         ids = [plan.sponsor_id]
     elif decision.to == "line_manager":
-        owner = session.get(Person, owner_id)
+        owner = people.get(owner_id)
         ids = [owner.line_manager_id] if owner and owner.line_manager_id else [plan.sponsor_id]
     elif decision.to == "group" and decision.group:
-        ids = [p.id for p in session.exec(select(Person)).all()
-               if decision.group in (p.groups or [])]
+        ids = people.members(decision.group)
     if decision.kind == "escalation" and owner_id in ids:
         # an escalation goes over the owner's head, never back to them
-        owner = session.get(Person, owner_id)
+        owner = people.get(owner_id)
         ids = [i for i in ids if i != owner_id]
         if owner and owner.line_manager_id:
             ids.append(owner.line_manager_id)
-    return [p for p in (session.get(Person, i) for i in dict.fromkeys(ids)) if p is not None]
+    return [p for p in (people.get(i) for i in dict.fromkeys(ids)) if p is not None]
 
 
 def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
@@ -92,46 +119,35 @@ def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datet
     return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
 
 
-@dataclass
-class _Context:
-    """What messages about one plan need, read once."""
-
-    plan: Plan
-    service: str
-    people: dict[str, Person]
-    actions: dict[str, Action]
-    findings: dict[str, Finding]
-
-
-def _context(session: Session, plan: Plan) -> _Context:
-    service = session.get(Service, plan.service_id)
-    actions = {a.id: a for a in session.exec(select(Action).where(Action.plan_id == plan.id))}
-    findings = {f.id: f for f in session.exec(select(Finding).where(Finding.plan_id == plan.id))}
-    return _Context(plan, service.name if service else plan.service_id,
-                    {p.id: p for p in session.exec(select(Person)).all()}, actions, findings)
-
-
 def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
-            now: datetime) -> list[Notification]:
+            now: datetime, *, data: PlanData, people: People) -> list[Notification]:
     """Write the messages the rules asked for, once each, with a delivery per channel."""
     if not decisions:
         return []
-    ctx = _context(session, plan)
     settings = rt.rules.delivery
+    actions = {a.id: a for a in data.actions}
+    findings = {f.id: f for f in data.findings}
+    wanted = [(d, person) for d in decisions
+              for person in _recipients(people, plan, d, actions)]
+    keys = {f"{d.rule.id}|{d.entity_id}|{person.id}|{d.occurrence}" for d, person in wanted}
+    known = set(session.exec(select(Notification.key).where(
+        col(Notification.key).in_(keys))).all())
+    service = session.get(Service, plan.service_id)
     made: list[Notification] = []
     for decision in decisions:
-        people = _recipients(session, plan, decision)
-        names = [p.name for p in people]
-        for person in people:
+        recipients = [person for d, person in wanted if d is decision]
+        names = [p.name for p in recipients]
+        for person in recipients:
             key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
-            if session.exec(select(Notification.id).where(Notification.key == key)).first():
+            if key in known:
                 continue
-            action = ctx.actions.get(decision.entity_id)
-            finding = ctx.findings.get(action.finding_id) if action and action.finding_id else None
-            owner = ctx.people.get(action.owner_id or "") if action else None
+            action = actions.get(decision.entity_id)
+            finding = findings.get(action.finding_id) if action and action.finding_id else None
+            owner = people.get(action.owner_id) if action else None
             message = render("notice", {
                 "person": person, "headline": decision.headline, "kind": decision.kind,
-                "plan": plan, "service": ctx.service, "action": action, "finding": finding,
+                "plan": plan, "service": service.name if service else plan.service_id,
+                "action": action, "finding": finding,
                 "owner_name": owner.name if owner else "", "why": decision.rule.description,
                 "rule_id": decision.rule.id, "others": [n for n in names if n != person.name],
                 "rules_version": rt.rules.version})
@@ -144,8 +160,9 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                 rules_version=rt.rules.version,
                 detail={"occurrence": decision.occurrence, "headline": decision.headline,
                         "to": decision.to, "also_told": [n for n in names if n != person.name]})
-            if not _insert_once(session, notification):
+            if not _insert_once(session, notification, guarded=not rt.db.is_sqlite):
                 continue
+            known.add(key)
             if not held:
                 _add_deliveries(rt, session, notification, person, settings, now)
             if decision.kind == "escalation":
@@ -159,8 +176,14 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
     return made
 
 
-def _insert_once(session: Session, row: Notification) -> bool:
-    """Insert unless another worker already did (the unique key decides)."""
+def _insert_once(session: Session, row: Notification, *, guarded: bool = True) -> bool:
+    """Insert unless another worker already did: the unique key decides. On SQLite writers are
+    serialised (BEGIN IMMEDIATE) and the keys were checked in this transaction, so the
+    savepoint that PostgreSQL's concurrent workers need is skipped."""
+    if not guarded:
+        session.add(row)
+        session.flush()
+        return True
     try:
         with session.begin_nested():
             session.add(row)
@@ -181,11 +204,10 @@ def _add_deliveries(rt: Runtime, session: Session, notification: Notification, p
                                "tagged service in the channels file"}
         return
     for channel in channels:
-        with session.begin_nested():
-            session.add(Delivery(
-                notification_id=notification.id or 0, channel=channel.name,
-                dedupe_key=f"{notification.key}|{channel.name}", state="pending",
-                next_attempt_at=allowed_at(settings, channel.kind, now)))
+        session.add(Delivery(
+            notification_id=notification.id or 0, channel=channel.name,
+            dedupe_key=f"{notification.key}|{channel.name}", state="pending",
+            next_attempt_at=allowed_at(settings, channel.kind, now)))
 
 
 def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
@@ -258,7 +280,8 @@ def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int) -> list[st
 
 def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
          progress: Callable[[int], None] | None = None) -> TickSummary:
-    """Check every plan that is due, one transaction per plan: decisions, outbox rows, RAG."""
+    """Check every plan that is due. Each claimed batch is decided in one transaction from
+    data loaded once for the whole batch: decisions, outbox rows, RAG, next check."""
     from qip_flow.services.assess import reassess
 
     worker = worker or worker_name()
@@ -268,21 +291,23 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
         claimed = _claim_plans(rt, worker, now, batch)
         if not claimed:
             break
-        for plan_id in claimed:
-            with rt.db.write() as session:
-                plan = session.get(Plan, plan_id)
-                assert plan is not None
-                result = reassess(rt, session, plan)
+        with rt.db.write() as session:
+            plans = session.exec(select(Plan).where(col(Plan.id).in_(claimed))
+                                 .order_by(col(Plan.id))).all()
+            builder = FactBuilder(session, now, load_plan_data(session, plans, now))
+            people = People(session)
+            for plan in plans:
+                result = reassess(rt, session, plan, builder=builder, people=people)
                 plan.check_claimed_by = plan.check_lease_until = None
                 if plan.next_check_at is not None and plan.next_check_at <= now:
                     plan.next_check_at = now + timedelta(days=1)
-            summary.plans_checked += 1
-            summary.notifications += len(result.notified)
-            summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
-            summary.rag_changes += int(result.rag_changed)
-            summary.reopened += int(bool(result.reopened))
-            if progress:
-                progress(1)
+                summary.plans_checked += 1
+                summary.notifications += len(result.notified)
+                summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
+                summary.rag_changes += int(result.rag_changed)
+                summary.reopened += int(bool(result.reopened))
+        if progress:
+            progress(len(plans))
     with rt.db.write() as session:
         summary.digests = make_digests(rt, session, now)
     return summary
