@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from qip_flow.cli import render
 from qip_flow.cli.notify import register as register_notify_commands
+from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
 from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
@@ -28,6 +29,7 @@ workflow_app = typer.Typer(no_args_is_help=True, help="Show and check the workfl
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(rules_app, name="rules")
 register_notify_commands(app)
+register_report_commands(app)
 
 
 @app.callback()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
 CARD_LIMIT = 1000
 
@@ -31,13 +31,17 @@ class Rendered:
     card: str
 
 
+@cache
+def _template(name: str) -> Template:
+    return environment().get_template(name)
+
+
 def render(template: str, context: dict[str, Any]) -> Rendered:
     """``template`` is ``notice`` or ``digest``."""
-    env = environment()
-    subject = " ".join(env.get_template(f"{template}.subject.j2").render(context).split())
-    text = env.get_template(f"{template}.txt.j2").render(context)
-    html = env.get_template(f"{template}.html.j2").render(context)
-    card = env.get_template(f"{template}.card.j2").render(context).strip()
+    subject = " ".join(_template(f"{template}.subject.j2").render(context).split())
+    text = _template(f"{template}.txt.j2").render(context)
+    html = _template(f"{template}.html.j2").render(context)
+    card = _template(f"{template}.card.j2").render(context).strip()
     if len(card) > CARD_LIMIT:
         card = card[: CARD_LIMIT - 1].rstrip() + "…"
     return Rendered(subject, text, html, card)

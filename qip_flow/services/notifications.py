@@ -58,6 +58,18 @@ class People:
         self.by_id: dict[str, Person | None] = {}
         self.groups: dict[str, list[str]] = {}
 
+    def prefetch(self, ids: Iterable[str | None]) -> None:
+        """Load the people a batch will name in one query (and their line managers)."""
+        for _ in range(2):
+            wanted = {i for i in ids if i and i not in self.by_id}
+            if not wanted:
+                return
+            for person in self.session.exec(select(Person).where(col(Person.id).in_(wanted))):
+                self.by_id[person.id] = person
+            for missing in wanted - self.by_id.keys():
+                self.by_id[missing] = None
+            ids = [p.line_manager_id for p in self.by_id.values() if p is not None]
+
     def get(self, person_id: str | None) -> Person | None:
         if person_id is None:
             return None
@@ -133,7 +145,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
     known = set(session.exec(select(Notification.key).where(
         col(Notification.key).in_(keys))).all())
     service = session.get(Service, plan.service_id)
-    made: list[Notification] = []
+    made: list[tuple[Notification, Person]] = []
     for decision in decisions:
         recipients = [person for d, person in wanted if d is decision]
         names = [p.name for p in recipients]
@@ -141,6 +153,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
             key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
             if key in known:
                 continue
+            known.add(key)
             action = actions.get(decision.entity_id)
             finding = findings.get(action.finding_id) if action and action.finding_id else None
             owner = people.get(action.owner_id) if action else None
@@ -160,11 +173,11 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                 rules_version=rt.rules.version,
                 detail={"occurrence": decision.occurrence, "headline": decision.headline,
                         "to": decision.to, "also_told": [n for n in names if n != person.name]})
-            if not _insert_once(session, notification, guarded=not rt.db.is_sqlite):
-                continue
-            known.add(key)
-            if not held:
-                _add_deliveries(rt, session, notification, person, settings, now)
+            if rt.db.is_sqlite:
+                session.add(notification)  # writers are serialised; keys checked above
+            elif not _insert_once(session, notification):
+                continue  # another worker enqueued it first
+            made.append((notification, person))
             if decision.kind == "escalation":
                 audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
                              entity_id=decision.entity_id, what="escalated",
@@ -172,18 +185,16 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                              detail={"to": person.id, "rule": decision.rule.id,
                                      "occurrence": decision.occurrence},
                              version=rt.rules.version)
-            made.append(notification)
-    return made
+    session.flush()  # one flush gives every new notification its id
+    for notification, person in made:
+        if notification.state != "held":
+            _add_deliveries(rt, session, notification, person, settings, now)
+    return [n for n, _ in made]
 
 
-def _insert_once(session: Session, row: Notification, *, guarded: bool = True) -> bool:
-    """Insert unless another worker already did: the unique key decides. On SQLite writers are
-    serialised (BEGIN IMMEDIATE) and the keys were checked in this transaction, so the
-    savepoint that PostgreSQL's concurrent workers need is skipped."""
-    if not guarded:
-        session.add(row)
-        session.flush()
-        return True
+def _insert_once(session: Session, row: Notification) -> bool:
+    """Insert unless another worker already did: the unique key decides (a savepoint keeps
+    the rest of the transaction)."""
     try:
         with session.begin_nested():
             session.add(row)
@@ -294,8 +305,11 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
         with rt.db.write() as session:
             plans = session.exec(select(Plan).where(col(Plan.id).in_(claimed))
                                  .order_by(col(Plan.id))).all()
-            builder = FactBuilder(session, now, load_plan_data(session, plans, now))
+            data = load_plan_data(session, plans, now)
+            builder = FactBuilder(session, now, data)
             people = People(session)
+            people.prefetch([i for p in plans for i in (p.owner_id, p.sponsor_id)]
+                            + [a.owner_id for d in data.values() for a in d.actions])
             for plan in plans:
                 result = reassess(rt, session, plan, builder=builder, people=people)
                 plan.check_claimed_by = plan.check_lease_until = None

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from qip_flow.store.models import AuditEvent, AuditHead
 
 GENESIS = "genesis"
+_HEAD = "qip_audit_head"  # the locked chain head, kept for the rest of the transaction
 
 
 def _canonical(event: AuditEvent) -> str:
@@ -55,11 +56,15 @@ def append(
     version: str = "",
 ) -> AuditEvent:
     """Add one event at the end of the chain, inside the caller's transaction. The chain head
-    row is locked first, so concurrent writers on PostgreSQL queue instead of forking."""
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+    row is locked by the transaction's first append, so concurrent writers on PostgreSQL queue
+    instead of forking; later appends in the same transaction reuse the locked row."""
+    head = session.info.get(_HEAD)
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+        head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            session.add(head)
+        session.info[_HEAD] = head
     event = AuditEvent(
         seq=head.seq + 1,
         at=at,
@@ -78,7 +83,6 @@ def append(
     event.hash = chain_hash(event)
     head.seq, head.hash = event.seq or 0, event.hash
     session.add(event)
-    session.flush()
     return event
 
 

@@ -1,0 +1,58 @@
+"""PDF through headless Chromium's own print engine (``--print-to-pdf``): the HTML report's A4
+print styles, page numbers included, with no PDF library to install. Without Chromium, the
+HTML report prints from any browser."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from qip_flow.errors import InvalidInput
+
+BROWSERS = ("chromium", "chromium-browser")
+TIMEOUT = 120
+
+
+def find_chromium() -> str | None:
+    """The Chromium on PATH, or None."""
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def headless(browser: str, profile: Path) -> list[str]:
+    """Chromium run headless, quietly and offline, with a throw-away profile: the command line
+    the PDF and the tests' screenshots share."""
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={profile}"]
+
+
+def html_to_pdf(html: str, out: Path) -> Path:
+    """Print ``html`` to ``out`` as A4 PDF; a clear error (exit 2) when Chromium is missing or
+    fails."""
+    browser = find_chromium()
+    if browser is None:
+        raise InvalidInput("--format pdf needs Chromium (`chromium` or `chromium-browser` on "
+                           "PATH; e.g. apt-get install chromium); use --format html and print "
+                           "the page from a browser instead")
+    with tempfile.TemporaryDirectory(prefix="qip-pdf-") as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(html, encoding="utf-8")
+        target = out.resolve()
+        command = [*headless(browser, Path(tmp) / "profile"), "--no-pdf-header-footer",
+                   f"--print-to-pdf={target}", page.as_uri()]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise InvalidInput(f"Chromium did not print the PDF within {TIMEOUT} s; use "
+                               "--format html") from None
+    if done.returncode != 0 or not target.exists() or target.stat().st_size == 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InvalidInput(f"Chromium could not print {out} (exit {done.returncode}: {reason}); "
+                           "use --format html")
+    return out
