@@ -44,7 +44,7 @@ class RiskSpec(_Strict):
 
 
 class OrganisationFile(_Strict):
-    """People, services and strategic risks; any of the three lists may be left out."""
+    """MessageContext, services and strategic risks; any of the three lists may be left out."""
 
     people: list[PersonSpec] = Field(default_factory=list)
     services: list[ServiceSpec] = Field(default_factory=list)

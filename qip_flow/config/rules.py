@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
@@ -55,12 +55,15 @@ class Leaf(_Strict):
     not_in: list[Scalar] | None = None
     exists: bool | None = Field(None, description="true: the fact is known; false: it is missing.")
 
+    _op: str = PrivateAttr("")
+
     @model_validator(mode="after")
     def _one_operator(self) -> Leaf:
         given = [op for op in OPERATORS if self.operand(op) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(OPERATORS)} after fact "
                              f"'{self.fact}' (found {', '.join(given) or 'none'})")
+        self._op = given[0]
         return self
 
     def operand(self, op: str) -> Any:
@@ -68,7 +71,7 @@ class Leaf(_Strict):
 
     @property
     def op(self) -> str:
-        return next(op for op in OPERATORS if self.operand(op) is not None)
+        return self._op
 
     @property
     def value(self) -> Any:
@@ -207,14 +210,18 @@ class RuleBook:
     version: str
     rules: dict[str, RuleDef] = field(default_factory=dict)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rules = {r.id: r for f in self.files for r in f.rules}
         self.delivery = next((f.delivery for f in self.files if f.delivery), DeliverySettings())
 
     def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
-        return [r for r in self.rules.values()
-                if r.subject == subject and r.then.outcome in outcomes]
+        key = (subject, outcomes)
+        if key not in self._selected:
+            self._selected[key] = [r for r in self.rules.values()
+                                   if r.subject == subject and r.then.outcome in outcomes]
+        return self._selected[key]
 
 
 def _type_name(kind: type) -> str:

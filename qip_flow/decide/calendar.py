@@ -4,6 +4,7 @@ cost no more than their dates."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -45,14 +46,16 @@ class WorkingCalendar:
         return self.between(day - timedelta(days=1), day) == 1
 
     def add(self, day: date, working_days: int) -> date:
-        """The date ``working_days`` working days after (or before, if negative) ``day``."""
-        step = 1 if working_days >= 0 else -1
-        remaining = abs(working_days)
-        while remaining:
-            day += timedelta(days=step)
-            if self.is_working_day(day):
-                remaining -= 1
-        return day
+        """The working day ``working_days`` working days after (or before, if negative) ``day``
+        — found by bisecting the cumulative count, not by walking the calendar."""
+        if working_days == 0:
+            return day
+        self._extend_to(day.year + 1 + abs(working_days) // 200)
+        target = self._count_to(day) + working_days
+        if working_days < 0:  # the |n|-th working day strictly before ``day``
+            target += 1 - int(self.is_working_day(day))
+        index = bisect_left(self._cumulative, target)
+        return _BASE + timedelta(days=index - 1)
 
 
 @lru_cache(maxsize=1)

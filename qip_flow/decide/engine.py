@@ -110,6 +110,19 @@ def compile_condition(cond: Leaf | Group) -> dict[str, Any]:
     return {"$and": [*present, test]}
 
 
+def _required_states(rule: RuleDef) -> set[Any] | None:
+    """The states a rule's top-level `all` (or single condition) insists on, if it does."""
+    cond = rule.when
+    leaves = [cond] if isinstance(cond, Leaf) else (cond.items if cond.kind == "all" else [])
+    for leaf in leaves:
+        if isinstance(leaf, Leaf) and leaf.fact == "state" and not isinstance(leaf.value, FactRef):
+            if leaf.op == "is":
+                return {leaf.value}
+            if leaf.op == "in":
+                return set(leaf.value)
+    return None
+
+
 @dataclass
 class Evaluation:
     """What the rules said about one subject: which rules fired, and (when asked) which
@@ -140,6 +153,7 @@ class RulesEngine:
     def __init__(self, book: RuleBook) -> None:
         self.book = book
         self._names: dict[tuple[str, str, bool], str] = {}
+        self._states: dict[str, set[Any] | None] = {}
 
     def _ruleset_name(self, ruleset: str, subject: str, explain: bool) -> str:
         key = (ruleset, subject, explain)
@@ -194,6 +208,21 @@ class RulesEngine:
         ids = {h.split(":", 1)[1] for h in held}
         return [r for r in rf.rules if r.id in ids]
 
+    def _possible(self, rules: list[RuleDef], facts: Mapping[str, Any]) -> bool:
+        """False when no rule could fire: each one requires, at its top level, a `state` the
+        facts do not have. Read from the rules themselves, so it can never disagree with them;
+        it spares the engine the completed actions of a large portfolio."""
+        state = facts.get("state")
+        if state is None:
+            return True
+        for rule in rules:
+            if rule.id not in self._states:
+                self._states[rule.id] = _required_states(rule)
+            required = self._states[rule.id]
+            if required is None or state in required:
+                return True
+        return False
+
     def evaluate(
         self,
         subject: str,
@@ -204,6 +233,8 @@ class RulesEngine:
         """Evaluate every rule about ``subject`` whose outcome is one of ``outcomes``."""
         wanted = self.book.for_outcome(subject, *outcomes)
         flat = clean_facts(facts)
+        if not explain and not self._possible(wanted, flat):
+            return Evaluation(subject, flat, [], self.book.version)
         held: list[str] = []
         with _HOST_LOCK:
             for ruleset in dict.fromkeys(r.ruleset for r in wanted):

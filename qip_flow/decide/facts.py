@@ -214,9 +214,11 @@ def load_plan_data(session: Session, plans: Sequence[Plan], now: datetime) -> di
             .where(col(Action.plan_id).in_(ids)).group_by(model.action_id)).all()}
     indicators = session.exec(select(Indicator).where(col(Indicator.plan_id).in_(ids))
                               .order_by(col(Indicator.id))).all()
-    measurements = _grouped(session.exec(select(Measurement).where(
-        col(Measurement.indicator_id).in_([i.id for i in indicators]))).all(), "indicator_id") \
-        if indicators else {}
+    # plain rows, not ORM objects: a portfolio has many measurements and they are only read
+    measurements = _grouped(session.exec(select(
+        Measurement.id, Measurement.indicator_id, Measurement.on, Measurement.value,
+        Measurement.reaudit).where(col(Measurement.indicator_id).in_(
+            [i.id for i in indicators]))).all(), "indicator_id") if indicators else {}
     findings = _grouped(session.exec(select(Finding).where(col(Finding.plan_id).in_(ids))).all(),
                         "plan_id")
     signoffs = _grouped(session.exec(select(SignOff).where(col(SignOff.plan_id).in_(ids))).all(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -22,6 +23,9 @@ from qip_flow.reports.data import IndicatorSeries
 RAG_COLOURS = {"red": "#c8102e", "amber": "#f2a900", "green": "#00843d", "unrated": "#a0a7ad"}
 INK, MUTED, LINE = "#1d2a33", "#5a6872", "#1f5fa8"
 TARGET, BASELINE, RUN = "#00843d", "#7a5c9e", "#00843d"
+#: Characters of a chart title per line: every chart is drawn the same width, so the text on
+#: each is the same size on the page; a longer title wraps instead of widening its chart.
+TITLE_WIDTH = 64
 
 _STYLE = {
     "svg.fonttype": "none",
@@ -47,9 +51,10 @@ def _svg(fig: Figure, key: str) -> str:
     ids prefixed with ``key`` so they never clash with another chart's on the same page."""
     buffer = io.StringIO()
     with matplotlib.rc_context(_STYLE):
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
     prefix = re.sub(r"[^A-Za-z0-9_-]", "-", key) + "-"
     text = re.sub(r'\bid="', f'id="{prefix}', text)
     text = re.sub(r"url\(#", f"url(#{prefix}", text)
@@ -78,7 +83,8 @@ def run_chart(series: IndicatorSeries, *, key: str | None = None, with_plan: boo
         ax = fig.add_subplot()
         title = f"{series.plan_id} · " if with_plan else ""
         title += f"{series.ref} — {series.name}"
-        ax.set_title(title if len(title) <= 80 else title[:77] + "…", color=INK)
+        title = textwrap.shorten(title, 2 * TITLE_WIDTH, placeholder="…")
+        ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)), color=INK)
         if not series.points:
             ax.text(0.5, 0.5, "No measurements recorded yet", ha="center", va="center",
                     transform=ax.transAxes, color=MUTED)

@@ -63,8 +63,8 @@ def _csv_value(value: Any) -> Any:
 class _Target:
     """Files opened for writing in a new folder or inside a zip file."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, now: datetime) -> None:
+        self.out, self.now = out, now
         self.zip: zipfile.ZipFile | None = None
         if out.suffix.lower() == ".zip":
             if out.exists():
@@ -81,7 +81,9 @@ class _Target:
     @contextmanager
     def open(self, name: str) -> Iterator[IO[str]]:
         if self.zip is not None:
-            with self.zip.open(name, "w") as raw, io.TextIOWrapper(
+            entry = zipfile.ZipInfo(name, date_time=self.now.timetuple()[:6])
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with self.zip.open(entry, "w") as raw, io.TextIOWrapper(
                     raw, encoding="utf-8", newline="") as text:
                 yield text
         else:
@@ -114,7 +116,7 @@ def export(rt: Runtime, out: Path, fmt: str = "both") -> ExportResult:
         result.chain_ok, result.chain_problem = check.ok, check.problem
         result.audit_events = head.seq if head else 0
         result.audit_hash = head.hash if head else audit.GENESIS
-        target = _Target(out)
+        target = _Target(out, rt.clock.now())
         try:
             if fmt in ("csv", "both"):
                 for table in tables:

@@ -45,6 +45,11 @@ def number(value: float | None, unit: str = "") -> str:
     return f"{shown}%" if unit == "%" else f"{shown} {unit}".rstrip()
 
 
+def count(value: Any) -> str:
+    """Whole numbers with thousands separators (3,940); anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def cell(value: Any) -> str:
     """A Markdown table cell: one line, pipes escaped."""
     return " ".join(str(value if value is not None else "").split()).replace("|", "\\|")
@@ -84,7 +89,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(day=day, label=label, number=number, cell=cell, reading=reading)
+    env.filters.update(day=day, label=label, number=number, cell=cell, reading=reading,
+                       count=count)
     env.globals.update(ROWS=ROWS)
     return env
 
@@ -95,8 +101,11 @@ def _charts(kind: str, report: Any) -> dict[str, Markup]:
     series: list[IndicatorSeries] = []
     if isinstance(report, BoardPack):
         if report.live:
-            out["rag_by_service"] = Markup(charts.rag_by_group(
-                report.rag_by_service(), title="Live plans by service and RAG", key="rag-service"))
+            by_service = report.rag_by_service()
+            title = "Live plans by service and RAG" if len(by_service) == report.live_services \
+                else f"The {len(by_service)} services (of {report.live_services}) most RED"
+            out["rag_by_service"] = Markup(charts.rag_by_group(by_service, title=title,
+                                                               key="rag-service"))
             out["rag_trend"] = Markup(charts.rag_then_and_now(
                 report.rag_counts(at_start=True), report.rag_counts(),
                 start_label=day(report.header.period.start) if report.header.period else "start",

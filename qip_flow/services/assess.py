@@ -4,24 +4,24 @@ explanation (the rules that fired, the facts they used, the rules version)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from qip_flow.config.formats import ClosureSpec
 from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, RagDecision
-from qip_flow.decide.facts import FactBuilder, effective_criteria
+from qip_flow.decide.facts import FactBuilder, effective_criteria, load_plan_data
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.models import LearningSummary, Notification, Person, Plan
 
 if TYPE_CHECKING:
-    from qip_flow.services.notifications import People
+    from qip_flow.services.notifications import MessageContext
 
 RULES_ACTOR = "qip-rules"
 
@@ -69,12 +69,12 @@ class Reassessment:
 
 
 def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder | None = None,
-             people: People | None = None) -> Reassessment:
+             context: MessageContext | None = None) -> Reassessment:
     """Everything the rules decide about a plan now, in the caller's transaction: reminders
     and escalations into the outbox, reopening, the RAG rating, and when to look again. A tick
-    passes a ``builder`` holding its batch's data and a shared ``people`` cache."""
+    passes a ``builder`` holding its batch's data and a shared message ``context``."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
-    from qip_flow.services.notifications import People, enqueue
+    from qip_flow.services.notifications import MessageContext, enqueue
 
     result = Reassessment(plan.id)
     live = is_live(rt, plan.state)
@@ -86,7 +86,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     actions = builder.actions(plan)
     facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
     result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now,
-                              data=builder.data_for(plan), people=people or People(session))
+                              data=builder.data_for(plan), context=context or MessageContext(session))
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
@@ -118,18 +118,43 @@ def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], no
         result.rag_changed = True
 
 
-def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None) -> list[Reassessment]:
-    """Re-rate every live plan (or the ones named) for the clock's now, one transaction each."""
-    with rt.db.read() as session:
-        ids = list(plan_ids) if plan_ids else [
-            p.id for p in session.exec(select(Plan).order_by(Plan.id)).all()
-            if is_live(rt, p.state)]
-    results = []
-    for plan_id in ids:
-        with rt.db.write() as session:
-            from qip_flow.services.lifecycle import get_plan
+def reassess_batch(rt: Runtime, plan_ids: Sequence[str]
+                   ) -> Iterator[tuple[Plan, Reassessment]]:
+    """Reassess a batch of plans in one transaction, from data loaded once for the batch;
+    the caller may change each plan before the transaction commits."""
+    from qip_flow.services.notifications import MessageContext
 
-            results.append(reassess(rt, session, get_plan(session, plan_id)))
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        plans = session.exec(select(Plan).where(col(Plan.id).in_(plan_ids))
+                             .order_by(col(Plan.id))).all()
+        data = load_plan_data(session, plans, now)
+        builder = FactBuilder(session, now, data)
+        context = MessageContext(session, plan_ids=[p.id for p in plans],
+                                 candidates=[a.owner_id for d in data.values()
+                                             for a in d.actions])
+        for plan in plans:
+            yield plan, reassess(rt, session, plan, builder=builder, context=context)
+
+
+def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,
+                 progress: Callable[[int], None] | None = None) -> list[Reassessment]:
+    """Re-decide every live plan (or the ones named) for the clock's now — the full pass after
+    a rules change — in batches, each one transaction from data loaded once."""
+    from qip_flow.services.lifecycle import get_plan
+
+    with rt.db.read() as session:
+        if plan_ids:
+            ids = [get_plan(session, i).id for i in plan_ids]
+        else:
+            watched = session.exec(select(Plan.id, Plan.state, Plan.learning_review_due)
+                                   .order_by(Plan.id)).all()
+            ids = [i for i, state, learning in watched if is_live(rt, state) or learning]
+    results = []
+    for start in range(0, len(ids), batch):
+        results += [result for _, result in reassess_batch(rt, ids[start:start + batch])]
+        if progress:
+            progress(len(ids[start:start + batch]))
     return results
 
 

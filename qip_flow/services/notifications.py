@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from sqlmodel import Session, col, or_, select
 
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
-from qip_flow.decide.facts import FactBuilder, PlanData, load_plan_data
+from qip_flow.decide.facts import PlanData
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import render
@@ -50,13 +50,40 @@ def worker_name() -> str:
 # --- deciding and enqueueing -------------------------------------------------------------
 
 
-class People:
-    """The people messages name, read once per tick rather than once per plan."""
+class MessageContext:
+    """What a batch's messages need, read once per batch and only if a message is new: the
+    people they name, the services, and the keys already in the outbox."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, plan_ids: Sequence[str] = (),
+                 candidates: Iterable[str | None] = ()) -> None:
         self.session = session
         self.by_id: dict[str, Person | None] = {}
         self.groups: dict[str, list[str]] = {}
+        self.plan_ids = list(plan_ids)
+        self._candidates: list[str | None] | None = list(candidates)
+        self._keys: set[str] | None = None
+        self._managers: dict[str, str | None] | None = None
+        self._services: dict[str, str] = {}
+
+    def known_keys(self, plan_id: str, keys: set[str]) -> set[str]:
+        """The keys among ``keys`` already enqueued (for the whole batch, read once)."""
+        if not self.plan_ids or plan_id not in self.plan_ids:
+            return set(self.session.exec(select(Notification.key).where(
+                col(Notification.key).in_(keys))).all())
+        if self._keys is None:
+            self._keys = set(self.session.exec(select(Notification.key).where(
+                col(Notification.plan_id).in_(self.plan_ids))).all())
+        return keys & self._keys
+
+    def remember(self, key: str) -> None:
+        if self._keys is not None:
+            self._keys.add(key)
+
+    def service_name(self, service_id: str) -> str:
+        if service_id not in self._services:
+            service = self.session.get(Service, service_id)
+            self._services[service_id] = service.name if service else service_id
+        return self._services[service_id]
 
     def prefetch(self, ids: Iterable[str | None]) -> None:
         """Load the people a batch will name in one query (and their line managers)."""
@@ -69,6 +96,17 @@ class People:
             for missing in wanted - self.by_id.keys():
                 self.by_id[missing] = None
             ids = [p.line_manager_id for p in self.by_id.values() if p is not None]
+
+    def line_manager(self, person_id: str) -> str | None:
+        """Only the id, from a light query for the whole batch's people."""
+        if self._managers is None:
+            ids = {i for i in (self._candidates or []) if i}
+            self._managers = dict(self.session.exec(select(Person.id, Person.line_manager_id)
+                                                    .where(col(Person.id).in_(ids))).all())
+        if person_id not in self._managers:
+            person = self.get(person_id)
+            self._managers[person_id] = person.line_manager_id if person else None
+        return self._managers[person_id]
 
     def get(self, person_id: str | None) -> Person | None:
         if person_id is None:
@@ -88,8 +126,10 @@ class People:
         return self.groups[group]
 
 
-def _recipients(people: People, plan: Plan, decision: NotifyDecision,
-                actions: dict[str, Action]) -> list[Person]:
+def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
+                actions: dict[str, Action]) -> list[str]:
+    """The ids of the people a decision names (their rows are read only if the message is
+    new)."""
     owner_id = plan.owner_id
     if decision.subject == "action":
         owner_id = actions[decision.entity_id].owner_id or plan.owner_id
@@ -101,17 +141,14 @@ def _recipients(people: People, plan: Plan, decision: NotifyDecision,
     elif decision.to == "sponsor":
         ids = [plan.sponsor_id]
     elif decision.to == "line_manager":
-        owner = people.get(owner_id)
-        ids = [owner.line_manager_id] if owner and owner.line_manager_id else [plan.sponsor_id]
+        ids = [context.line_manager(owner_id) or plan.sponsor_id]
     elif decision.to == "group" and decision.group:
-        ids = people.members(decision.group)
+        ids = context.members(decision.group)
     if decision.kind == "escalation" and owner_id in ids:
         # an escalation goes over the owner's head, never back to them
-        owner = people.get(owner_id)
-        ids = [i for i in ids if i != owner_id]
-        if owner and owner.line_manager_id:
-            ids.append(owner.line_manager_id)
-    return [p for p in (people.get(i) for i in dict.fromkeys(ids)) if p is not None]
+        manager = context.line_manager(owner_id)
+        ids = [i for i in ids if i != owner_id] + ([manager] if manager else [])
+    return list(dict.fromkeys(ids))
 
 
 def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
@@ -132,22 +169,24 @@ def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datet
 
 
 def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
-            now: datetime, *, data: PlanData, people: People) -> list[Notification]:
+            now: datetime, *, data: PlanData, context: MessageContext) -> list[Notification]:
     """Write the messages the rules asked for, once each, with a delivery per channel."""
     if not decisions:
         return []
     settings = rt.rules.delivery
     actions = {a.id: a for a in data.actions}
     findings = {f.id: f for f in data.findings}
-    wanted = [(d, person) for d in decisions
-              for person in _recipients(people, plan, d, actions)]
-    keys = {f"{d.rule.id}|{d.entity_id}|{person.id}|{d.occurrence}" for d, person in wanted}
-    known = set(session.exec(select(Notification.key).where(
-        col(Notification.key).in_(keys))).all())
-    service = session.get(Service, plan.service_id)
+    wanted = [(d, person_id) for d in decisions
+              for person_id in _recipients(context, plan, d, actions)]
+    keys = {f"{d.rule.id}|{d.entity_id}|{pid}|{d.occurrence}" for d, pid in wanted}
+    known = context.known_keys(plan.id, keys)
+    if not keys - known:
+        return []
+    context.prefetch(pid for _, pid in wanted)
     made: list[tuple[Notification, Person]] = []
     for decision in decisions:
-        recipients = [person for d, person in wanted if d is decision]
+        recipients = [p for p in (context.get(pid) for d, pid in wanted if d is decision)
+                      if p is not None]
         names = [p.name for p in recipients]
         for person in recipients:
             key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
@@ -156,10 +195,10 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
             known.add(key)
             action = actions.get(decision.entity_id)
             finding = findings.get(action.finding_id) if action and action.finding_id else None
-            owner = people.get(action.owner_id) if action else None
+            owner = context.get(action.owner_id) if action else None
             message = render("notice", {
                 "person": person, "headline": decision.headline, "kind": decision.kind,
-                "plan": plan, "service": service.name if service else plan.service_id,
+                "plan": plan, "service": context.service_name(plan.service_id),
                 "action": action, "finding": finding,
                 "owner_name": owner.name if owner else "", "why": decision.rule.description,
                 "rule_id": decision.rule.id, "others": [n for n in names if n != person.name],
@@ -177,6 +216,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                 session.add(notification)  # writers are serialised; keys checked above
             elif not _insert_once(session, notification):
                 continue  # another worker enqueued it first
+            context.remember(key)
             made.append((notification, person))
             if decision.kind == "escalation":
                 audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
@@ -293,7 +333,7 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
          progress: Callable[[int], None] | None = None) -> TickSummary:
     """Check every plan that is due. Each claimed batch is decided in one transaction from
     data loaded once for the whole batch: decisions, outbox rows, RAG, next check."""
-    from qip_flow.services.assess import reassess
+    from qip_flow.services.assess import reassess_batch
 
     worker = worker or worker_name()
     now = rt.clock.now()
@@ -302,26 +342,17 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
         claimed = _claim_plans(rt, worker, now, batch)
         if not claimed:
             break
-        with rt.db.write() as session:
-            plans = session.exec(select(Plan).where(col(Plan.id).in_(claimed))
-                                 .order_by(col(Plan.id))).all()
-            data = load_plan_data(session, plans, now)
-            builder = FactBuilder(session, now, data)
-            people = People(session)
-            people.prefetch([i for p in plans for i in (p.owner_id, p.sponsor_id)]
-                            + [a.owner_id for d in data.values() for a in d.actions])
-            for plan in plans:
-                result = reassess(rt, session, plan, builder=builder, people=people)
-                plan.check_claimed_by = plan.check_lease_until = None
-                if plan.next_check_at is not None and plan.next_check_at <= now:
-                    plan.next_check_at = now + timedelta(days=1)
-                summary.plans_checked += 1
-                summary.notifications += len(result.notified)
-                summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
-                summary.rag_changes += int(result.rag_changed)
-                summary.reopened += int(bool(result.reopened))
+        for plan, result in reassess_batch(rt, claimed):  # one transaction per batch
+            plan.check_claimed_by = plan.check_lease_until = None
+            if plan.next_check_at is not None and plan.next_check_at <= now:
+                plan.next_check_at = now + timedelta(days=1)
+            summary.plans_checked += 1
+            summary.notifications += len(result.notified)
+            summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
+            summary.rag_changes += int(result.rag_changed)
+            summary.reopened += int(bool(result.reopened))
         if progress:
-            progress(len(plans))
+            progress(len(claimed))
     with rt.db.write() as session:
         summary.digests = make_digests(rt, session, now)
     return summary
