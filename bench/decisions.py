@@ -1,0 +1,314 @@
+"""Closure decisions per second: qip_flow's rules layer against the floor and against another
+engine a Python team might pick for the same job.
+
+Each engine judges the same N random closure fact sets (a fixed seed) against the seven
+criteria of rules/closure.yaml and answers which criteria are met:
+
+- **qip_flow** — ``Decide.closure(facts)``: the rules file compiled into durable_rules, with the
+  explanation a closure decision carries (which conditions of each criterion held, the fact
+  values, the rules version). This is the row the target is about.
+- **qip_flow without the explanation** (diagnostic) — ``RulesEngine.evaluate`` on the same
+  rules, rule outcomes only: how much of the cost is the explanation.
+- **plain Python** (the floor) — the seven criteria written as ``if`` tests; no engine can beat it.
+- **SpiffWorkflow's DMN engine** — bench/dmn/closure.dmn, the same criteria as a DMN decision
+  table (hit policy COLLECT: one row per criterion, two rows where the rules file says "any"),
+  evaluated by ``DMNEngine.result`` directly, without a BPMN workflow around it (the fastest way
+  SpiffWorkflow offers). It runs in its own virtualenv, bench/.venv-spiff, made on first use
+  (``python -m venv`` + ``pip install SpiffWorkflow==SPIFF_VERSION``), never in qip_flow's, as a
+  child process that reads the fact sets from a file and prints its timing as JSON.
+
+Before anything is timed every engine's answer on every fact set is compared; any disagreement
+stops the benchmark. Target (issue 5): qip_flow at least twice SpiffWorkflow's rate.
+
+    python bench/decisions.py [--n 20000] [--seed 5] [--no-spiff] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from common import measure, peak_rss_mb, run_child, table  # noqa: E402
+
+SPIFF_VERSION = "3.2.0"
+SPIFF_VENV = BENCH / ".venv-spiff"
+DMN_FILE = BENCH / "dmn" / "closure.dmn"
+
+#: The criteria of rules/closure.yaml, in the file's order (the names its rules give them).
+CRITERIA = ("actions verified", "indicators on target", "sustained", "re-audits", "learning",
+            "sign-off level", "sign-off group")
+#: The facts the criteria read: the DMN table's inputs (missing facts are passed as None).
+FACTS = ("actions", "actions_verified", "all_indicators_on_target", "sustained_days",
+         "required_sustain_days", "reaudits_in_run", "required_reaudits", "learning_required",
+         "learning_summary", "learning_embedded_places", "signer_level_rank",
+         "required_signoff_level_rank", "signer_in_required_group")
+
+
+# --- the fact sets ---------------------------------------------------------------------------
+
+
+def fact_sets(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` closure fact sets as the facts layer hands them over (a missing fact is absent).
+    About a third start from a plan ready to close, half of those with one fact spoiled; the
+    rest are drawn freely, so every criterion is met and unmet often, and facts go missing."""
+    rng = random.Random(seed)
+
+    def maybe(value: Any, missing: float = 0.08) -> Any:
+        return None if rng.random() < missing else value
+
+    out = []
+    for i in range(n):
+        if rng.random() < 0.35:
+            actions = rng.randint(1, 6)
+            facts: dict[str, Any] = {
+                "actions": actions, "actions_verified": actions,
+                "all_indicators_on_target": True, "required_sustain_days": 90,
+                "sustained_days": rng.randint(90, 200), "required_reaudits": rng.randint(0, 2),
+                "reaudits_in_run": 2, "learning_required": True, "learning_summary": True,
+                "learning_embedded_places": rng.randint(1, 4), "signer_level_rank": 2,
+                "required_signoff_level_rank": rng.choice([None, 1, 2]),
+                "signer_in_required_group": True}
+            if rng.random() < 0.5:  # spoil one fact: missing, or the other truth value, or 0
+                name = rng.choice(FACTS)
+                value = facts[name]
+                facts[name] = rng.choice([None, not value if isinstance(value, bool) else 0])
+        else:
+            actions = maybe(rng.randint(0, 6))
+            verified = actions if actions is not None and rng.random() < 0.6 else rng.randint(0, 6)
+            facts = {
+                "actions": actions, "actions_verified": maybe(verified),
+                "all_indicators_on_target": maybe(rng.random() < 0.7),
+                "required_sustain_days": maybe(rng.choice([30, 60, 90, 180])),
+                "sustained_days": maybe(rng.randint(0, 200)),
+                "required_reaudits": maybe(rng.randint(0, 3)),
+                "reaudits_in_run": maybe(rng.randint(0, 3)),
+                "learning_required": maybe(rng.random() < 0.8),
+                "learning_summary": maybe(rng.random() < 0.6),
+                "learning_embedded_places": maybe(rng.randint(0, 3)),
+                "signer_level_rank": maybe(rng.randint(0, 3), 0.25),
+                "required_signoff_level_rank": maybe(rng.randint(0, 3), 0.4),
+                "signer_in_required_group": maybe(rng.random() < 0.5, 0.2)}
+        facts["plan_id"] = f"QIP-BENCH-{i:05d}"
+        if rng.random() < 0.3:
+            facts["required_signoff_group"] = "Quality committee"
+        out.append({k: v for k, v in facts.items() if v is not None})
+    return out
+
+
+def mask(met: Iterable[str]) -> int:
+    """The met criteria as a bit mask over CRITERIA (compact, for the child's JSON)."""
+    names = set(met)
+    return sum(1 << i for i, name in enumerate(CRITERIA) if name in names)
+
+
+# --- the engines -----------------------------------------------------------------------------
+
+
+def python_closure(f: dict[str, Any]) -> list[str]:
+    """The seven criteria as plain Python: a comparison with a missing fact never holds."""
+    g = f.get
+    actions, verified, on_target = g("actions"), g("actions_verified"), g("all_indicators_on_target")
+    sustained, sustain_needed = g("sustained_days"), g("required_sustain_days")
+    reaudits, reaudits_needed = g("reaudits_in_run"), g("required_reaudits")
+    places, signer, level_needed = g("learning_embedded_places"), g("signer_level_rank"), \
+        g("required_signoff_level_rank")
+    met = []
+    if actions is not None and actions > 0 and verified is not None and verified == actions:
+        met.append("actions verified")
+    if on_target is True:
+        met.append("indicators on target")
+        if sustained is not None and sustain_needed is not None and sustained >= sustain_needed:
+            met.append("sustained")
+    if reaudits is not None and reaudits_needed is not None and reaudits >= reaudits_needed:
+        met.append("re-audits")
+    if g("learning_required") is False or (g("learning_summary") is True and places is not None
+                                          and places >= 1):
+        met.append("learning")
+    if signer is not None and (level_needed is None or signer >= level_needed):
+        met.append("sign-off level")
+    if g("signer_in_required_group") is True:
+        met.append("sign-off group")
+    return met
+
+
+def qip_flow_engines() -> tuple[Callable[[dict[str, Any]], list[str]],
+                                Callable[[dict[str, Any]], list[str]]]:
+    """``Decide.closure`` (with its explanation), and the same rules without it."""
+    from qip_flow.runtime import Runtime
+    from qip_flow.store.db import Database
+
+    decide = Runtime(db=Database("sqlite:///:memory:")).decide
+    names = [str(r.then.params["criterion"]) for r in decide.book.for_outcome("plan", "criterion")]
+    if tuple(names) != CRITERIA:
+        raise RuntimeError(f"rules/closure.yaml names the criteria {names}; this benchmark, its "
+                           f"plain-Python floor and bench/dmn/closure.dmn know {list(CRITERIA)}")
+
+    def closure(f: dict[str, Any]) -> list[str]:
+        return [c.name for c in decide.closure(f).criteria if c.met]
+
+    def rules_only(f: dict[str, Any]) -> list[str]:
+        return [str(r.then.params["criterion"])
+                for r in decide.engine.evaluate("plan", f, "criterion").fired]
+
+    return closure, rules_only
+
+
+def fastest(step: Callable[[dict[str, Any]], Any], sets: list[dict[str, Any]],
+            repeat: int) -> float:
+    """Seconds of the fastest of ``repeat`` passes over every set (the least disturbed by
+    whatever else the machine is doing)."""
+    return min(measure(lambda: [step(f) for f in sets]).seconds for _ in range(repeat))
+
+
+def spiff_child(facts_file: Path, repeat: int) -> None:
+    """Runs under bench/.venv-spiff's Python: judge every fact set with SpiffWorkflow's DMN
+    engine, once to report the answers, then timed; print one JSON line."""
+    from importlib.metadata import version
+    from types import SimpleNamespace
+
+    from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
+    from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+    from SpiffWorkflow.dmn.parser.BpmnDmnParser import BpmnDmnParser
+
+    sets = json.loads(facts_file.read_text(encoding="utf-8"))
+    parser = BpmnDmnParser(validator=BpmnValidator())  # also checks the file against DMN 1.3
+    parser.add_dmn_file(str(DMN_FILE))
+    engine = parser.get_engine("closure", None)
+    workflow = SimpleNamespace(script_engine=PythonScriptEngine())  # all DMNEngine reads
+
+    def decide(f: dict[str, Any]) -> list[str]:
+        task = SimpleNamespace(data={name: f.get(name) for name in FACTS}, workflow=workflow)
+        return list(dict.fromkeys(engine.result(task).get("criterion", [])))
+
+    answers = [mask(decide(f)) for f in sets]
+    seconds = fastest(decide, sets, repeat)
+    print(json.dumps({"engine": f"SpiffWorkflow {version('SpiffWorkflow')} DMN",
+                      "seconds": seconds, "met": answers}))
+
+
+def spiff_python() -> Path:
+    """bench/.venv-spiff's Python with SpiffWorkflow SPIFF_VERSION, made on first use."""
+    python = SPIFF_VENV / "bin" / "python"
+    check = [str(python), "-c", "import importlib.metadata as m, SpiffWorkflow.dmn.engine.DMNEngine;"
+             f"assert m.version('SpiffWorkflow') == {SPIFF_VERSION!r}"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"making {SPIFF_VENV} with SpiffWorkflow {SPIFF_VERSION} (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(SPIFF_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    f"SpiffWorkflow=={SPIFF_VERSION}"], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def run_spiff(sets: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
+    python = spiff_python()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "facts.json"
+        path.write_text(json.dumps(sets), encoding="utf-8")
+        # common.run_child runs sys.executable; exec the other virtualenv's Python from there
+        return run_child(["-c", "import os, sys; os.execv(sys.argv[1], sys.argv[1:])",
+                          str(python), str(Path(__file__).resolve()), "--spiff-child", str(path),
+                          "--repeat", str(repeat)])
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def profile(step: Callable[[dict[str, Any]], list[str]], sets: list[dict[str, Any]]) -> None:
+    """Where qip_flow's time goes (pyinstrument, printed, not saved)."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("--profile needs pyinstrument: pip install pyinstrument", file=sys.stderr)
+        return
+    profiler = Profiler(interval=0.0002)
+    with profiler:
+        for f in sets:
+            step(f)
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20000, help="fact sets to decide (default 20000)")
+    parser.add_argument("--seed", type=int, default=5, help="random seed of the fact sets")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed passes per engine; the fastest counts (default 3)")
+    parser.add_argument("--no-spiff", action="store_true",
+                        help="skip SpiffWorkflow (its virtualenv needs the network once)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile qip_flow's closure decision with pyinstrument")
+    parser.add_argument("--spiff-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.spiff_child:
+        spiff_child(args.spiff_child, args.repeat)
+        return {}
+
+    sets = fact_sets(args.n, args.seed)
+    closure, rules_only = qip_flow_engines()
+    engines: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
+        ("qip_flow Decide.closure (durable_rules, with explanation)", closure),
+        ("qip_flow rules only, no explanation (diagnostic)", rules_only),
+        ("plain Python, same seven criteria (floor)", python_closure),
+    ]
+    # every engine's answer on every set, compared before anything is timed
+    answers = {name: [mask(step(f)) for f in sets] for name, step in engines}
+    spiff: dict[str, Any] | None = None
+    if not args.no_spiff:
+        spiff = run_spiff(sets, args.repeat)
+        answers[spiff["engine"]] = spiff["met"]
+    reference = answers[engines[-1][0]]
+    for name, got in answers.items():
+        wrong = [i for i, (a, b) in enumerate(zip(got, reference, strict=True)) if a != b]
+        if wrong:
+            i = wrong[0]
+            raise RuntimeError(f"{name} disagrees with plain Python on {len(wrong)} of {len(sets)} "
+                               f"fact sets; first: {sets[i]} → {answers[name][i]:07b} vs "
+                               f"{reference[i]:07b} (bits in the order {CRITERIA})")
+
+    seconds = {name: fastest(step, sets, args.repeat) for name, step in engines}
+    if spiff is not None:
+        seconds[spiff["engine"]] = spiff["seconds"]
+    ours = seconds[engines[0][0]]
+    rows = [[name, round(len(sets) / s), s / len(sets) * 1e6, ours / s]
+            for name, s in seconds.items()]
+    all_met = sum(1 for m in reference if m == (1 << len(CRITERIA)) - 1)
+    per = [sum(1 for m in reference if m >> i & 1) / len(sets) for i in range(len(CRITERIA))]
+    notes = [f"{len(sets):,} random closure fact sets (seed {args.seed}); all engines agreed on "
+             f"every one before timing; each engine's time is the fastest of {args.repeat} passes. "
+             f"{all_met / len(sets):.0%} meet every criterion; each "
+             "criterion is met in " + ", ".join(f"{p:.0%}" for p in per) + " of them "
+             f"({', '.join(CRITERIA)}).",
+             "Ratio to qip_flow: that engine's rate divided by Decide.closure's.",
+             f"Peak RSS of this process: {peak_rss_mb():.0f} MB."]
+    met: bool | None = None
+    if spiff is not None:
+        factor = spiff["seconds"] / ours
+        met = factor >= 2
+        notes.append(f"Target — qip_flow at least 2× SpiffWorkflow's rate: "
+                     f"{'met' if met else 'MISSED'} (qip_flow is {factor:.2f}× SpiffWorkflow).")
+    else:
+        notes.append("Target — qip_flow at least 2× SpiffWorkflow's rate: not measured "
+                     "(--no-spiff).")
+    table("decisions", "Closure decisions per second",
+          ["engine", "decisions/s", "µs per decision", "ratio to qip_flow"], rows, notes)
+    if args.profile:
+        profile(closure, sets[: min(len(sets), 5000)])
+    return {"n": len(sets), "agreed": True, "seconds": seconds, "target_met": met,
+            "all_met": all_met}
+
+
+if __name__ == "__main__":
+    main()
