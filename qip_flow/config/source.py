@@ -77,10 +77,12 @@ def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot be read ({exc})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        try:
+            node, data = _parse(text, _Loader)
+        except yaml.YAMLError:
+            node, data = _parse(text, yaml.SafeLoader)  # the pure loader words errors better
     except ValueError as exc:  # a well-formed but impossible date, e.g. 2026-02-30
-        bad = _bad_date(node) if "node" in locals() else None
+        bad = _bad_date(yaml.compose(text, Loader=yaml.SafeLoader))
         at = f"{path}:{bad.start_mark.line + 1}" if bad else str(path)
         shown = f" '{bad.value}'" if bad else ""
         raise error(f"{at}: not a real date{shown} ({exc}); write it as YYYY-MM-DD") from None
@@ -90,6 +92,19 @@ def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(f"{at}: not valid YAML ({problem}); check indentation and quoting") from None
     return YamlDocument(path=path, data=data, node=node, text=text)
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # LibYAML when installed
+
+
+def _parse(text: str, loader_class: Any) -> tuple[yaml.Node | None, Any]:
+    """One pass: compose the node tree (for line numbers), then build the data from it."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def _bad_date(node: yaml.Node | None) -> yaml.ScalarNode | None:

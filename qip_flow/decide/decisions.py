@@ -161,18 +161,22 @@ class Decide:
             merged = _as_defaults(merged)
         return merged
 
-    def closure(self, facts: dict[str, Any]) -> ClosureDecision:
-        evaluation = self.engine.evaluate("plan", facts, "criterion", explain=True)
+    def closure(self, facts: dict[str, Any], *, explain: bool = False) -> ClosureDecision:
+        """Which closure criteria hold. With ``explain``, also which condition of each holds,
+        with the fact values — needed to refuse or explain, not to decide, so it is asked for
+        only then (it costs the engine one more rule per condition)."""
+        evaluation = self.engine.evaluate("plan", facts, "criterion", explain=explain)
+        fired = {r.id for r in evaluation.fired}
         criteria = []
         for rule in self.book.for_outcome("plan", "criterion"):
-            holds = evaluation.conditions.get(rule.id, [])
+            holds = evaluation.conditions.get(rule.id) if explain else None
             conditions = []
-            for leaf, ok in zip(rule.leaves(), holds, strict=True):
+            for leaf, ok in zip(rule.leaves(), holds or [], strict=holds is not None):
                 names = [leaf.fact] + ([leaf.value.fact] if isinstance(leaf.value, FactRef)
                                        else [])
                 conditions.append(ConditionResult(leaf.text(), ok,
                                                   {n: evaluation.facts.get(n) for n in names}))
-            criteria.append(CriterionResult(rule, rule in evaluation.fired, conditions,
+            criteria.append(CriterionResult(rule, rule.id in fired, conditions,
                                             evaluation.facts))
         return ClosureDecision(str(facts.get("plan_id")), criteria, self.version, evaluation.facts)
 

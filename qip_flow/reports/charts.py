@@ -12,7 +12,9 @@ import io
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
+from typing import Any
 
 import matplotlib
 from matplotlib import dates as mdates
@@ -27,7 +29,7 @@ TARGET, BASELINE, RUN = "#00843d", "#7a5c9e", "#00843d"
 #: each is the same size on the page; a longer title wraps instead of widening its chart.
 TITLE_WIDTH = 64
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "qip-flow",
     "font.family": "DejaVu Sans",  # bundled with matplotlib: the same metrics everywhere
@@ -46,11 +48,16 @@ _STYLE = {
 }
 
 
+def _styled() -> AbstractContextManager[None]:
+    """The report style, for drawing and saving alike (fonts are fixed when text is made)."""
+    return matplotlib.rc_context(_STYLE)  # type: ignore[arg-type]  # keys are typed Literals
+
+
 def _svg(fig: Figure, key: str) -> str:
     """The figure as an inline ``<svg>``: no XML prologue, scalable to its container, and its
     ids prefixed with ``key`` so they never clash with another chart's on the same page."""
     buffer = io.StringIO()
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
@@ -65,7 +72,7 @@ def _svg(fig: Figure, key: str) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -78,7 +85,7 @@ def run_chart(series: IndicatorSeries, *, key: str | None = None, with_plan: boo
     """An SPC-style run chart: every measurement in order, the target, the baseline (median),
     re-audits marked, and the current run of on-target values shaded — the sustained period
     the closure criteria count."""
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         fig = _figure(7.2, 2.7)
         ax = fig.add_subplot()
         title = f"{series.plan_id} · " if with_plan else ""
@@ -123,7 +130,7 @@ def run_chart(series: IndicatorSeries, *, key: str | None = None, with_plan: boo
             ax.plot([d for d, _ in reaudits], [v for _, v in reaudits], ls="none", marker="D",  # type: ignore[arg-type]
                     ms=8, mfc="none", mec=INK, mew=1.4, label="re-audit", zorder=5)
         last = series.points[-1]
-        ax.annotate(_value(last.value, series.unit), (last.on, last.value),  # type: ignore[arg-type]
+        ax.annotate(_value(last.value, series.unit), (last.on, last.value),
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=10,
                     fontweight="bold", color=LINE)
         span = [*values, series.target] + ([series.baseline] if series.baseline is not None else [])
@@ -155,7 +162,7 @@ def rag_by_group(counts: Mapping[str, Mapping[str, int]], *, title: str, key: st
     """Live plans' RAG ratings as one stacked bar per group (service), counts written in; drawn
     half-page wide by default, to sit beside another chart."""
     groups = list(counts)
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         fig = _figure(width, 1.2 + 0.36 * max(len(groups), 1))
         ax = fig.add_subplot()
         ax.set_title(title, color=INK)
@@ -198,7 +205,7 @@ def counts_by_state(table: Sequence[tuple[str, Mapping[str, int]]], states: Sequ
     from its place in ``order`` (the workflow's states), whichever states a report shows."""
     names = [name for name, _ in table]
     place = {s: i for i, s in enumerate(order or states)}
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         fig = _figure(7.2, 0.9 + 0.42 * max(len(names), 1))
         ax = fig.add_subplot()
         ax.set_title(title, color=INK)

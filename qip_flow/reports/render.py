@@ -68,7 +68,7 @@ def reading(series: IndicatorSeries) -> str:
         kind = "baseline median" if series.baseline_derived else "baseline"
         parts.append(f"{kind} {number(series.baseline, series.unit)}")
     if series.run_points:
-        needs = f" of {series.required_days} needed" if series.required_days else ""
+        needs = f"; {series.required_days} needed" if series.required_days else ""
         parts.append(f"on target since {day(series.run_start)} ({series.run_days} days{needs}, "
                      f"{series.reaudits_in_run} re-audit(s))")
     else:

@@ -41,8 +41,11 @@ def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | No
 
 def closure_decision(rt: Runtime, session: Session, plan: Plan, *,
                      signer: Person | None = None) -> ClosureDecision:
+    """Decided without the per-condition explanation; decided again with it only when some
+    criterion is unmet, so a refusal can say exactly why."""
     facts, _ = plan_facts(rt, session, plan, signer=signer)
-    return rt.decide.closure(facts)
+    decision = rt.decide.closure(facts)
+    return decision if decision.met else rt.decide.closure(facts, explain=True)
 
 
 def credibility(rt: Runtime, session: Session, plan: Plan) -> list[CredibilityFinding]:
@@ -166,7 +169,7 @@ def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str
         plan = get_plan(session, plan_id)
         person = get_person(session, signer) if signer else None
         facts, criteria = plan_facts(rt, session, plan, signer=person)
-        closure = rt.decide.closure(facts)
+        closure = rt.decide.closure(facts, explain=True)
         rag = rt.decide.rag(facts)
         monitoring = rt.decide.monitoring(facts)
     return {
