@@ -1,0 +1,64 @@
+"""The benchmarks under bench/ run end to end with small sizes, so they never rot: each one's own
+correctness checks must pass (the engines agree on every closure fact set, every email reaches
+the SMTP server, a second load changes nothing). No test here looks at a time. Results are not
+saved (QIP_BENCH_NO_SAVE), and SpiffWorkflow is skipped: its virtualenv needs the network."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def bench(name: str) -> ModuleType:
+    """bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def no_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QIP_BENCH_NO_SAVE", "1")
+
+
+def test_decisions_engines_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench("decisions").main(["--n", "200", "--repeat", "1", "--no-spiff"])
+    assert result["agreed"] and result["n"] == 200
+    assert 0 < result["all_met"] < 200  # the sets exercise both outcomes
+    assert "| qip_flow Decide.closure" in capsys.readouterr().out
+
+
+def test_decisions_floor_matches_the_rules_file_examples() -> None:
+    """The plain-Python floor (and so the DMN table it is checked against) reads the criteria as
+    rules/closure.yaml's own examples say."""
+    import yaml
+
+    module = bench("decisions")
+    book = yaml.safe_load((BENCH.parent / "rules" / "closure.yaml").read_text(encoding="utf-8"))
+    names = {r["id"]: r["then"]["criterion"] for r in book["rules"]}
+    for example in book["examples"]:
+        assert sorted(module.python_closure(example["given"])) == sorted(
+            names[i] for i in example["fires"]), example["name"]
+
+
+def test_dispatch_delivers_every_message(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench("dispatch").main(["--messages", "20"])
+    for variant in ("system", "bundle"):
+        got = result["results"][variant]
+        assert got["sent"] == 20 and got["received"] == 20 and got["states"] == {"sent": 20}
+    assert "messages/s" in capsys.readouterr().out
+
+
+def test_load_twice_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench("load").main(["--files", "20"])
+    assert result["unchanged"] == result["records"] == 20 + 17  # plans, people, services, risks
+    assert "second load s" in capsys.readouterr().out
