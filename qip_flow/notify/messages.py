@@ -16,7 +16,8 @@ CARD_LIMIT = 1000
 def environment() -> Environment:
     return Environment(
         loader=PackageLoader("qip_flow.notify", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+        # the HTML templates are *.html.j2: escape them (people's text goes into them)
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -76,6 +76,13 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
+def _heading(fig: Figure, title: str, width: float) -> None:
+    """A bar chart's title from the figure's left edge, wrapped to its width, so long category
+    labels never push it off the chart."""
+    lines = textwrap.wrap(title, int(width * TITLE_WIDTH / 7.2 * 0.9))
+    fig.suptitle("\n".join(lines), x=0.01, ha="left", fontsize=11, fontweight="bold", color=INK)
+
+
 def _value(v: float, unit: str) -> str:
     shown = f"{v:g}"
     return f"{shown}%" if unit == "%" else f"{shown} {unit}".rstrip()
@@ -165,7 +172,7 @@ def rag_by_group(counts: Mapping[str, Mapping[str, int]], *, title: str, key: st
     with _styled():
         fig = _figure(width, 1.2 + 0.36 * max(len(groups), 1))
         ax = fig.add_subplot()
-        ax.set_title(title, color=INK)
+        _heading(fig, title, width)
         left = [0] * len(groups)
         for rating in ("red", "amber", "green", "unrated"):
             widths = [counts[g].get(rating, 0) for g in groups]
@@ -192,7 +199,7 @@ def rag_then_and_now(then: Mapping[str, int], now: Mapping[str, int], *, start_l
                      key: str) -> str:
     """The live plans' RAG at the period's start beside now: the trend at a glance."""
     rows = {f"at {start_label}": dict(then), "now": dict(now)}
-    return rag_by_group(rows, title="RAG at the start of the period and now", key=key)
+    return rag_by_group(rows, title="Live plans' RAG then and now", key=key)
 
 
 STATE_PALETTE = ("#a0a7ad", "#7fb2e5", "#1f5fa8", "#2a9d8f", "#7a5c9e", "#e07b00", "#00843d",
@@ -208,7 +215,7 @@ def counts_by_state(table: Sequence[tuple[str, Mapping[str, int]]], states: Sequ
     with _styled():
         fig = _figure(7.2, 0.9 + 0.42 * max(len(names), 1))
         ax = fig.add_subplot()
-        ax.set_title(title, color=INK)
+        _heading(fig, title, 7.2)
         left = [0] * len(names)
         for i, state in enumerate(states):
             widths = [counts.get(state, 0) for _, counts in table]

@@ -250,13 +250,13 @@ class CriterionLine:
     signoff: bool  # judged on the person signing, so it waits for the sign-off itself
 
     @classmethod
-    def from_dict(cls, c: dict[str, Any]) -> CriterionLine:
-        conditions = c.get("conditions", [])
+    def from_dict(cls, c: dict[str, Any], signoff_rules: set[str]) -> CriterionLine:
+        """From a closure decision as a dict (``ClosureDecision.as_dict``, or as the audit
+        trail recorded it)."""
         failing = [ConditionResult(x["condition"], x["holds"], x["facts"]).describe()
-                   for x in conditions if not x["holds"]]
-        signer = any(k.startswith("signer_") for x in conditions for k in x["facts"])
+                   for x in c.get("conditions", []) if not x["holds"]]
         return cls(c["criterion"], bool(c["met"]), c["description"], c["rule"],
-                   [] if c["met"] else failing, signer)
+                   [] if c["met"] else failing, c["rule"] in signoff_rules)
 
 
 @dataclass
@@ -561,6 +561,7 @@ class Flow:
     reopen_events: set[str]
     candidates: set[str]
     review_states: set[str]  # before the governance group for closure (closure_review)
+    signoff_rules: set[str]  # closure criteria about the person signing, met only at sign-off
 
     @classmethod
     def of(cls, rt: Runtime) -> Flow:
@@ -581,6 +582,8 @@ class Flow:
             reopen_events={e.name for e in wf.events if "mark_reopened" in e.effects},
             candidates={s for s in gates | into_gates if assess.is_live(rt, s)},
             review_states=gates - {e.dest for e in stepdown if e.dest},
+            signoff_rules={r.id for r in rt.rules.for_outcome("plan", "criterion")
+                           if any(leaf.fact.startswith("signer_") for leaf in r.leaves())},
         )
 
 
@@ -751,8 +754,12 @@ class _Reader:
         """The closure criteria judged now, exactly as ``qip explain`` judges them (the same
         facts path, fed in bulk when a ``builder`` holds a batch's data)."""
         facts, criteria = assess.plan_facts(self.rt, self.session, plan, builder=builder)
-        decision = self.rt.decide.closure(facts)
-        return [CriterionLine.from_dict(c) for c in decision.as_dict()["criteria"]], criteria
+        decision = self.rt.decide.closure(facts, explain=True)
+        return self.criterion_lines(decision.as_dict()), criteria
+
+    def criterion_lines(self, closure: dict[str, Any]) -> list[CriterionLine]:
+        return [CriterionLine.from_dict(c, self.flow.signoff_rules)
+                for c in closure.get("criteria", [])]
 
     def closure(self, lines: dict[str, PlanLine]) -> list[ClosureLine]:
         """Plans at the closure decision: every one is judged by the rules, their data loaded
@@ -899,14 +906,14 @@ def signoff_text(criteria: dict[str, Any]) -> str:
     return " and ".join(parts) or "not set"
 
 
-def recorded_criteria(event: AuditEvent | None) -> tuple[list[CriterionLine], str] | None:
+def recorded_criteria(r: _Reader, event: AuditEvent | None
+                      ) -> tuple[list[CriterionLine], str] | None:
     """The closure criteria as the rules judged them when the plan closed, and the rules
     version; None when the event recorded no decision."""
     closure = ((event.detail or {}).get("decisions") or {}).get("closure") if event else None
     if not closure:
         return None
-    return ([CriterionLine.from_dict(c) for c in closure.get("criteria", [])],
-            str(closure.get("rules_version", "")))
+    return r.criterion_lines(closure), str(closure.get("rules_version", ""))
 
 
 def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today: date,
@@ -1000,7 +1007,7 @@ def _closed_in(r: _Reader, period: Period, lines: dict[str, PlanLine]) -> list[C
     charts = r._series_of(ids)
     out = []
     for p in rows:
-        recorded = recorded_criteria(events.get(p.id))
+        recorded = recorded_criteria(r, events.get(p.id))
         criteria, version = recorded or ([], "")
         out.append(ClosedPlan(
             lines[p.id], _day(p.closed_at) or period.end,
@@ -1069,7 +1076,7 @@ def closure_report(rt: Runtime, plan_id: str) -> ClosureReport:
         criteria, spec = r.criteria(plan)
         basis = f"judged now by the rules ({rt.rules.version})"
         if plan.state in r.flow.closed_states:
-            recorded = recorded_criteria(r.recorded_closure([plan.id]).get(plan.id))
+            recorded = recorded_criteria(r, r.recorded_closure([plan.id]).get(plan.id))
             if recorded:
                 criteria, version = recorded
                 basis = (f"as judged when the plan closed on "

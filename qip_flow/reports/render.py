@@ -103,7 +103,7 @@ def _charts(kind: str, report: Any) -> dict[str, Markup]:
         if report.live:
             by_service = report.rag_by_service()
             title = "Live plans by service and RAG" if len(by_service) == report.live_services \
-                else f"The {len(by_service)} services (of {report.live_services}) most RED"
+                else f"The {len(by_service)} services with most RED, of {report.live_services:,}"
             out["rag_by_service"] = Markup(charts.rag_by_group(by_service, title=title,
                                                                key="rag-service"))
             out["rag_trend"] = Markup(charts.rag_then_and_now(

@@ -382,6 +382,13 @@ def run_demo(folder: Path, *, config_dir: Path, out: Console) -> Runtime:
               "(configure email and Teams in channels.yaml: docs/notifications.md).")
     out.print(f"Audit trail: {check.events} events, hash chain "
               f"{'intact' if check.ok else 'BROKEN: ' + check.problem}.")
+    from qip_flow.reports import write_demo_reports
+
+    written = write_demo_reports(rt, folder)
+    out.print(f"Reports: the board pack and {len(written) - 1} closure reports in "
+              f"{folder.resolve() / 'reports'}:")
+    for path in written:
+        out.print(f"  {path}")
     out.print(f"Explore: [bold]qip --db {folder / 'qip.db'} plans[/bold], "
               "[bold]qip show QIP-2026-021[/bold], [bold]qip audit QIP-2026-014/A2[/bold]")
     return rt

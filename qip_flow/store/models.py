@@ -239,7 +239,8 @@ class DeliveryAttempt(SQLModel, table=True):
 class AuditEvent(SQLModel, table=True):
     """One row per change, chained: ``hash`` covers the row and the previous row's hash."""
 
-    __table_args__ = (Index("ix_auditevent_entity", "entity_id", "seq"),)
+    __table_args__ = (Index("ix_auditevent_entity", "entity_id", "seq"),
+                      Index("ix_auditevent_what", "what", "seq"))
 
     seq: int | None = Field(default=None, primary_key=True)
     at: datetime = _when()
