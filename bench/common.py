@@ -53,11 +53,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a benchmark step in a fresh process (so its peak memory is its own); the child
-    prints one JSON object on its last line."""
+def run_child(args: Sequence[str], env: dict[str, str] | None = None,
+              cwd: str | Path | None = None) -> dict[str, Any]:
+    """Run a benchmark step in a fresh process (so its peak memory is its own), in ``cwd`` if
+    given — never by changing this process's directory; the child prints one JSON object on
+    its last line."""
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False,
-                         env={**os.environ, **(env or {})})
+                         env={**os.environ, **(env or {})}, cwd=cwd)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -102,8 +102,10 @@ def one(backend: str, actions: int, seed: int, today: str, work: Path) -> list[o
             urls.append(_schema_url(schema))
             generated = portfolio(urls[-1], actions, seed, today)
     try:
-        ours = run_child([__file__, "--child", "qip", urls[0], today], env={"QIP_QUIET": "1"})
-        floor = run_child([__file__, "--child", "baseline", urls[1], today])
+        # in `work`: the default notification channel writes its log beside the database, or
+        # in the working folder for PostgreSQL
+        ours = run_child([__file__, "--child", "qip", urls[0], today], cwd=work)
+        floor = run_child([__file__, "--child", "baseline", urls[1], today], cwd=work)
         same = _keys(urls[0]) == _keys(urls[1])
     finally:
         if backend == "postgres":
@@ -130,7 +132,6 @@ def main(argv: list[str] | None = None) -> list[list[object]]:
         return []
     rows = []
     with tempfile.TemporaryDirectory(prefix="qip-bench-") as tmp:
-        os.chdir(tmp)  # the default notification channel writes its log beside the database
         for backend in args.backends.split(","):
             for size in (int(s) for s in args.sizes.split(",")):
                 rows.append(one(backend, size, args.seed, args.today, Path(tmp)))
