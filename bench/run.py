@@ -20,12 +20,14 @@ BENCH = Path(__file__).resolve().parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="include 1M actions in the tick")
-    parser.add_argument("--only", help="comma-separated: tick,reevaluate,decisions,dispatch,"
-                                       "load,workers")
+    parser.add_argument("--only", help="comma-separated: tick,tick-postgres,reevaluate,"
+                                       "decisions,dispatch,load,workers")
     args = parser.parse_args()
     sizes = "10000,100000,1000000" if args.full else "10000,100000"
     steps = {
-        "tick": ["tick.py", "--sizes", sizes, "--backends", "sqlite,postgres"],
+        "tick": ["tick.py", "--sizes", sizes, "--backends", "sqlite", "--name", "tick-sqlite"],
+        "tick-postgres": ["tick.py", "--sizes", sizes, "--backends", "postgres",
+                          "--name", "tick-postgres"],
         "reevaluate": ["reevaluate.py"],
         "decisions": ["decisions.py"],
         "dispatch": ["dispatch.py"],

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> list[list[object]]:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--today", default="2026-11-24",
                         help="the benchmark day: a Tuesday, so working-day thresholds cross")
+    parser.add_argument("--name", default="tick", help="results file name under bench/results/")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "URL", "TODAY"))
     args = parser.parse_args(argv)
     if args.child:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[list[object]]:
         for backend in args.backends.split(","):
             for size in (int(s) for s in args.sizes.split(",")):
                 rows.append(one(backend, size, args.seed, args.today, Path(tmp)))
-    table("tick", "Daily tick: qip_flow beside the raw-SQL floor",
+    table(args.name, "Daily tick: qip_flow beside the raw-SQL floor",
           ["backend", "actions", "plans due", "plans checked", "messages", "qip_flow s",
            "floor s", "ratio", "qip_flow MB", "floor MB", "same keys"], rows,
           notes=["Floor: bench/tick_baseline.py (one indexed query, the ladder hard-coded in "
