@@ -175,11 +175,13 @@ def failing_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[FailingHost]:
 
 
 def test_durable_rules_swallows_an_action_error(failing_host: FailingHost) -> None:
-    """The behaviour the adapter guards against: durable_rules itself returns normally when an
-    action raises and leaves the error in the session state."""
-    book = book_of([rule("t.x", {"fact": "x", "at_least": 1})], ruleset="swallowed")
-    RulesEngine(book).run_file("swallowed", "plan", {"x": 0})  # registers the ruleset
-    name = f"swallowed_plan_{book.files[0].digest}"
+    """The behaviour the adapter guards against: durable_rules itself (a ruleset registered
+    straight on the host, with durable's own action loop) returns normally when an action
+    raises and leaves the error in the session state."""
+    name = "swallowed_stock"
+    failing_host.set_rulesets({name: {
+        "all_facts": {"all": [{"m": {MARKER: 1}}], "run": engine.CATCH_ALL},
+        "r0": {"all": [{"m": {"$gte": {"x": 1}}}], "run": "rule:t.x"}}})
     failing_host.assert_fact(name, {"x": 2, "sid": "raw", MARKER: 1})
     try:
         assert "boom in rule:t.x" in failing_host.get_state(name, "raw")["exception"]

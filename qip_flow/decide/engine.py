@@ -16,10 +16,12 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import durable_rules_engine
 from durable import engine as durable
 
 from qip_flow.config.rules import FactRef, Group, Leaf, RuleBook, RuleDef, iter_leaves
@@ -77,6 +79,30 @@ def host() -> _Host:
     if _HOST is None:
         _HOST = _Host()
     return _HOST
+
+
+def _flush_record_only(ruleset: Any, state: Any, result_container: dict[str, Any],
+                       state_offset: Any, complete: Any) -> None:
+    """durable_rules runs each fired rule's action through a Closure and writes the whole
+    session state back as JSON after every action — most of an evaluation's cost. qip_flow's
+    actions only record that a rule held and never change the state, so for its own rulesets
+    each action is called and the engine asked for the next, nothing more. An action that
+    fails is abandoned and raised (never swallowed into the state)."""
+    while "message" in result_container:
+        action_name = next(iter(result_container.pop("message")))
+        try:
+            ruleset._actions[action_name]._func(None)
+        except BaseException as error:
+            durable_rules_engine.abandon_action(ruleset._handle, state_offset)
+            complete(RulesEngineError("a rule action failed inside durable_rules: "
+                                      f"exception caught {error}"), None)
+            return
+        following = durable_rules_engine.complete_and_start_action(ruleset._handle,
+                                                                   state_offset)
+        if following:
+            result_container["message"] = json.loads(following)
+        else:
+            complete(None, state)
 
 
 def _operand(value: Any) -> Any:
@@ -174,6 +200,8 @@ class RulesEngine:
         h = host()
         if name not in h.registered:
             h.set_rulesets({name: compiled})
+            ruleset = h.get_ruleset(name)
+            ruleset._flush_actions = types.MethodType(_flush_record_only, ruleset)
             h.registered.add(name)
         self._names[key] = name
         return name

@@ -53,6 +53,19 @@ def _styled() -> AbstractContextManager[None]:
     return matplotlib.rc_context(_STYLE)  # type: ignore[arg-type]  # keys are typed Literals
 
 
+def _finish_stacked(fig: Any, ax: Any, key: str, xlabel: str, *, legend_columns: int) -> str:
+    """The shared look of a horizontal stacked-bar chart: whole-number axis, quiet y axis,
+    legend under the chart."""
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.spines["left"].set_visible(False)
+    ax.tick_params(axis="y", length=0, labelcolor=INK)
+    if legend_columns:
+        fig.legend(loc="outside lower center", ncols=legend_columns)
+    return _svg(fig, key)
+
+
 def _svg(fig: Figure, key: str) -> str:
     """The figure as an inline ``<svg>``: no XML prologue, scalable to its container, and its
     ids prefixed with ``key`` so they never clash with another chart's on the same page."""
@@ -185,14 +198,7 @@ def rag_by_group(counts: Mapping[str, Mapping[str, int]], *, title: str, key: st
                          color="white" if rating in ("red", "green") else INK, fontsize=9,
                          fontweight="bold")
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        ax.invert_yaxis()
-        ax.set_xlabel("live plans")
-        ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
-        ax.spines["left"].set_visible(False)
-        ax.tick_params(axis="y", length=0, labelcolor=INK)
-        if groups:
-            fig.legend(loc="outside lower center", ncols=4)
-        return _svg(fig, key)
+        return _finish_stacked(fig, ax, key, "live plans", legend_columns=4 if groups else 0)
 
 
 def rag_then_and_now(then: Mapping[str, int], now: Mapping[str, int], *, start_label: str,
@@ -225,11 +231,5 @@ def counts_by_state(table: Sequence[tuple[str, Mapping[str, int]]], states: Sequ
             ax.bar_label(bars, labels=[str(w) if w else "" for w in widths],
                          label_type="center", color="white", fontsize=9, fontweight="bold")
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        ax.invert_yaxis()
-        ax.set_xlabel("plans")
-        ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
-        ax.spines["left"].set_visible(False)
-        ax.tick_params(axis="y", length=0, labelcolor=INK)
-        if names:
-            fig.legend(loc="outside lower center", ncols=min(len(states), 5))
-        return _svg(fig, key)
+        return _finish_stacked(fig, ax, key, "plans",
+                               legend_columns=min(len(states), 5) if names else 0)

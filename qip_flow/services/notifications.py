@@ -235,12 +235,15 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
 def _insert_once(session: Session, row: Notification) -> bool:
     """Insert unless another worker already did: the unique key decides (a savepoint keeps
     the rest of the transaction)."""
+    session.flush()  # whatever else is pending must not ride in (and fail with) the savepoint
     try:
         with session.begin_nested():
             session.add(row)
             session.flush()
     except IntegrityError:
-        return False
+        if session.exec(select(Notification.id).where(Notification.key == row.key)).first():
+            return False
+        raise  # not the key another worker took: a real fault
     return True
 
 

@@ -56,15 +56,20 @@ def append(
     version: str = "",
 ) -> AuditEvent:
     """Add one event at the end of the chain, inside the caller's transaction. The chain head
-    row is locked by the transaction's first append, so concurrent writers on PostgreSQL queue
-    instead of forking; later appends in the same transaction reuse the locked row."""
-    head = session.info.get(_HEAD)
+    row is locked (and re-read) first, so concurrent writers on PostgreSQL queue instead of
+    forking, and each event is flushed at once so it never lands inside a later savepoint. On
+    SQLite, whose writers are serialised, the head read by the transaction's first append is
+    reused and events are flushed together."""
+    serialised = session.get_bind().dialect.name == "sqlite"
+    head = session.info.get(_HEAD) if serialised else None
     if head is None:
-        head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+        head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()
+                            .execution_options(populate_existing=True)).first()
         if head is None:
             head = AuditHead(id=1, seq=0, hash=GENESIS)
             session.add(head)
-        session.info[_HEAD] = head
+        if serialised:
+            session.info[_HEAD] = head
     event = AuditEvent(
         seq=head.seq + 1,
         at=at,
@@ -83,6 +88,8 @@ def append(
     event.hash = chain_hash(event)
     head.seq, head.hash = event.seq or 0, event.hash
     session.add(event)
+    if not serialised:
+        session.flush()
     return event
 
 
