@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sets = fact_sets(args.n, args.seed)
     closure, rules_only = qip_flow_engines()
     engines: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
-        ("qip_flow Decide.closure (durable_rules, with explanation)", closure),
+        ("qip_flow Decide.closure (durable_rules; explanation only when refused)", closure),
         ("qip_flow rules only, no explanation (diagnostic)", rules_only),
         ("plain Python, same seven criteria (floor)", python_closure),
     ]
