@@ -14,7 +14,12 @@ from sqlmodel import Session, col, select
 
 from qip_flow.config.formats import ClosureSpec
 from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, RagDecision
-from qip_flow.decide.facts import FactBuilder, effective_criteria, load_plan_data
+from qip_flow.decide.facts import (
+    FactBuilder,
+    criteria_facts,
+    effective_criteria,
+    load_plan_data,
+)
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
@@ -35,7 +40,8 @@ def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | No
     if (plan.closure_criteria or {}).get("pinned_at"):
         return facts, dict(plan.closure_criteria)
     criteria = effective_criteria(plan, rt.decide.defaults(facts))
-    facts = builder.plan(plan, criteria=criteria, signer=signer, actions=actions)
+    # defaults never name indicators, so only the facts that read the criteria change
+    facts.update(criteria_facts(criteria, signer))
     return facts, criteria
 
 
