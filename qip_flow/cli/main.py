@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from qip_flow import __version__
 from qip_flow.cli import render
 from qip_flow.cli.notify import register as register_notify_commands
 from qip_flow.cli.reports import register as register_report_commands
@@ -32,6 +33,12 @@ register_notify_commands(app)
 register_report_commands(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"qip_flow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -45,6 +52,8 @@ def main_options(
         envvar="QIP_CHANNELS", help="Apprise YAML channels file (default: "
         "CONFIG/channels.yaml, else a local file beside the database)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print qip_flow's version and exit.")] = False,
 ) -> None:
     ctx.obj = State(db, config, now, json_out, channels)
 
