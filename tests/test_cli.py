@@ -199,7 +199,7 @@ def test_bad_and_refused_commands_change_nothing(db: Path, tmp_path: Path, qip_h
     assert contents(db) == before
     for args, code, message in (
         (("do", "QIP-2026-404", "start", "--by", "jpatel"), 2,
-         "error: unknown plan 'QIP-2026-404'; `qip plans` lists them"),
+         "error: unknown plan 'QIP-2026-404' (did you mean QIP-2026-014?); `qip plans` lists them"),
         (("--now", "2026-13-01", "plans"), 2,
          "error: --now: '2026-13-01' is not an ISO date or date-time"),
         (("do", "QIP-2026-014", "fly", "--by", "jpatel"), 2,

@@ -141,13 +141,20 @@ def test_notifications_json_lists_each_channel_with_attempts_and_errors(
 
 def test_with_no_channels_messages_go_to_a_file_beside_the_database(
         db: Path, tmp_path: Path) -> None:
-    """With no channels file anywhere, `qip run --once` writes every message to
-    qip-notifications.log in the database's folder — not in the working directory — and
-    exits cleanly."""
+    """With no channels file anywhere, `qip run --once` refuses (exit 2, nothing sent) unless
+    --file-outbox says a local file is wanted; then it writes every message to
+    qip-notifications.log in the database's folder — not in the working directory — warns,
+    and exits cleanly."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = qip("--db", str(db), "--now", NOW, "--json", "run", "--once", cwd=elsewhere)
+    refused = qip("--db", str(db), "--now", NOW, "run", "--once", cwd=elsewhere)
+    assert refused.returncode == 2 and "no channels file is configured" in refused.stderr
+    assert "--file-outbox" in refused.stderr
+    assert json.loads(qip("--db", str(db), "--json", "notifications").stdout) == []
+    done = qip("--db", str(db), "--now", NOW, "--json", "run", "--once", "--file-outbox",
+               cwd=elsewhere)
     assert done.returncode == 0, done.stderr
+    assert "WARNING" in done.stderr and "reach nobody" in done.stderr
     assert "qip run: stopped cleanly" in done.stderr
     log = db.parent / "qip-notifications.log"
     assert log.exists() and not (elsewhere / "qip-notifications.log").exists()
@@ -165,7 +172,8 @@ def test_run_every_second_stops_cleanly_on_sigterm(db: Path, tmp_path: Path) -> 
     """`qip run --every 1s` ticks and dispatches, waits, goes round again, and on SIGTERM
     finishes and exits 0 saying it stopped cleanly."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "qip_flow", "--db", str(db), "--now", NOW, "run", "--every", "1s"],
+        [sys.executable, "-m", "qip_flow", "--db", str(db), "--now", NOW, "run", "--every", "1s",
+         "--file-outbox"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
         cwd=tmp_path)
     assert process.stdout is not None

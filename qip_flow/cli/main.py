@@ -4,6 +4,7 @@ a rule, missing authority), 2 bad input (unknown id, bad file, bad arguments).""
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +12,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from qip_flow import __version__
+from qip_flow import __version__, logs, settings
+from qip_flow.cli import help as command_help
 from qip_flow.cli import render
 from qip_flow.cli.notify import register as register_notify_commands
+from qip_flow.cli.operate import register as register_operate_commands
 from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
 from qip_flow.cli.state import State, state_of
@@ -23,7 +26,7 @@ from qip_flow.runtime import config_folder
 from qip_flow.services import assess, lifecycle, loading, queries
 from qip_flow.store import audit as audit_trail
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
                   help="qip_flow: Quality Improvement Plans that commissioners and CQC can trust.")
 workflow_app = typer.Typer(no_args_is_help=True, help="Show and check the workflow files.")
@@ -31,6 +34,7 @@ app.add_typer(workflow_app, name="workflow")
 app.add_typer(rules_app, name="rules")
 register_notify_commands(app)
 register_report_commands(app)
+register_operate_commands(app)
 
 
 def _print_version(value: bool) -> None:
@@ -42,20 +46,34 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Annotated[str | None, typer.Option(envvar="QIP_DATABASE_URL",
+    db: Annotated[str | None, typer.Option(metavar="URL", envvar="QIP_DATABASE_URL",
                                            help="Database URL or SQLite file (default: ./qip.db)")] = None,
-    config: Annotated[str | None, typer.Option(envvar="QIP_CONFIG",
+    config: Annotated[str | None, typer.Option(metavar="DIR", envvar="QIP_CONFIG",
                                                help="Folder holding workflows/ and rules/.")] = None,
-    now: Annotated[str | None, typer.Option(envvar="QIP_NOW",
+    now: Annotated[str | None, typer.Option(metavar="WHEN", envvar="QIP_NOW",
                                             help="Pretend it is this date or date-time (ISO).")] = None,
     channels: Annotated[str | None, typer.Option(
-        envvar="QIP_CHANNELS", help="Apprise YAML channels file (default: "
+        metavar="FILE", envvar="QIP_CHANNELS", help="Apprise YAML channels file (default: "
         "CONFIG/channels.yaml, else a local file beside the database)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        metavar="text|json", envvar="QIP_LOG_FORMAT", help="Log lines as text or JSON.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log everything.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only errors.")] = False,
     version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
                                           help="Print qip_flow's version and exit.")] = False,
 ) -> None:
-    ctx.obj = State(db, config, now, json_out, channels)
+    given = {"database": db, "config": config, "now": now, "channels": channels,
+             "log_format": log_format}
+    names = {"database": "db"}
+    in_force = settings.resolve({
+        key: (value, getattr(ctx.get_parameter_source(names.get(key, key)), "name", "") == "COMMANDLINE")
+        for key, value in given.items()})
+    logs.configure(in_force["log_format"].value, in_force["log_level"].value,
+                   verbose=verbose, quiet=quiet)
+    ctx.obj = State(in_force["database"].value, in_force["config"].value, in_force["now"].value,
+                    json_out, in_force["channels"].value)
+    ctx.obj.settings = in_force
 
 
 def _user() -> str:
@@ -94,6 +112,15 @@ def load(
     render.table(None, ["file", "record", "outcome"], [list(c) for c in report.changes])
     render.console.print(f"{report.count('added')} added, {report.count('updated')} updated, "
                          f"{report.count('unchanged')} unchanged")
+    rt = st.runtime()
+    added = [record for _, record, outcome in report.changes if outcome == "added"]
+    with rt.db.read() as session:
+        past = queries.actions_due_in_the_past(session, added, rt.clock.today())
+    for plan_id, (count, earliest) in sorted(past.items()):
+        render.errors.print(
+            f"note: {plan_id} has {count} action(s) due before today (the earliest "
+            f"{earliest:%d %B %Y}): is the file dated for another year? The shipped examples are "
+            "dated 2026 for `qip demo`, which plays them on its own clock.")
 
 
 @app.command()
@@ -106,8 +133,10 @@ def plans(
 ) -> None:
     """List plans."""
     st = state_of(ctx)
-    with st.runtime().db.read() as session:
-        rows = queries.list_plans(session, state=state, service=service, theme=theme, rag=rag)
+    rt = st.runtime()
+    with rt.db.read() as session:
+        rows = queries.list_plans(session, state=state, service=service, theme=theme, rag=rag,
+                                  states=rt.workflows.defs["plan"].state_names())
     if st.json:
         render.emit_json(rows)
         return
@@ -243,10 +272,8 @@ def audit(
         render.history(events)
 
 
-@app.command()
-def schema(kind: Annotated[str, typer.Argument(help="organisation, plan, workflow or rules")]
-           ) -> None:
-    """Print the JSON Schema of a file format (for editor completion)."""
+def json_schemas() -> dict[str, Any]:
+    """The JSON Schema of every file format, by kind."""
     from qip_flow.config import formats
     from qip_flow.config.workflow import workflow_file_schema
     from qip_flow.decide.tooling import rules_schema
@@ -254,6 +281,14 @@ def schema(kind: Annotated[str, typer.Argument(help="organisation, plan, workflo
     schemas: dict[str, Any] = {k: m.model_json_schema() for k, m in formats.SCHEMAS.items()}
     schemas["workflow"] = workflow_file_schema()
     schemas["rules"] = rules_schema()
+    return schemas
+
+
+@app.command()
+def schema(kind: Annotated[str, typer.Argument(help="organisation, plan, workflow or rules")]
+           ) -> None:
+    """Print the JSON Schema of a file format (for editor completion)."""
+    schemas = json_schemas()
     if kind not in schemas:
         raise InvalidInput(f"unknown kind '{kind}'; kinds: {', '.join(sorted(schemas))}")
     render.emit_json(schemas[kind])
@@ -409,22 +444,46 @@ def demo(
     run_demo(folder, config_dir=config_folder(st.config), out=render.console)
 
 
+command_help.apply(app)
+
+GLOBAL_FLAGS = ("--json", "--verbose", "-v", "--quiet", "-q")
+GLOBAL_OPTIONS = ("--db", "--config", "--now", "--channels", "--log-format")
+
+
 def hoist_global_flags(argv: list[str]) -> list[str]:
-    """Accept ``--json`` anywhere on the line (people type ``qip explain PLAN --json``); it is a
-    global option, so it moves before the command."""
-    if "--json" not in argv:
-        return argv
+    """Accept the global options anywhere on the line (people type ``qip explain PLAN --json``
+    or ``qip plans --db riverside.db``): they move before the command. ``--`` ends the search."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    head = [a for a in argv[:cut] if a != "--json"]
-    return ["--json", *head, *argv[cut:]]
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < cut:
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if arg in GLOBAL_FLAGS or (name in GLOBAL_OPTIONS and "=" in arg):
+            hoisted.append(arg)
+        elif arg in GLOBAL_OPTIONS and i + 1 < cut:
+            hoisted += [arg, argv[i + 1]]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return [*hoisted, *rest, *argv[cut:]]
 
 
 def main() -> None:
     """Entry point: map qip_flow errors to exit codes and readable messages."""
+    argv = hoist_global_flags(sys.argv[1:])
+    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
-        code = app(args=hoist_global_flags(sys.argv[1:]), prog_name="qip",
-                   standalone_mode=False)
+        code = app(args=argv, prog_name="qip", standalone_mode=False)
     except QipError as exc:
+        if as_json:  # a script reads the error as it reads the result
+            kind = "refused" if exc.exit_code == 1 else "error"
+            sys.stderr.write(json.dumps({kind: exc.message, "details": exc.details,
+                                         "type": type(exc).__name__,
+                                         "exit_code": exc.exit_code}) + "\n")
+            sys.exit(exc.exit_code)
         label = "[bold red]error:[/bold red]" if exc.exit_code == 2 else \
             "[bold yellow]refused:[/bold yellow]"
         render.errors.print(f"{label} {escape(str(exc))}")

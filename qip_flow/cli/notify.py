@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress
@@ -15,6 +17,11 @@ from qip_flow.cli import render
 from qip_flow.cli.state import state_of
 from qip_flow.errors import InvalidInput
 from qip_flow.store.models import Plan
+
+if TYPE_CHECKING:
+    from qip_flow.runtime import Runtime
+
+log = logging.getLogger("qip_flow.scheduler")
 
 notifications_app = typer.Typer(help="List notifications, or retry a failed one.",
                                 invoke_without_command=True)
@@ -34,26 +41,55 @@ def parse_every(text: str) -> float:
     return value * EVERY_UNITS.get(unit, 1)
 
 
+def _timed(ctx: typer.Context, job: str, work: Callable[[Runtime], Any]) -> dict[str, Any]:
+    """Run the tick or the dispatch, then write its heartbeat (for `qip health`) and log it with
+    its counts and duration; a failure is logged and recorded before it is raised."""
+    from qip_flow.services import health
+
+    rt = state_of(ctx).runtime()
+    started, clock = rt.clock.now(), time.monotonic()
+    try:
+        summary = work(rt).as_dict()
+    except Exception as exc:
+        health.record_run(rt, job, started, time.monotonic() - clock, error=str(exc) or repr(exc))
+        raise
+    health.record_run(rt, job, started, time.monotonic() - clock, summary)
+    return summary
+
+
 def _tick(ctx: typer.Context) -> dict[str, Any]:
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
-    rt = st.runtime()
     if st.json or not sys.stdout.isatty():
-        return outbox.tick(rt).as_dict()
+        return _timed(ctx, "tick", outbox.tick)
+    rt = st.runtime()
     with rt.db.read() as session:
         due = session.exec(select(func.count()).select_from(Plan).where(
             col(Plan.next_check_at) <= rt.clock.now())).one()
     with Progress(transient=True) as bar:
         task = bar.add_task("checking due plans", total=due or None)
-        return outbox.tick(rt, progress=lambda n: bar.advance(task, n)).as_dict()
+        return _timed(ctx, "tick", lambda r: outbox.tick(r, progress=lambda n: bar.advance(task, n)))
 
 
 def _dispatch(ctx: typer.Context, stop: Any = lambda: False) -> dict[str, Any]:
     from qip_flow.services import notifications as outbox
 
-    st = state_of(ctx)
-    return outbox.dispatch(st.runtime(), stop=stop).as_dict()
+    return _timed(ctx, "dispatch", lambda r: outbox.dispatch(r, stop=stop))
+
+
+def _channels_in_force(ctx: typer.Context, *, strict: bool) -> None:
+    """Say so, every run, when no channels file is configured and messages only go into a local
+    file; under --strict that is an error and nothing is done."""
+    channels = state_of(ctx).runtime().channels
+    if any(c.kind != "file" for c in channels.channels):
+        return
+    message = (f"no channels file is configured: messages are only written to a local file "
+               f"({channels.source.removeprefix('default: messages are written to ')}) and reach "
+               "nobody. Give --channels FILE or QIP_CHANNELS (docs/notifications.md)")
+    if strict:
+        raise InvalidInput(message + "; or --file-outbox if a local file is what you want")
+    log.warning(message)
 
 
 def _print(ctx: typer.Context, title: str, summary: dict[str, Any]) -> None:
@@ -67,14 +103,20 @@ def _print(ctx: typer.Context, title: str, summary: dict[str, Any]) -> None:
             render.errors.print(f"  failed: {error}")
 
 
-def tick(ctx: typer.Context) -> None:
+Strict = Annotated[bool, typer.Option("--strict", help="Refuse to run when no channels file is "
+                                       "configured (messages would only go into a local file).")]
+
+
+def tick(ctx: typer.Context, strict: Strict = False) -> None:
     """Decide what is due for --now and put it in the outbox; running it twice sends nothing
     twice."""
+    _channels_in_force(ctx, strict=strict)
     _print(ctx, "tick", _tick(ctx))
 
 
-def dispatch(ctx: typer.Context) -> None:
+def dispatch(ctx: typer.Context, strict: Strict = False) -> None:
     """Send what is in the outbox and due, retrying failures with back-off."""
+    _channels_in_force(ctx, strict=strict)
     _print(ctx, "dispatch", _dispatch(ctx))
 
 
@@ -82,9 +124,16 @@ def run(
     ctx: typer.Context,
     every: Annotated[str, typer.Option(help="How often: e.g. 30s, 15m, 1h.")] = "15m",
     once: Annotated[bool, typer.Option(help="One tick and one dispatch, then exit.")] = False,
+    file_outbox: Annotated[bool, typer.Option(
+        "--file-outbox", help="Run without a channels file, writing messages to a local file "
+        "(otherwise refused).")] = False,
 ) -> None:
-    """Tick and dispatch in a loop. SIGTERM or Ctrl-C finishes the current batch and exits."""
+    """Tick and dispatch in a loop, logging each with its counts and duration. SIGTERM or
+    Ctrl-C finishes the current batch and exits."""
+    from qip_flow import logs
+
     period = parse_every(every)
+    logs.raise_to_info()
     stopping = {"now": False}
 
     def stop(*_: Any) -> None:
@@ -93,6 +142,7 @@ def run(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while True:
+        _channels_in_force(ctx, strict=not file_outbox)
         _print(ctx, "tick", _tick(ctx))
         _print(ctx, "dispatch", _dispatch(ctx, stop=lambda: stopping["now"]))
         if once or stopping["now"]:
@@ -153,3 +203,47 @@ def register(app: typer.Typer) -> None:
     app.command()(dispatch)
     app.command()(run)
     app.add_typer(notifications_app, name="notifications")
+    app.add_typer(channels_app, name="channels")
+
+
+channels_app = typer.Typer(no_args_is_help=True, help="Check the channels file by sending to it.")
+
+
+@channels_app.command("test")
+def channels_test(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", metavar="PERSON", help="A person id: the test goes "
+                                    "through every channel that reaches them.")],
+) -> None:
+    """Send one test message through each channel that reaches PERSON and report each result;
+    exit 1 if any failed. Nothing is written to the database."""
+    from qip_flow.notify.channels import person_tags
+    from qip_flow.services.lifecycle import get_person
+
+    st = state_of(ctx)
+    rt = st.runtime()
+    with rt.db.read() as session:
+        person = get_person(session, to, flag="--to")
+    channels = rt.channels
+    reach = channels.for_person(person_tags(person.id, person.level, list(person.groups)),
+                                person.email)
+    if not reach:
+        raise InvalidInput(f"--to: no channel in {channels.source} reaches {person.id} (no email "
+                           "address, and no channel tagged with their id, level or groups)")
+    subject = f"qip_flow test message for {person.name}"
+    text = (f"This is a test from qip_flow at {rt.clock.now():%d %B %Y %H:%M} UTC, sent with "
+            f"`qip channels test --to {person.id}`. If you can read it, this channel reaches you.")
+    rows = []
+    for channel in reach:
+        result = channels.send(channel, email=person.email, subject=subject, text=text,
+                               html=f"<p>{text}</p>", card=text)
+        rows.append({"channel": channel.name, "to": channel.label, "ok": result.ok,
+                     "error": result.error})
+    if st.json:
+        render.emit_json(rows)
+    else:
+        render.table(None, ["channel", "address", "result"],
+                     [[r["channel"], r["to"], "sent" if r["ok"] else f"FAILED: {r['error']}"]
+                      for r in rows])
+    if not all(r["ok"] for r in rows):
+        raise typer.Exit(1)

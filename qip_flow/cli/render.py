@@ -35,10 +35,23 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
+def plain(value: Any) -> str:
+    """A value as a person reads it: no Python reprs (``['a']``, ``{'level': …}``, ``None``)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple | set):
+        return ", ".join(plain(v) for v in value) or "–"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in value.items()) or "–"
+    return str(value)
+
+
 def history(events: list[dict[str, Any]]) -> None:
     rows = []
     for e in events:
-        move = f"{e['from']} → {e['to']}" if e["from"] or e["to"] else ""
+        move = f"{plain(e['from'])} → {plain(e['to'])}" if e["from"] or e["to"] else ""
         why = e["reason"] or e["detail"].get("note", "")
         rows.append([e["seq"], e["at"][:16].replace("T", " "), e["actor"], e["entity"],
                      e["what"], move, why])
@@ -55,7 +68,8 @@ def show_plan(d: dict[str, Any]) -> None:
     crit = d["closure_criteria"]
     if crit:
         console.print("  closure criteria " + ("(pinned)" if crit.get("pinned_at") else "(draft)")
-                      + ": " + "; ".join(f"{k}={v}" for k, v in crit.items() if k != "pinned_at"))
+                      + ": " + "; ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in crit.items()
+                               if k != "pinned_at"))
     table("Findings", ["id", "finding", "root causes"],
           [[f["ref"], f["description"], "; ".join(f["root_causes"])] for f in d["findings"]])
     table("Actions", ["id", "action", "owner", "due", "state", "revisions", "evidence"],

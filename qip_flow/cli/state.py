@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from qip_flow.clock import Clock, parse_when
@@ -16,6 +18,7 @@ class State:
                  channels: str | None = None):
         self.db_url, self.config, self.now, self.json = db, config, now, json_out
         self.channels = channels
+        self.settings: dict[str, Any] = {}  # key → settings.Value, for `qip config show`
         self._rt: Runtime | None = None
 
     def runtime(self, *, schema_required: bool = True) -> Runtime:

@@ -4,6 +4,7 @@ HTML report prints from any browser."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -11,12 +12,23 @@ from pathlib import Path
 
 from qip_flow.errors import InvalidInput
 
-BROWSERS = ("chromium", "chromium-browser")
+#: Browsers whose headless mode prints PDF (Chromium's engine), tried in this order after
+#: ``$QIP_BROWSER``.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome",
+            "microsoft-edge", "microsoft-edge-stable", "msedge")
 TIMEOUT = 120
 
 
 def find_chromium() -> str | None:
-    """The Chromium on PATH, or None."""
+    """``$QIP_BROWSER`` (a path or a command name), else the first Chromium, Chrome or Edge on
+    PATH, or None."""
+    named = os.environ.get("QIP_BROWSER")
+    if named:
+        found = shutil.which(named)
+        if found is None:
+            raise InvalidInput(f"QIP_BROWSER: '{named}' is not a program on PATH or an "
+                               "executable file; name Chromium, Chrome or Edge")
+        return found
     for name in BROWSERS:
         found = shutil.which(name)
         if found:
@@ -37,9 +49,9 @@ def html_to_pdf(html: str, out: Path) -> Path:
     fails."""
     browser = find_chromium()
     if browser is None:
-        raise InvalidInput("--format pdf needs Chromium (`chromium` or `chromium-browser` on "
-                           "PATH; e.g. apt-get install chromium); use --format html and print "
-                           "the page from a browser instead")
+        raise InvalidInput("--format pdf needs Chromium, Chrome or Edge (on PATH, or named by "
+                           "QIP_BROWSER; e.g. apt-get install chromium); use --format html and "
+                           "print the page from a browser instead")
     with tempfile.TemporaryDirectory(prefix="qip-pdf-") as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(html, encoding="utf-8")

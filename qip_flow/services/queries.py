@@ -3,10 +3,14 @@ same data prints as a table or as JSON."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, func, or_, select
 
+from qip_flow.decide.vocabulary import RATINGS
+from qip_flow.errors import InvalidInput
 from qip_flow.services.lifecycle import get_entity
 from qip_flow.store.models import (
     Action,
@@ -19,6 +23,7 @@ from qip_flow.store.models import (
     Person,
     Plan,
     ProgressNote,
+    Service,
     SignOff,
 )
 
@@ -31,6 +36,11 @@ def row_dict(row: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: _iso(v) for k, v in row.model_dump().items() if k not in exclude}
 
 
+def _check_choice(flag: str, value: str | None, allowed: Sequence[str]) -> None:
+    if value is not None and value not in allowed:
+        raise InvalidInput(f"{flag}: '{value}' is not one of: {', '.join(sorted(allowed))}")
+
+
 def list_plans(
     session: Session,
     *,
@@ -38,7 +48,17 @@ def list_plans(
     service: str | None = None,
     theme: str | None = None,
     rag: str | None = None,
+    states: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
+    """Plans matching the filters. A filter value that can never match (a state the plan
+    workflow does not have, a RAG that is not red/amber/green, an unknown service) is refused
+    with the allowed values, rather than answered with an empty list."""
+    rag = rag.lower() if rag else rag
+    _check_choice("--rag", rag, RATINGS)
+    if states:
+        _check_choice("--state", state, states)
+    if service is not None:
+        _check_choice("--service", service, session.exec(select(Service.id)).all())
     query = select(Plan).order_by(col(Plan.id))
     for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
                           (Plan.rag, rag)):
@@ -140,3 +160,18 @@ def show(session: Session, entity_id: str) -> dict[str, Any]:
         .order_by(col(Evidence.id))).all()]
     d["history"] = entity_history(session, plan.id)
     return d
+
+
+def actions_due_in_the_past(session: Session, plan_ids: Sequence[str], today: date,
+                            ) -> dict[str, tuple[int, date]]:
+    """For plans just loaded: how many of each plan's actions are already due before today, and
+    the earliest such date (a plan file dated for another year, like the shipped examples)."""
+    found: dict[str, tuple[int, date]] = {}
+    if not plan_ids:
+        return found
+    for plan_id, count, earliest in session.exec(
+            select(Action.plan_id, func.count(), func.min(Action.due))
+            .where(col(Action.plan_id).in_(list(plan_ids)), col(Action.due) < today)
+            .group_by(Action.plan_id)).all():
+        found[plan_id] = (count, earliest)
+    return found

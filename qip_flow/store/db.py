@@ -77,6 +77,17 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def display_url(self) -> str:
+        """The URL fit to print: a password in it is masked."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file (None for other databases or memory)."""
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return Path(database).resolve()
+
     def sqlite_folder(self) -> Path | None:
         """The folder of a SQLite database file (None for other databases or memory)."""
         database = make_url(self.url).database
@@ -108,7 +119,7 @@ class Database:
             cfg = self._alembic()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-        return before, _head_revision()
+        return before, head_revision()
 
     def current_revision(self) -> str | None:
         try:
@@ -125,7 +136,7 @@ class Database:
             raise NotInitialised(f"there is no database at {database}; check --db, or run "
                                  "`qip init` to create one there")
         current = self.current_revision()
-        if current != _head_revision():
+        if current != head_revision():
             state = "has no qip_flow schema" if current is None else f"is at schema {current}"
             raise NotInitialised(
                 f"the database {self.url} {state}; run `qip init` to create or upgrade it"
@@ -136,7 +147,7 @@ class Database:
 
 
 @cache
-def _head_revision() -> str:
+def head_revision() -> str:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(cfg).get_current_head()

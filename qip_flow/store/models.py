@@ -284,3 +284,16 @@ __all__ = [
     "Service",
     "SignOff",
 ]
+
+
+class Heartbeat(SQLModel, table=True):
+    """The last run of each scheduled job (``tick``, ``dispatch``), for ``qip health``: when it
+    last succeeded, how long it took and what it did, or the error that stopped it."""
+
+    job: str = Field(primary_key=True)
+    last_run_at: datetime = _when()
+    last_ok_at: datetime | None = _when(default=None)
+    seconds: float = 0.0
+    worker: str = ""
+    counts: dict[str, Any] = _json_dict()
+    last_error: str = ""
