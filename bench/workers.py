@@ -53,7 +53,7 @@ def run(workers: int, actions: int, seed: int, today: str, share: float) -> list
             start = time.perf_counter()
             procs = [subprocess.Popen(
                 [sys.executable, "-m", "qip_flow", "--db", url, "--now", f"{today}T08:00",
-                 "run", "--once"], cwd=tmp, stdout=subprocess.DEVNULL,
+                 "run", "--once", "--file-outbox"], cwd=tmp, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(BENCH.parent)})
                 for _ in range(workers)]
             errors = [p.communicate()[1] for p in procs]
