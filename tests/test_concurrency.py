@@ -1,11 +1,12 @@
 """One writer per plan at a time. Two real processes act on the same plan at the same moment,
-20 trials each, on PostgreSQL and on SQLite: either exactly one wins and the other is refused
-(exit code 1) or both are applied one after the other, and the history — audit events, due
-revisions, RAG changes — is complete, follows on from itself, and its hash chain verifies.
+20 trials each on PostgreSQL (5 on SQLite, whose writers queue by design): either exactly one
+wins and the other is refused (exit code 1) or both are applied one after the other, and the
+history — audit events, due revisions, RAG changes — is complete, follows on from itself, and
+its hash chain verifies.
 
-Each worker is a long-lived process (imports and rules compiled once) that reads one command
-per line; the test writes the same trial's two commands to both workers back to back, so both
-start within a millisecond of each other and race through the same use case."""
+Each worker is a long-lived process (imports done once, rules compiled once per database)
+that reads one command per line; the test writes a trial's two commands to both workers back
+to back, so both start within a millisecond of each other and race through the use case."""
 
 from __future__ import annotations
 
@@ -38,11 +39,12 @@ from qip_flow.store import audit
 from qip_flow.store.db import Database
 from qip_flow.store.models import Action, AuditEvent, DueRevision, Plan, SignOff
 
-TRIALS = 20
+TRIALS = {"postgresql": 20, "sqlite": 5}  # SQLite's BEGIN IMMEDIATE admits one writer anyway
 pytestmark = pytest.mark.slow
 
-# One worker: ready when its rules are compiled; then, per line of JSON on stdin, one use
-# case as the CLI calls it, answering with the exit code the CLI would give and its message.
+# One worker, shared by every test of the module: ready when its imports are done; then, per
+# line of JSON on stdin, one use case on the database it names, as the CLI calls it, answering
+# with the exit code the CLI would give and its message.
 WORKER = r"""
 import json, sys, traceback
 from datetime import date
@@ -53,11 +55,17 @@ from qip_flow.runtime import Runtime
 from qip_flow.services import lifecycle, notifications
 from qip_flow.store.db import Database
 
-rt = Runtime(db=Database(sys.argv[1]), clock=Clock(), config_dir=SHIPPED_CONFIG)
-rt.decide, rt.schedule
+runtimes = {}
 print("ready", flush=True)
 for line in sys.stdin:
     command = json.loads(line)
+    url = command.pop("db")
+    if url not in runtimes:
+        runtimes[url] = Runtime(db=Database(url), clock=Clock(), config_dir=SHIPPED_CONFIG)
+        runtimes[url].decide, runtimes[url].schedule
+        print("ready", flush=True)
+        continue
+    rt = runtimes[url]
     rt.clock.set(command.pop("now"))
     use_case = command.pop("use_case")
     try:
@@ -79,33 +87,46 @@ for line in sys.stdin:
 
 
 class Workers:
-    """Two worker processes on one database, given commands at the same moment."""
+    """Two worker processes, given commands at the same moment."""
 
-    def __init__(self, db: Database, folder: Path) -> None:
-        self.procs = [subprocess.Popen([sys.executable, "-c", WORKER, database_url(db)],
+    def __init__(self, folder: Path) -> None:
+        self.procs = [subprocess.Popen([sys.executable, "-c", WORKER],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        text=True, env=clean_env(), cwd=folder)
                       for _ in range(2)]
-        for proc in self.procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready", "a worker failed to start"
+        self._answers()  # both imported
+        self.url = ""
+
+    def use(self, db: Database) -> None:
+        """Point both workers at ``db`` (each opens it and compiles the rules once)."""
+        self.url = database_url(db)
+        self._send([{"db": self.url}] * 2)
+        self._answers()
 
     def at_once(self, first: dict[str, Any], second: dict[str, Any]
                 ) -> list[dict[str, Any]]:
         """Both commands released together; both answers (exit code and message)."""
-        lines = [json.dumps(first) + "\n", json.dumps(second) + "\n"]
+        self._send([{**first, "db": self.url}, {**second, "db": self.url}])
+        answers = [json.loads(line) for line in self._answers()]
+        assert all(a["code"] in (0, 1) for a in answers), answers  # never a crash or deadlock
+        return answers
+
+    def _send(self, commands: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(c) + "\n" for c in commands]
         for proc, line in zip(self.procs, lines, strict=True):
             assert proc.stdin is not None
             proc.stdin.write(line)
         for proc in self.procs:
             assert proc.stdin is not None
             proc.stdin.flush()
-        answers = []
+
+    def _answers(self) -> list[str]:
+        lines = []
         for proc in self.procs:
             assert proc.stdout is not None
-            answers.append(json.loads(proc.stdout.readline()))
-        assert all(a["code"] in (0, 1) for a in answers), answers  # never a crash or deadlock
-        return answers
+            lines.append(proc.stdout.readline().strip())
+            assert lines[-1], "a worker stopped"
+        return lines
 
     def close(self) -> None:
         for proc in self.procs:
@@ -115,13 +136,19 @@ class Workers:
             assert proc.wait(timeout=60) == 0
 
 
-@contextmanager
-def workers(db: Database, folder: Path) -> Iterator[Workers]:
-    pair = Workers(db, folder)
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    pair = Workers(tmp_path_factory.mktemp("workers"))
     try:
         yield pair
     finally:
         pair.close()
+
+
+@contextmanager
+def workers(started: Workers, db: Database) -> Iterator[Workers]:
+    started.use(db)
+    yield started
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -135,11 +162,30 @@ def rt(db: Database) -> Runtime:
     return make_runtime(db, None)
 
 
-def copies(rt: Runtime, folder: Path) -> list[str]:
-    """The examples plus one draft copy of the medication plan per trial."""
-    paths = medication_copies(folder / "plans", TRIALS)
+@pytest.fixture
+def trials(db: Database) -> int:
+    return TRIALS[db.dialect]
+
+
+def copies(rt: Runtime, folder: Path, count: int) -> list[str]:
+    """The examples plus ``count`` draft copies of the medication plan."""
+    paths = medication_copies(folder / "plans", count)
     load_examples(rt, *paths)
     return [p.stem for p in paths]
+
+
+def with_more_actions(folder: Path, count: int) -> Path:
+    """The medication plan with ``count`` more night-team training actions (A4 …), owned by
+    the training lead, as a new plan QIP-2026-201."""
+    path = medication_copies(folder, 1)[0]
+    text = path.read_text(encoding="utf-8").replace("QIP-2026-101", "QIP-2026-201")
+    more = "".join(f"  - id: A{4 + n}\n    finding: F2\n    description: Retrain night team "
+                   f"member {n + 1} in medicines administration\n    owner: anowak\n"
+                   "    due: 2026-03-13\n" for n in range(count))
+    path.unlink()
+    path = folder / "QIP-2026-201.yaml"
+    path.write_text(text.replace("\nindicators:", more + "\nindicators:", 1), encoding="utf-8")
+    return path
 
 
 def signoff(plan_id: str, purpose: str, by: str, now: str, **extra: Any) -> dict[str, Any]:
@@ -186,12 +232,12 @@ def events(db: Database, what: str, entity_id: str) -> list[AuditEvent]:
 
 
 def test_two_approvals_of_one_plan_at_once_one_wins(
-        rt: Runtime, db: Database, tmp_path: Path) -> None:
+        rt: Runtime, db: Database, tmp_path: Path, trials: int, started: Workers) -> None:
     """Two senior leaders approve the same draft plan at the same moment: one approval is
     recorded, the other is refused because the plan is no longer a draft."""
-    plans = copies(rt, tmp_path)
+    plans = copies(rt, tmp_path, trials)
     now = "2026-01-22T10:00"
-    with workers(db, tmp_path) as pair:
+    with workers(started, db) as pair:
         winners = [one_wins(pair.at_once(signoff(p, "approval", "dadeyemi", now),
                                          signoff(p, "approval", "rmensah", now)),
                             "when it is approved") for p in plans]
@@ -204,23 +250,24 @@ def test_two_approvals_of_one_plan_at_once_one_wins(
 
 
 def test_two_verifications_of_one_action_at_once_one_wins(
-        rt: Runtime, db: Database, tmp_path: Path) -> None:
+        rt: Runtime, db: Database, tmp_path: Path, trials: int, started: Workers) -> None:
     """Two managers verify the same completed action at the same moment: one verification is
     recorded, the other is refused because the action is already verified."""
-    plans = copies(rt, tmp_path)
-    for plan_id in plans:
-        approve_and_start(rt, plan_id)
-        rt.clock.set("2026-02-20")
-        lifecycle.fire_event(rt, f"{plan_id}/A2", "complete", by="anowak",
+    load_examples(rt, with_more_actions(tmp_path / "plans", trials))
+    approve_and_start(rt, "QIP-2026-201")
+    rt.clock.set("2026-02-20")
+    actions = [f"QIP-2026-201/A{4 + n}" for n in range(trials)]
+    for action_id in actions:
+        lifecycle.fire_event(rt, action_id, "complete", by="anowak",
                              evidence=["Training log|hr/medicines-training.xlsx"])
     now = "2026-02-23T10:00"
-    with workers(db, tmp_path) as pair:
-        winners = [one_wins(pair.at_once(do(f"{p}/A2", "verify", "jpatel", now),
-                                         do(f"{p}/A2", "verify", "cevans", now)),
-                            "when it is verified") for p in plans]
+    with workers(started, db) as pair:
+        winners = [one_wins(pair.at_once(do(a, "verify", "jpatel", now),
+                                         do(a, "verify", "cevans", now)),
+                            "when it is verified") for a in actions]
     with db.read() as session:
-        for plan_id, winner in zip(plans, winners, strict=True):
-            action = session.get(Action, f"{plan_id}/A2")
+        for action_id, winner in zip(actions, winners, strict=True):
+            action = session.get(Action, action_id)
             assert action is not None and action.state == "verified"
             assert action.verified_by_id == ("jpatel", "cevans")[winner]
             verified = events(db, "verify", action.id)
@@ -229,15 +276,15 @@ def test_two_verifications_of_one_action_at_once_one_wins(
 
 
 def test_two_due_date_revisions_at_once_are_both_kept_in_order(
-        rt: Runtime, db: Database, tmp_path: Path) -> None:
+        rt: Runtime, db: Database, tmp_path: Path, trials: int, started: Workers) -> None:
     """Two managers move the same action's date at the same moment, twenty times: every
     revision is kept, each starting from the date the one before it set."""
     load_examples(rt)
     approve_and_start(rt)
     action_id, now = "QIP-2026-014/A2", "2026-03-02T10:00"
     first = date(2026, 4, 1)
-    with workers(db, tmp_path) as pair:
-        for trial in range(TRIALS):
+    with workers(started, db) as pair:
+        for trial in range(trials):
             dates = [first + timedelta(days=2 * trial + n) for n in (0, 1)]
             answers = pair.at_once(
                 do(action_id, "revise_due", "jpatel", now, due=dates[0].isoformat(),
@@ -249,27 +296,28 @@ def test_two_due_date_revisions_at_once_are_both_kept_in_order(
         revisions = session.exec(select(DueRevision).where(DueRevision.action_id == action_id)
                                  .order_by(col(DueRevision.id))).all()
         action = session.get(Action, action_id)
-    assert len(revisions) == 2 * TRIALS
+    assert len(revisions) == 2 * trials
     assert revisions[0].previous_due == date(2026, 3, 13)
     for before, after in pairwise(revisions):
         assert after.previous_due == before.new_due, "a revision was lost"
     assert action is not None and action.due == revisions[-1].new_due
-    assert len(events(db, "revise_due", action_id)) == 2 * TRIALS
+    assert len(events(db, "revise_due", action_id)) == 2 * trials
     assert_history_sound(db)
 
 
 def test_a_signoff_during_a_tick_is_applied_before_or_after_it(
-        rt: Runtime, db: Database, tmp_path: Path) -> None:
-    """While a tick re-rates a plan that has fallen behind, its senior sponsor signs off a
-    variation of its closure criteria: both happen, one after the other — the RAG change is
-    recorded once, the variation once, and nothing is left for the rules to correct."""
-    plans = copies(rt, tmp_path)
+        rt: Runtime, db: Database, tmp_path: Path, trials: int, started: Workers) -> None:
+    """While a tick re-rates an approved plan that has fallen behind, its senior sponsor signs
+    off a variation of its closure criteria: both happen, one after the other — the RAG change
+    is recorded once, the variation once, and nothing is left for the rules to correct."""
+    plans = copies(rt, tmp_path, trials)
+    rt.clock.set("2026-01-22T10:00")
     for plan_id in plans:
-        approve_and_start(rt, plan_id)
+        lifecycle.sign_off(rt, plan_id, "approval", by="dadeyemi")
     now = morning(date(2026, 4, 14))
     with rt.db.write() as session:  # nothing is due until its trial makes it so
         session.exec(update(Plan).values(next_check_at=now + timedelta(days=365)))
-    with workers(db, tmp_path) as pair:
+    with workers(started, db) as pair:
         for plan_id in plans:
             with rt.db.write() as session:
                 session.exec(update(Plan).where(col(Plan.id) == plan_id)
