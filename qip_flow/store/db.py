@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ _AUDITED = "qip_audited"  # session.info: (entity id, actor, time) of each event
 def lock_plans(session: Session, plan_ids: Iterable[str], *,
                expected_version: int | None = None) -> list[Plan]:
     """Make this write transaction the plans' one writer: lock their rows (``FOR UPDATE`` on
-    PostgreSQL, in id order so two writers never wait on each other; SQLite's ``BEGIN
+    PostgreSQL, in id order so that two writers of several plans cannot deadlock; SQLite's ``BEGIN
     IMMEDIATE`` already admits one writer) and read them afresh, so whatever the transaction
     decides next is decided on what the previous writer committed. Call it first, before the
     transaction reads or writes anything of those plans or appends to the audit trail.
@@ -77,11 +78,11 @@ def lock_plans(session: Session, plan_ids: Iterable[str], *,
     if expected_version is not None:
         for plan in plans:
             if plan.version != expected_version:
-                when = f"{plan.changed_at:%Y-%m-%d %H:%M} UTC" if plan.changed_at else "a time not recorded"
+                when = (f"{plan.changed_at:%Y-%m-%d %H:%M} UTC" if plan.changed_at
+                        else "a time not recorded")
                 raise Refused(f"plan {plan.id} was changed by {plan.changed_by or 'someone'} at "
-                              f"{when} since you saw it (version "
-                              f"{expected_version}, now {plan.version}); look at it again and "
-                              "try again")
+                              f"{when} since you saw it (version {expected_version}, now "
+                              f"{plan.version}); look at it again and try again")
     if _LOCKED not in session.info:
         session.info[_LOCKED] = {}
         event.listen(session, "before_flush", _note_audited)
@@ -104,13 +105,15 @@ def _bump_versions(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint inside the transaction, not its end
     _note_audited(session)
-    audited = [session.info[_AUDITED][seq] for seq in sorted(session.info.get(_AUDITED, {}))]
+    audited = session.info.get(_AUDITED, {})
+    first: dict[str, tuple[str, datetime]] = {}  # a plan's part's id starts with "PLAN/"
+    for seq in sorted(audited):
+        entity_id, actor, at = audited[seq]
+        first.setdefault(entity_id.partition("/")[0], (actor, at))
     for plan_id, plan in session.info[_LOCKED].items():
-        mine = [(actor, at) for entity_id, actor, at in audited
-                if entity_id == plan_id or entity_id.startswith(plan_id + "/")]
-        if mine:
+        if plan_id in first:
             plan.version = (plan.version or 0) + 1
-            plan.changed_by, plan.changed_at = mine[0]
+            plan.changed_by, plan.changed_at = first[plan_id]
 
 
 class Database:

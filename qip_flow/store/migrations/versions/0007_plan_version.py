@@ -40,7 +40,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("plan", schema=None) as batch_op:
-        batch_op.drop_column("changed_at")
-        batch_op.drop_column("changed_by")
-        batch_op.drop_column("version")
+    # SQLite (3.35+) drops a column in place; batch mode would copy the table and drop the
+    # original, which the other tables' foreign keys to it refuse
+    for column in ("changed_at", "changed_by", "version"):
+        op.execute(f"alter table plan drop column {column}")
