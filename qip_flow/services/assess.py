@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from qip_flow.config.formats import ClosureSpec
 from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, RagDecision
@@ -23,6 +23,7 @@ from qip_flow.decide.facts import (
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
+from qip_flow.store.db import lock_plans
 from qip_flow.store.models import LearningSummary, Notification, Person, Plan
 
 if TYPE_CHECKING:
@@ -129,14 +130,13 @@ def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], no
 
 def reassess_batch(rt: Runtime, plan_ids: Sequence[str]
                    ) -> Iterator[tuple[Plan, Reassessment]]:
-    """Reassess a batch of plans in one transaction, from data loaded once for the batch;
-    the caller may change each plan before the transaction commits."""
+    """Reassess a batch of plans in one transaction, from data loaded once for the batch after
+    their rows are locked; the caller may change each plan before the transaction commits."""
     from qip_flow.services.notifications import MessageContext
 
     now = rt.clock.now()
     with rt.db.write() as session:
-        plans = session.exec(select(Plan).where(col(Plan.id).in_(plan_ids))
-                             .order_by(col(Plan.id))).all()
+        plans = lock_plans(session, plan_ids)  # a sign-off meanwhile waits, or is waited for
         data = load_plan_data(session, plans, now)
         builder = FactBuilder(session, now, data)
         context = MessageContext(session, plan_ids=[p.id for p in plans],
@@ -218,12 +218,12 @@ def lint_file(rt: Runtime, path: Path) -> list[CredibilityFinding]:
 def record_learning(rt: Runtime, plan_id: str, *, by: str, summary: str,
                     embedded_in: Sequence[str]) -> LearningSummary:
     """Keep the plan's learning summary and where the learning was embedded."""
-    from qip_flow.services.lifecycle import get_person, get_plan
+    from qip_flow.services.lifecycle import changing, get_person, get_plan
 
     if not summary.strip():
         raise InvalidInput("--summary: write what was learned")
     now = rt.clock.now()
-    with rt.db.write() as session:
+    with changing(rt, plan_id) as session:
         plan = get_plan(session, plan_id)
         get_person(session, by)
         row = LearningSummary(plan_id=plan.id, summary=summary.strip(),

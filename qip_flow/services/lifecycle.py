@@ -1,10 +1,13 @@
 """The use cases that change a plan: fire a workflow event, sign off, record a measurement.
-Each runs in one transaction with its audit event: a refusal changes nothing."""
+Each runs in one transaction with its audit event, as the plan's one writer (``changing``):
+a refusal changes nothing, and two people acting on one plan at once are served one after the
+other, each against what the other committed."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -14,6 +17,7 @@ from sqlmodel import Session, col, select
 from qip_flow.errors import InvalidInput, NotFound, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
+from qip_flow.store.db import lock_plans
 from qip_flow.store.models import (
     Action,
     Evidence,
@@ -40,6 +44,17 @@ def did_you_mean(session: Session, model: type[Person] | type[Plan] | type[Actio
     close = difflib.get_close_matches(wanted, [str(i) for i in session.exec(query)], n=2,
                                       cutoff=cutoff)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+@contextmanager
+def changing(rt: Runtime, entity_id: str, *, expected_version: int | None = None
+             ) -> Iterator[Session]:
+    """The write transaction of a use case that changes a plan or one of its parts (an action
+    ``PLAN/A1``, an indicator ``PLAN/I1``: a part's id starts with its plan's, and a plan's id
+    holds no ``/``), holding the plan's row first (see ``store.db.lock_plans``)."""
+    with rt.db.write() as session:
+        lock_plans(session, [entity_id.partition("/")[0]], expected_version=expected_version)
+        yield session
 
 
 def get_person(session: Session, person_id: str, *, flag: str = "--by") -> Person:
@@ -168,13 +183,36 @@ def fire_event(
     evidence: Sequence[str] = (),
     signoff: SignoffInput | None = None,
     variation: dict[str, Any] | None = None,
+    expected_version: int | None = None,
 ) -> EventResult:
+    """Fire one event as the plan's one writer; ``expected_version`` refuses it if the plan
+    changed since the person saw that version."""
     now = rt.clock.now()
-    with rt.db.write() as session:
+    with changing(rt, entity_id, expected_version=expected_version) as session:
+        plan = get_plan(session, entity_id) if signoff is not None else None
         inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
                              due=due, evidence=parse_evidence(evidence, now.date()),
                              signoff=signoff, variation=variation or {})
+        if plan is not None and signoff is not None:
+            _signoff_group(rt, plan, inputs.by, event, signoff)
         return fire_in_session(rt, session, entity_id, event, inputs)
+
+
+def _signoff_group(rt: Runtime, plan: Plan, person: Person, event_name: str,
+                   signoff: SignoffInput) -> None:
+    """Check the group a person signs for, or name the group the plan's criteria want when
+    the person belongs to it."""
+    group = signoff.group
+    if group is not None and group not in (person.groups or []):
+        raise Refused(f"--group: {person.name} is not a member of the {group}; their groups: "
+                      f"{', '.join(person.groups or []) or 'none'}")
+    event = rt.workflows.defs["plan"].event(event_name)
+    assert event is not None
+    uses_criteria = any(g.params.get("from_criteria") for g in event.guards) or \
+        "closure_criteria_met" in {g.name for g in event.guards}
+    wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
+    if group is None and uses_criteria and wanted in (person.groups or []):
+        signoff.group = wanted
 
 
 def sign_off(
@@ -191,6 +229,7 @@ def sign_off(
     note: str | None = None,
     reason: str | None = None,
     variation: dict[str, Any] | None = None,
+    expected_version: int | None = None,
 ) -> EventResult:
     """Record a sign-off and fire the workflow event that it authorises (approve, close,
     step_down, …, as the plan workflow file declares)."""
@@ -204,19 +243,8 @@ def sign_off(
                            evidence_reviewed=list(evidence_reviewed),
                            residual_risks=list(residual_risks),
                            learning_embedded=list(learning_embedded))
-    with rt.db.read() as session:
-        plan = get_plan(session, plan_id)
-        person = get_person(session, by)
-    if group is not None and group not in (person.groups or []):
-        raise Refused(f"--group: {person.name} is not a member of the {group}; their groups: "
-                      f"{', '.join(person.groups or []) or 'none'}")
-    uses_criteria = any(g.params.get("from_criteria") for g in event.guards) or \
-        "closure_criteria_met" in {g.name for g in event.guards}
-    wanted = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
-    if group is None and uses_criteria and wanted in (person.groups or []):
-        signoff.group = wanted
     return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
-                      variation=variation)
+                      variation=variation, expected_version=expected_version)
 
 
 def record_measurement(
@@ -231,7 +259,7 @@ def record_measurement(
     by: str | None = None,
 ) -> Measurement:
     now = rt.clock.now()
-    with rt.db.write() as session:
+    with changing(rt, plan_id) as session:
         plan = get_plan(session, plan_id)
         indicator = session.get(Indicator, f"{plan.id}/{indicator_ref}")
         if indicator is None:

@@ -17,6 +17,7 @@ from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidInput
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
+from qip_flow.store.db import lock_plans
 from qip_flow.store.models import (
     Action,
     DueRevision,
@@ -305,8 +306,11 @@ def parse_files(paths: Iterable[Path]) -> list[_Parsed]:
 
 def load_in_session(rt: Runtime, session: Session, parsed: list[_Parsed], *,
                     actor: str) -> LoadReport:
-    """Check every reference, then write; any problem raises before the caller commits."""
+    """Check every reference, then write; any problem raises before the caller commits. The
+    plans the files name are locked first: a load waits for, or is waited for by, any other
+    writer of those plans."""
     parsed = sorted(parsed, key=lambda p: isinstance(p.spec, PlanFile))
+    lock_plans(session, [p.spec.id for p in parsed if isinstance(p.spec, PlanFile)])
     plan_ids: dict[str, Path] = {}
     loader = _Loader(rt, session, actor)
     for item in parsed:

@@ -1,11 +1,13 @@
 """The database: one engine, write transactions that never fail "database is locked" on SQLite
-(``BEGIN IMMEDIATE``), and the schema kept by Alembic migrations."""
+(``BEGIN IMMEDIATE``), one writer per plan at a time (``lock_plans``), and the schema kept by
+Alembic migrations."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from qip_flow.errors import InvalidInput, NotInitialised
+from qip_flow.errors import InvalidInput, NotInitialised, Refused
+from qip_flow.store.models import AuditEvent, Plan
 
 DEFAULT_URL = "sqlite:///qip.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,6 +53,67 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("qip_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_LOCKED = "qip_locked_plans"  # session.info: the plans this transaction holds, by id
+_AUDITED = "qip_audited"  # session.info: (entity id, actor, time) of each event it recorded
+
+
+def lock_plans(session: Session, plan_ids: Iterable[str], *,
+               expected_version: int | None = None) -> list[Plan]:
+    """Make this write transaction the plans' one writer: lock their rows (``FOR UPDATE`` on
+    PostgreSQL, in id order so that two writers of several plans cannot deadlock; SQLite's ``BEGIN
+    IMMEDIATE`` already admits one writer) and read them afresh, so whatever the transaction
+    decides next is decided on what the previous writer committed. Call it first, before the
+    transaction reads or writes anything of those plans or appends to the audit trail.
+
+    When the transaction commits, each plan it recorded a change to (an audit event on the plan
+    or one of its parts, ``PLAN/…``) gets its version bumped and who changed it and when.
+    ``expected_version`` is the version the person acting saw: if the plan has moved on since,
+    the change is refused naming who changed it and when."""
+    ids = sorted(set(plan_ids))
+    plans = list(session.exec(
+        select(Plan).where(col(Plan.id).in_(ids)).order_by(col(Plan.id)).with_for_update()
+        .execution_options(populate_existing=True)).all()) if ids else []
+    if expected_version is not None:
+        for plan in plans:
+            if plan.version != expected_version:
+                when = (f"{plan.changed_at:%Y-%m-%d %H:%M} UTC" if plan.changed_at
+                        else "a time not recorded")
+                raise Refused(f"plan {plan.id} was changed by {plan.changed_by or 'someone'} at "
+                              f"{when} since you saw it (version {expected_version}, now "
+                              f"{plan.version}); look at it again and try again")
+    if _LOCKED not in session.info:
+        session.info[_LOCKED] = {}
+        event.listen(session, "before_flush", _note_audited)
+        event.listen(session, "before_commit", _bump_versions)
+    session.info[_LOCKED].update({p.id: p for p in plans})
+    return plans
+
+
+def _note_audited(session: Session, _context: Any = None, _instances: Any = None) -> None:
+    """Remember the audit events and new plans about to be written (on PostgreSQL each event
+    is flushed as it is appended, so it is gone from ``session.new`` by commit time)."""
+    for row in session.new:
+        if isinstance(row, AuditEvent):
+            session.info.setdefault(_AUDITED, {})[row.seq] = (row.entity_id, row.actor, row.at)
+        elif isinstance(row, Plan):
+            session.info[_LOCKED][row.id] = row
+
+
+def _bump_versions(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint inside the transaction, not its end
+    _note_audited(session)
+    audited = session.info.get(_AUDITED, {})
+    first: dict[str, tuple[str, datetime]] = {}  # a plan's part's id starts with "PLAN/"
+    for seq in sorted(audited):
+        entity_id, actor, at = audited[seq]
+        first.setdefault(entity_id.partition("/")[0], (actor, at))
+    for plan_id, plan in session.info[_LOCKED].items():
+        if plan_id in first:
+            plan.version = (plan.version or 0) + 1
+            plan.changed_by, plan.changed_at = first[plan_id]
 
 
 class Database:

@@ -77,6 +77,11 @@ class Plan(SQLModel, table=True):
     next_check_at: datetime | None = _when(default=None, index=True)
     check_claimed_by: str | None = None
     check_lease_until: datetime | None = _when(default=None)
+    # one more for each transaction that recorded a change to the plan or its parts, and who
+    # and when: what a writer who saw an older version is told (``store.db.lock_plans``)
+    version: int = 0
+    changed_by: str | None = None
+    changed_at: datetime | None = _when(default=None)
 
 
 class Finding(SQLModel, table=True):
