@@ -115,10 +115,10 @@ def verify(rt: Runtime, *, deep: bool = False, after_restore: bool = False,
     """Check the chain, its head and every checkpoint (and, with ``deep``, the tables); with
     ``after_restore``, record a restore that explains checkpoints the trail is behind."""
     found = _check(rt)
+    if after_restore and found.problems:
+        raise Refused("--after-restore: the trail has faults that a restore does not explain; "
+                      "nothing was recorded", details=found.problems)
     if after_restore and found.behind:
-        if found.problems:
-            raise Refused("--after-restore: the trail has other faults, which a restore does not "
-                          "explain; nothing was recorded", details=found.problems)
         found = _record_restore(rt, found, by)
     elif after_restore:
         found.notes.append("--after-restore: nothing to record; the trail matches every "
