@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from conftest import EXAMPLES, snapshot
 from tamper import tamper
 from test_audit import event_count, run_medication_plan
 
+from qip_flow import SHIPPED_CONFIG, reports
+from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services import integrity, lifecycle
+from qip_flow.services import integrity, lifecycle, loading, notifications
 from qip_flow.services.replay import Difference
-from qip_flow.store import checkpoints, keys
+from qip_flow.store import audit, checkpoints, keys
 from qip_flow.store.db import Database
 
 A2 = "QIP-2026-014/A2"
@@ -114,7 +117,7 @@ def test_deleting_the_head_row_is_caught_and_nothing_more_is_recorded(trail: Run
     tamper(trail.db, "delete from audithead")
     assert problems(trail)[0] == (
         "the chain head (table audithead, row 1) is missing: it was deleted; restore the "
-        f"database from a backup; {event_count(trail.db)} events before it verify")
+        f"database from a backup; the {event_count(trail.db)} events themselves verify")
     before = snapshot(trail.db)
     with pytest.raises(Refused, match=r"chain head .* is missing"):
         lifecycle.fire_event(trail, A2, "start", by="jpatel")
@@ -284,33 +287,43 @@ def test_postgres_refuses_update_and_delete_of_the_audit_trail(trail: Runtime) -
 def qip(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("QIP_SECRET_KEY", "QIP_KEY_FILE", "QIP_CHECKPOINT_FILE")}
-    env.update(QIP_DATABASE_URL=str(db), QIP_NOW="2026-01-22", COLUMNS="1000")
+    env.update(QIP_DATABASE_URL=str(db), COLUMNS="1000")
     return subprocess.run([sys.executable, "-m", "qip_flow", *args], capture_output=True,
                           text=True, env=env, timeout=120, cwd=db.parent)
 
 
+def sqlite_copy(source: Path, target: Path) -> None:
+    with closing(sqlite3.connect(source)) as read, closing(sqlite3.connect(target)) as write:
+        read.backup(write)
+
+
 @pytest.mark.slow
-def test_restoring_an_older_copy_of_the_sqlite_file_fails_until_recorded(tmp_path: Path) -> None:
-    """`qip init` makes the key (0600) beside the database; the tick writes a checkpoint; an
-    older copy of the file put back is refused by `qip audit verify` (exit 1) until
-    `--after-restore` records it in the trail and writes a new checkpoint."""
+def test_restoring_an_older_copy_of_the_sqlite_file_fails_until_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`qip init` makes the key (0600) beside the database; the tick writes a checkpoint and
+    the board pack prints it; an older copy of the file put back is refused by `qip audit
+    verify` (exit 1) until `--after-restore` records it in the trail and writes a new
+    checkpoint."""
+    for name in ("QIP_SECRET_KEY", "QIP_KEY_FILE", "QIP_CHECKPOINT_FILE"):
+        monkeypatch.delenv(name, raising=False)
     db = tmp_path / "qip.db"
     assert qip(db, "init").returncode == 0
     assert oct((tmp_path / "qip.key").stat().st_mode & 0o777) == "0o600"
-    assert qip(db, "load", str(EXAMPLES), "--by", "cevans").returncode == 0
-    shutil.copy(db, tmp_path / "backup.db")
-    assert qip(db, "signoff", "QIP-2026-014", "--for", "approval", "--by", "dadeyemi").returncode == 0
-    tick = qip(db, "tick")
-    assert tick.returncode == 0, tick.stderr
+    rt = Runtime(db=Database(str(db)), clock=Clock(), config_dir=SHIPPED_CONFIG)
+    rt.clock.set("2026-01-22")
+    loading.load_files(rt, [EXAMPLES], actor="cevans")
+    sqlite_copy(db, tmp_path / "backup.db")  # as `sqlite3 qip.db ".backup backup.db"`
+    lifecycle.sign_off(rt, "QIP-2026-014", "approval", by="dadeyemi")
+    notifications.tick(rt)
     written = json.loads((tmp_path / checkpoints.CHECKPOINT_FILE_NAME).read_text())
     assert written["source"] == "tick" and written["events"] > 21
-
-    board = qip(db, "report", "board", "--format", "md")
+    board = reports.text("board", reports.gather(rt, "board"), "md")
     assert (f"The newest audit checkpoint, kept outside the database and keyed, was written "
             f"2026-01-22 09:00 UTC at {written['events']} events, hash `{written['hash']}`."
-            in board.stdout)
+            in board)
+    rt.db.dispose()
 
-    shutil.copy(tmp_path / "backup.db", db)
+    sqlite_copy(tmp_path / "backup.db", db)  # as `sqlite3 qip.db ".restore backup.db"`
     broken = qip(db, "audit", "verify")
     assert broken.returncode == 1
     assert (f"audit trail broken: the trail has 21 events but checkpoint line 1 (2026-01-22 "
@@ -321,8 +334,9 @@ def test_restoring_an_older_copy_of_the_sqlite_file_fails_until_recorded(tmp_pat
     assert recorded.returncode == 0, recorded.stderr
     assert (f"restore recorded: trail at 21 events, newest checkpoint said {written['events']}; "
             "new checkpoint at 22 events") in recorded.stdout
-    last = json.loads(qip(db, "--json", "audit", "--last", "1").stdout)[0]
-    assert (last["actor"], last["what"], last["reason"]) == (
+    with rt.db.read() as session:
+        last = audit.history(session)[-1]
+    assert (last.actor, last.what, last.reason) == (
         "cevans", "restored from backup",
         f"restored from backup; trail at 21 events, newest checkpoint said {written['events']}")
     again = qip(db, "audit", "verify", "--deep")

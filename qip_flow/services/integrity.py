@@ -72,7 +72,7 @@ def _check(rt: Runtime) -> Verification:
     db = rt.db
     key = keys.secret_key(db)
     file = checkpoints.read(checkpoints.checkpoint_file(db), key)
-    with db.read() as session:
+    with checkpoints.consistent_read(db) as session:
         head = session.get(AuditHead, 1)
         identity = head.database_id if head else None
         ours = [c for c in file.checkpoints if c.database == identity]
@@ -80,7 +80,9 @@ def _check(rt: Runtime) -> Verification:
         chain = audit.verify(session, at_seqs={c.events for c in checked})
     found = Verification(chain, file.path, checked, superseded, list(file.problems))
     if not chain.ok:
-        found.problems.insert(0, f"{chain.problem}; {chain.events} events before it verify")
+        found.problems.insert(0, f"{chain.problem}; {chain.events} events before it verify"
+                              if not chain.complete else
+                              f"{chain.problem}; the {chain.events} events themselves verify")
     foreign = [c for c in file.checkpoints if c.database != identity]
     if foreign and identity is not None:
         found.problems.append(

@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from qip_flow.errors import QipError, Refused
+from qip_flow.errors import InvalidInput, QipError, Refused
 from qip_flow.store import keys
 from qip_flow.store.audit import GENESIS
 from qip_flow.store.db import Database
@@ -129,23 +131,38 @@ def head_of(session: Session) -> AuditHead:
     return head
 
 
+@contextmanager
+def consistent_read(db: Database) -> Iterator[Session]:
+    """A read that sees one moment of the database throughout (SQLite's read transaction does;
+    PostgreSQL needs REPEATABLE READ), so the head and the events it names are read together
+    even while other workers append."""
+    with db.read() as session:
+        if not db.is_sqlite:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
 def write(db: Database, *, at: datetime, source: str, **restore: int) -> Checkpoint | None:
     """Append a checkpoint of the head as it is now; None when there is no secret key yet."""
     key = keys.secret_key(db)
     if key is None:
         return None
-    with db.read() as session:
+    with consistent_read(db) as session:
         head = head_of(session)
         checkpoint = Checkpoint(head.database_id, head.seq, head.hash, at.isoformat(), source,
                                 **restore)
     path = checkpoint_file(db)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({**checkpoint.body(), "mac": _mac(key, checkpoint.body())},
                       sort_keys=True, separators=(",", ":"))
-    with path.open("a", encoding="utf-8") as out:
-        out.write(line + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot append the audit checkpoint ({exc.strerror or exc}); "
+                           "make the file writable or name another with QIP_CHECKPOINT_FILE") from None
     return checkpoint
 
 
