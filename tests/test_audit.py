@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import sqlalchemy as sa
+from tamper import tamper
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -39,12 +40,6 @@ def check(db: Database) -> audit.ChainCheck:
         return audit.verify(session)
 
 
-def sql(db: Database, statement: str, **params: object) -> None:
-    """Raw SQL, as someone with database access might run it by hand."""
-    with db.engine.begin() as conn:
-        conn.execute(sa.text(statement), params)
-
-
 def event_count(db: Database) -> int:
     with db.engine.connect() as conn:
         return conn.execute(sa.text("select count(*) from auditevent")).scalar_one()
@@ -70,12 +65,12 @@ def test_editing_one_event_by_hand_is_detected_and_named(loaded: Runtime) -> Non
         original = conn.execute(sa.text(
             "select reason, actor, to_state from auditevent where seq = 5")).one()
     for column, forged in (("reason", "x"), ("actor", "hwright"), ("to_state", "closed")):
-        sql(loaded.db, f"update auditevent set {column} = :v where seq = 5", v=forged)
+        tamper(loaded.db, f"update auditevent set {column} = :v where seq = 5", v=forged)
         result = check(loaded.db)
         assert not result.ok, column
         assert (result.broken_at, result.events) == (5, 4), column
         assert result.problem.startswith("event 5 (person added on lokafor) was altered"), column
-        sql(loaded.db, f"update auditevent set {column} = :v where seq = 5",
+        tamper(loaded.db, f"update auditevent set {column} = :v where seq = 5",
             v=getattr(original, column))
         assert check(loaded.db).ok, column
 
@@ -85,13 +80,13 @@ def test_deleting_events_is_detected(loaded: Runtime) -> None:
     records; removing one in the middle leaves a gap, named as the missing event."""
     run_medication_plan(loaded)
     total = event_count(loaded.db)
-    sql(loaded.db, "delete from auditevent where seq = :s", s=total)
+    tamper(loaded.db, "delete from auditevent where seq = :s", s=total)
     result = check(loaded.db)
     assert (result.ok, result.broken_at, result.events) == (False, total, total - 1)
     assert result.problem == (f"the chain ends at event {total - 1} but the head records {total} "
                               "events: events were deleted")
 
-    sql(loaded.db, "delete from auditevent where seq = 7")
+    tamper(loaded.db, "delete from auditevent where seq = 7")
     result = check(loaded.db)
     assert (result.ok, result.broken_at, result.events) == (False, 7, 6)
     assert result.problem == "event 7 is missing"
@@ -104,7 +99,7 @@ def test_audit_verify_command_names_the_altered_event(sqlite_db: Database) -> No
     rt.clock.set("2026-01-15")
     loading.load_files(rt, [EXAMPLES], actor="cevans")
     run_medication_plan(rt)
-    sql(sqlite_db, "update auditevent set reason = 'x' where seq = 5")
+    tamper(sqlite_db, "update auditevent set reason = 'x' where seq = 5")
     sqlite_db.dispose()
     env = {**os.environ, "QIP_DATABASE_URL": sqlite_db.url, "COLUMNS": "1000"}
     broken = subprocess.run([sys.executable, "-m", "qip_flow", "audit", "verify"],

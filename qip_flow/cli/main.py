@@ -23,8 +23,8 @@ from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
 from qip_flow.errors import InvalidInput, QipError
 from qip_flow.runtime import config_folder
-from qip_flow.services import assess, lifecycle, loading, queries
-from qip_flow.store import audit as audit_trail
+from qip_flow.services import assess, integrity, lifecycle, loading, queries
+from qip_flow.store import checkpoints, keys
 
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
@@ -89,12 +89,17 @@ def init(ctx: typer.Context) -> None:
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     before, after = rt.db.init()
+    created = keys.ensure_key(rt.db)
     if st.json:
-        render.emit_json({"database": rt.db.url, "from": before, "to": after})
+        render.emit_json({"database": rt.db.url, "from": before, "to": after,
+                          "key_file_created": str(created) if created else None})
     elif before == after:
         render.console.print(f"{rt.db.url}: schema is up to date ({after})")
     else:
         render.console.print(f"{rt.db.url}: schema {before or 'empty'} → {after}")
+    if created and not st.json:
+        render.console.print(f"secret key written to {escape(str(created))} (owner-only; keep "
+                             "it out of backups of the database)")
 
 
 @app.command()
@@ -241,24 +246,35 @@ def measure(
 def audit(
     ctx: typer.Context,
     target: Annotated[str | None, typer.Argument(
-        metavar="[ID|verify]", help="A plan or action id, or 'verify' to check the chain.")] = None,
+        metavar="[ID|verify|checkpoint]",
+        help="A plan or action id; 'verify' to check the trail; 'checkpoint' to write a "
+             "checkpoint now.")] = None,
     last: Annotated[int, typer.Option(help="How many recent events to list.")] = 50,
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="verify: also replay the trail and compare it with the tables.")] = False,
+    after_restore: Annotated[bool, typer.Option(
+        "--after-restore", help="verify: record that the database was restored from a backup "
+        "older than the newest checkpoint.")] = False,
+    by: Annotated[str | None, typer.Option(
+        help="Who restored the database (--after-restore; default: your login name).")] = None,
 ) -> None:
-    """List the audit trail (of one plan or action), or `qip audit verify` the hash chain."""
+    """List the audit trail (of one plan or action); `qip audit verify [--deep]` checks that it
+    is complete and unaltered; `qip audit checkpoint` writes a keyed checkpoint."""
     st = state_of(ctx)
     rt = st.runtime()
     if target == "verify":
-        with rt.db.read() as session:
-            check = audit_trail.verify(session)
+        _verify_audit(st, integrity.verify(rt, deep=deep, after_restore=after_restore,
+                                           by=by or _user()))
+        return
+    if deep or after_restore:
+        raise InvalidInput("--deep and --after-restore go with `qip audit verify`")
+    if target == "checkpoint":
+        written = integrity.checkpoint(rt)
         if st.json:
-            render.emit_json({"ok": check.ok, "events": check.events, "broken_at": check.broken_at,
-                              "problem": check.problem})
-        elif check.ok:
-            render.console.print(f"audit trail intact: {check.events} events verified")
-        if not check.ok:
-            render.errors.print(f"audit trail broken: {check.problem}; "
-                                f"{check.events} events before it verify")
-            raise typer.Exit(1)
+            render.emit_json(written.body())
+        else:
+            render.console.print(f"checkpoint written to {escape(str(checkpoints.checkpoint_file(rt.db)))}: "
+                                 f"{written.events} events, last hash {written.hash}")
         return
     with rt.db.read() as session:
         if target:
@@ -270,6 +286,33 @@ def audit(
         render.emit_json(events)
     else:
         render.history(events)
+
+
+def _verify_audit(st: State, found: integrity.Verification) -> None:
+    """Print what `qip audit verify` found; exit 1 unless the trail holds."""
+    if st.json:
+        render.emit_json(found.as_dict())
+    else:
+        for line in found.notes + (found.deep.notes if found.deep else []):
+            render.console.print(f"note: {escape(line)}")
+        if found.restore:
+            render.console.print(f"restore recorded: trail at {found.restore.restored_events} "
+                                 f"events, newest checkpoint said {found.restore.newest_said}; "
+                                 f"new checkpoint at {found.restore.events} events")
+        if found.ok:
+            newest = found.newest
+            held = (f"; {len(found.checked)} checkpoint(s) match, the newest "
+                    f"{newest.at[:16].replace('T', ' ')} at {newest.events} events"
+                    if newest else "")
+            deep = "; the tables agree with it" if found.deep else ""
+            render.console.print(f"audit trail intact: {found.chain.events} events verified"
+                                 f"{held}{deep}")
+        for problem in found.problems + found.behind:
+            render.errors.print(f"audit trail broken: {escape(problem)}")
+        for difference in found.deep.differences if found.deep else []:
+            render.errors.print(f"differs from the trail: {escape(difference.describe())}")
+    if not found.ok:
+        raise typer.Exit(1)
 
 
 def json_schemas() -> dict[str, Any]:

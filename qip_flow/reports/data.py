@@ -33,6 +33,8 @@ from qip_flow.decide.facts import (
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, queries
+from qip_flow.store import checkpoints
+from qip_flow.store.checkpoints import Checkpoint
 from qip_flow.store.models import (
     Action,
     AuditEvent,
@@ -160,6 +162,7 @@ class Header:
     rules_version: str
     audit_events: int
     audit_hash: str
+    checkpoint: Checkpoint | None = None  # the newest keyed checkpoint outside the database
 
 
 @dataclass
@@ -621,7 +624,8 @@ class _Reader:
         head = self.session.get(AuditHead, 1)
         scope = (self.services[self.service].name if self.service else "All services")
         return Header(title, subtitle, self.now, period, scope, self.rt.rules.version,
-                      head.seq if head else 0, head.hash if head else "genesis")
+                      head.seq if head else 0, head.hash if head else "genesis",
+                      checkpoints.latest(self.rt.db))
 
     def _scoped(self, query: Any) -> Any:
         return query.where(Plan.service_id == self.service) if self.service else query

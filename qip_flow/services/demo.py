@@ -25,7 +25,7 @@ from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, lifecycle, loading, notifications
 from qip_flow.services.assess import RULES_ACTOR
-from qip_flow.store import audit
+from qip_flow.store import audit, checkpoints, keys
 from qip_flow.store.db import Database
 from qip_flow.store.models import Delivery, Notification, Person
 
@@ -169,8 +169,10 @@ def prepare_database(folder: Path) -> Database:
                                "another folder with --dir")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+        (folder / checkpoints.CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
     db = Database(f"sqlite:///{path}")
     db.init()
+    keys.ensure_key(db)
     return db
 
 

@@ -228,7 +228,10 @@ class _Loader:
             outcome = "updated"
         if not self._write_parts(doc, spec):
             return
-        self.audit("plan", spec.id, f"plan {outcome}", {"file": str(doc.path), "digest": digest})
+        self.audit("plan", spec.id, f"plan {outcome}", {
+            "file": str(doc.path), "digest": digest,
+            "due": {f"{spec.id}/{a.id}": a.due.isoformat() if a.due else None
+                    for a in spec.actions}})
         self.record(doc, spec.id, outcome)
 
     def _write_parts(self, doc: YamlDocument, spec: PlanFile) -> bool:

@@ -29,7 +29,7 @@ from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import render
 from qip_flow.runtime import Runtime
-from qip_flow.store import audit
+from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
     Action,
     Delivery,
@@ -358,6 +358,7 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
             progress(len(claimed))
     with rt.db.write() as session:
         summary.digests = make_digests(rt, session, now)
+    checkpoints.after_tick(rt.db, now)  # the head, keyed, outside the database
     return summary
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from qip_flow.errors import Refused
 from qip_flow.store.models import AuditEvent, AuditHead
 
 GENESIS = "genesis"
@@ -66,8 +67,9 @@ def append(
         head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()
                             .execution_options(populate_existing=True)).first()
         if head is None:
-            head = AuditHead(id=1, seq=0, hash=GENESIS)
-            session.add(head)
+            raise Refused("the audit chain head (table audithead, row 1) is missing, so nothing "
+                          "can be recorded; run `qip audit verify` and restore the database "
+                          "from a backup")
         if serialised:
             session.info[_HEAD] = head
     event = AuditEvent(
@@ -95,20 +97,22 @@ def append(
 
 @dataclass
 class ChainCheck:
-    """The result of walking the chain."""
+    """The result of walking the chain and comparing its end with the head."""
 
     events: int
     broken_at: int | None = None
     problem: str = ""
+    complete: bool = True  # the walk reached the last event (hashes up to it are known)
+    last_hash: str = GENESIS
+    hashes: dict[int, str] = field(default_factory=dict)  # the chain's hash at each asked seq
 
     @property
     def ok(self) -> bool:
         return self.broken_at is None
 
 
-def verify(session: Session, *, batch: int = 5000) -> ChainCheck:
-    """Recompute every hash in order; stop at the first event that does not fit."""
-    previous, expected_seq, count = GENESIS, 1, 0
+def iter_events(session: Session, *, batch: int = 5000) -> Iterator[AuditEvent]:
+    """Every event in ``seq`` order, read in batches so a long trail never sits in memory."""
     last_seq = 0
     while True:
         rows = session.exec(
@@ -116,24 +120,53 @@ def verify(session: Session, *, batch: int = 5000) -> ChainCheck:
             .limit(batch)
         ).all()
         if not rows:
-            break
+            return
         for event in rows:
-            seq = event.seq or 0
-            if seq != expected_seq:
-                return ChainCheck(count, expected_seq, f"event {expected_seq} is missing")
-            if event.prev_hash != previous:
-                return ChainCheck(count, seq, f"event {seq} does not follow event {seq - 1}")
-            if chain_hash(event) != event.hash:
-                return ChainCheck(
-                    count, seq, f"event {seq} ({event.what} on {event.entity_id}) was altered"
-                )
-            previous, expected_seq, count, last_seq = event.hash, seq + 1, count + 1, seq
+            last_seq = event.seq or 0
+            yield event
         session.expunge_all()
+
+
+def verify(session: Session, *, batch: int = 5000, at_seqs: Collection[int] = ()) -> ChainCheck:
+    """Recompute every hash in order and stop at the first event that does not fit; then the
+    head must exist and name the last event (its number and hash). ``at_seqs`` asks for the
+    chain's hash at those events (checkpoints are compared with them)."""
+    previous, expected_seq, count = GENESIS, 1, 0
+    wanted, hashes = set(at_seqs), {}
+    for event in iter_events(session, batch=batch):
+        seq = event.seq or 0
+        problem = ""
+        if seq != expected_seq:
+            problem, seq = f"event {expected_seq} is missing", expected_seq
+        elif event.prev_hash != previous:
+            problem = f"event {seq} does not follow event {seq - 1}"
+        elif chain_hash(event) != event.hash:
+            problem = f"event {seq} ({event.what} on {event.entity_id}) was altered"
+        if problem:
+            return ChainCheck(count, seq, problem, complete=False, last_hash=previous,
+                              hashes=hashes)
+        if seq in wanted:
+            hashes[seq] = event.hash
+        previous, expected_seq, count = event.hash, seq + 1, count + 1
+    found = ChainCheck(count, last_hash=previous, hashes=hashes)
     head = session.get(AuditHead, 1)
-    if head is not None and head.seq != count:
-        return ChainCheck(count, count + 1, f"the chain ends at event {count} but the head "
-                          f"records {head.seq} events: events were deleted")
-    return ChainCheck(count)
+    if head is None:
+        found.broken_at, found.problem = count + 1, (
+            "the chain head (table audithead, row 1) is missing: it was deleted; restore the "
+            "database from a backup")
+    elif head.seq > count:
+        found.broken_at, found.problem = count + 1, (
+            f"the chain ends at event {count} but the head records {head.seq} events: events "
+            "were deleted")
+    elif head.seq < count:
+        found.broken_at, found.problem = head.seq + 1, (
+            f"the chain has {count} events but the head records {head.seq}: the head was set "
+            "back")
+    elif head.hash != previous:
+        found.broken_at, found.problem = count, (
+            f"the head records event {count} with hash {head.hash[:12]}… but event {count}'s "
+            f"hash is {previous[:12]}…: the end of the trail was rewritten")
+    return found
 
 
 def history(session: Session, entity_ids: Iterable[str] | None = None) -> list[AuditEvent]:

@@ -264,11 +264,12 @@ class AuditEvent(SQLModel, table=True):
 
 class AuditHead(SQLModel, table=True):
     """The chain's last link, one row, locked by each writer so two transactions never fork
-    the chain."""
+    the chain; ``database_id`` names this database in the checkpoints written outside it."""
 
     id: int = Field(default=1, primary_key=True)
     seq: int = 0
     hash: str = "genesis"
+    database_id: str = ""
 
 
 __all__ = [

@@ -23,6 +23,11 @@ class EvidenceItem:
     reference: str = ""
     on: date | None = None
 
+    @property
+    def label(self) -> str:
+        """How the audit trail names it (and how ``qip audit verify --deep`` matches it)."""
+        return self.description + (f" ({self.reference})" if self.reference else "")
+
 
 @dataclass
 class SignoffInput:
@@ -58,10 +63,10 @@ class EventInputs:
         if self.due:
             detail["due"] = self.due.isoformat()
         if self.evidence:
-            detail["evidence"] = [e.description + (f" ({e.reference})" if e.reference else "")
-                                  for e in self.evidence]
+            detail["evidence"] = [e.label for e in self.evidence]
         if self.signoff:
-            detail["signoff"] = {k: v for k, v in vars(self.signoff).items() if v}
+            detail["signoff"] = {**{k: v for k, v in vars(self.signoff).items() if v},
+                                 "level": self.by.level}
         if self.variation:
             detail["variation"] = self.variation
         return detail
