@@ -202,8 +202,8 @@ def restore(ctx: typer.Context,
         render.emit_json(result.as_dict())
     else:
         render.console.print(f"restored {folder}: audit trail {result.audit_events} events, hash "
-                             "chain intact. Run `qip audit verify --after-restore` to record the "
-                             "restore in the audit trail.")
+                             "chain intact. Run `qip audit verify --after-restore --by YOUR-ID` "
+                             "to record the restore in the audit trail.")
 
 
 def register(app: typer.Typer) -> None:

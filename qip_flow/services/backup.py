@@ -16,13 +16,13 @@ from typing import Any
 
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
+from qip_flow.services import integrity
 from qip_flow.store import audit as audit_trail
+from qip_flow.store import checkpoints, keys
 from qip_flow.store.db import Database
 
 DATABASE_NAME = "qip.db"
 MANIFEST_NAME = "manifest.json"
-#: Files that live beside the database and belong with it (present only in some setups).
-SIDECARS = ("qip-audit-checkpoints.jsonl",)
 
 
 def evidence_folder(db: Database) -> Path | None:
@@ -72,18 +72,27 @@ def _copy_database(source: Path, target: Path) -> None:
         src.close()
 
 
-def _verify_chain(database: Path) -> int:
+def _verify_copy(database: Path, key: bytes | None, checkpoint_path: Path | None) -> int:
+    """``qip audit verify`` on a copy: its chain and head, and (for a fresh backup) the live
+    checkpoints, which a copy taken now must match. A restore's copy is older than the newest
+    checkpoints by design, so it is checked without them."""
     db = Database(f"sqlite:///{database}")
     try:
         db.require_schema()
-        with db.read() as session:
-            check = audit_trail.verify(session)
+        if checkpoint_path is None:
+            with db.read() as session:
+                chain = audit_trail.verify(session)
+            problems = [] if chain.ok else [chain.problem]
+            events = chain.events
+        else:
+            found = integrity.check_database(db, key, checkpoint_path)
+            problems, events = found.problems + found.behind, found.chain.events
     finally:
         db.dispose()
-    if not check.ok:
-        raise Refused(f"the audit trail in {database} does not verify: {check.problem}; the copy "
-                      "is not a trustworthy backup")
-    return check.events
+    if problems:
+        raise Refused(f"the audit trail in {database} does not verify; the copy is not a "
+                      "trustworthy backup", details=problems)
+    return events
 
 
 def backup(rt: Runtime, target: Path) -> BackupResult:
@@ -99,10 +108,11 @@ def backup(rt: Runtime, target: Path) -> BackupResult:
     evidence = evidence_folder(rt.db)
     if evidence and evidence.is_dir():
         shutil.copytree(evidence, target / "evidence")
-    for name in SIDECARS:
-        if (source.parent / name).is_file():
-            shutil.copy2(source.parent / name, target / name)
-    result.audit_events = _verify_chain(target / DATABASE_NAME)
+    live_checkpoints = checkpoints.checkpoint_file(rt.db)
+    if live_checkpoints.is_file():
+        shutil.copy2(live_checkpoints, target / live_checkpoints.name)
+    result.audit_events = _verify_copy(target / DATABASE_NAME, keys.secret_key(rt.db),
+                                       live_checkpoints)
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
         result.files[path.relative_to(target).as_posix()] = _sha256(path)
     (target / MANIFEST_NAME).write_text(json.dumps(
@@ -129,7 +139,7 @@ def restore(rt: Runtime, source: Path, *, force: bool = False) -> BackupResult:
         if not path.is_file() or _sha256(path) != digest:
             raise Refused(f"{path}: missing or changed since the backup was taken; nothing was "
                           "restored")
-    _verify_chain(source / DATABASE_NAME)
+    _verify_copy(source / DATABASE_NAME, None, None)
     if target.exists() and not force:
         raise Refused(f"{target}: a database is already there; add --force to replace it (take a "
                       "`qip backup` of it first)")
@@ -144,5 +154,5 @@ def restore(rt: Runtime, source: Path, *, force: bool = False) -> BackupResult:
     # The live checkpoints file is append-only and stays: it is what shows that this database
     # was put back to an earlier point (`qip audit verify --after-restore` records that).
     result = BackupResult(folder=source, files=files)
-    result.audit_events = _verify_chain(target)
+    result.audit_events = _verify_copy(target, None, None)
     return result

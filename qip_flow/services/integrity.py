@@ -18,6 +18,7 @@ from qip_flow.runtime import Runtime
 from qip_flow.services.replay import Replay, replay
 from qip_flow.store import audit, checkpoints, keys
 from qip_flow.store.checkpoints import Checkpoint
+from qip_flow.store.db import Database
 from qip_flow.store.models import AuditHead
 
 RESTORED = "restored from backup"
@@ -69,9 +70,13 @@ def _in_force(found: list[Checkpoint]) -> tuple[list[Checkpoint], list[Checkpoin
 
 
 def _check(rt: Runtime) -> Verification:
-    db = rt.db
-    key = keys.secret_key(db)
-    file = checkpoints.read(checkpoints.checkpoint_file(db), key)
+    return check_database(rt.db, keys.secret_key(rt.db), checkpoints.checkpoint_file(rt.db))
+
+
+def check_database(db: Database, key: bytes | None, checkpoint_path: Path) -> Verification:
+    """The chain, its head and the checkpoints of ``checkpoint_path`` signed with ``key`` (a
+    backup's copy is checked with the live key and checkpoints)."""
+    file = checkpoints.read(checkpoint_path, key)
     with checkpoints.consistent_read(db) as session:
         head = session.get(AuditHead, 1)
         identity = head.database_id if head else None

@@ -1,7 +1,7 @@
 """audit checkpoints and an append-only trail
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-23
 
 The chain head gets ``database_id``, a random name for this database that every checkpoint
@@ -17,7 +17,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
