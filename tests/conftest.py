@@ -82,14 +82,14 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     """An initialised, empty database of each kind."""
     if request.param == "sqlite":
         db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         yield db
         db.dispose()
         return
     require_postgres()
     schema = "qip_t_" + uuid.uuid4().hex[:12]
     db = make_postgres_database(schema)
-    db.init()
+    db.init(simulation=True)
     try:
         yield db
     finally:
@@ -100,7 +100,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-    db.init()
+    db.init(simulation=True)
     yield db
     db.dispose()
 

@@ -21,6 +21,7 @@ from qip_flow.errors import InvalidInput, QipError
 from qip_flow.runtime import config_folder
 from qip_flow.services import assess, lifecycle, loading, queries
 from qip_flow.store import audit as audit_trail
+from qip_flow.store.governance import published
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
@@ -57,17 +58,36 @@ def _user() -> str:
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
-    """Create the database schema, or upgrade it to this version."""
+def init(
+    ctx: typer.Context,
+    simulation: Annotated[bool, typer.Option(
+        "--simulation", help="Create a database for simulation: only there may --now write "
+        "(demos, tests, training); every report is marked SIMULATION.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who initialises (recorded with the first "
+                                                "publication of the rules).")] = None,
+) -> None:
+    """Create the database schema, or upgrade it to this version; a new database gets the
+    rules and workflows (--config's, else the shipped ones) published."""
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
-    before, after = rt.db.init()
+    files = None
+    if rt.config_dir is not None:
+        rt.rules  # noqa: B018  (parsed now: a bad folder is refused before anything is kept)
+        files = rt.files
+    before, after = rt.db.init(simulation=simulation, publish=files, by=by or _user())
+    with rt.db.read() as session:
+        row = published(session)
+    kind = "simulation" if rt.db.is_simulation() else "real record"
+    version = row.version if row else "none"
     if st.json:
-        render.emit_json({"database": rt.db.url, "from": before, "to": after})
-    elif before == after:
+        render.emit_json({"database": rt.db.url, "from": before, "to": after, "kind": kind,
+                          "published": version})
+        return
+    if before == after:
         render.console.print(f"{rt.db.url}: schema is up to date ({after})")
     else:
         render.console.print(f"{rt.db.url}: schema {before or 'empty'} → {after}")
+    render.console.print(f"{kind}; rules and workflows in force: {version}")
 
 
 @app.command()
