@@ -207,12 +207,15 @@ def measure(
     on: Annotated[str | None, typer.Option(help="Date measured (default: today).")] = None,
     source: Annotated[str, typer.Option(help="Where the value comes from.")] = "",
     reaudit: Annotated[bool, typer.Option(help="This value is a re-audit.")] = False,
+    reason: Annotated[str | None, typer.Option(
+        help="Why it is recorded late: needed when --on is further back than the rules allow "
+        "(14 days by default); the value is flagged in the closure report.")] = None,
 ) -> None:
-    """Record an indicator measurement."""
+    """Record an indicator measurement (never dated in the future)."""
     st = state_of(ctx)
     m = lifecycle.record_measurement(st.runtime(), plan_id, indicator, value,
                                      on=parse_day(on, field="--on") if on else None,
-                                     source=source, reaudit=reaudit, by=by)
+                                     source=source, reaudit=reaudit, by=by, reason=reason)
     if st.json:
         render.emit_json(queries.row_dict(m))
     else:

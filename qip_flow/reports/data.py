@@ -33,6 +33,7 @@ from qip_flow.decide.facts import (
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, queries
+from qip_flow.store.governance import is_simulation
 from qip_flow.store.models import (
     Action,
     AuditEvent,
@@ -160,6 +161,7 @@ class Header:
     rules_version: str
     audit_events: int
     audit_hash: str
+    simulation: bool = False  # a database made for simulation: every report says so
 
 
 @dataclass
@@ -281,6 +283,12 @@ class Point:
     value: float
     reaudit: bool
     on_target: bool
+    recorded: date | None = None
+    backdate_reason: str = ""  # set when it was dated further back than the rules allow
+
+    @property
+    def backdated(self) -> bool:
+        return bool(self.backdate_reason)
 
 
 @dataclass
@@ -312,6 +320,11 @@ class IndicatorSeries:
     @property
     def latest(self) -> Point | None:
         return self.points[-1] if self.points else None
+
+    @property
+    def backdated(self) -> list[Point]:
+        """Values dated further back than the rules allow, each with its reason."""
+        return [p for p in self.points if p.backdated]
 
     @property
     def sustained(self) -> bool:
@@ -621,7 +634,8 @@ class _Reader:
         head = self.session.get(AuditHead, 1)
         scope = (self.services[self.service].name if self.service else "All services")
         return Header(title, subtitle, self.now, period, scope, self.rt.rules.version,
-                      head.seq if head else 0, head.hash if head else "genesis")
+                      head.seq if head else 0, head.hash if head else "genesis",
+                      simulation=is_simulation(self.session))
 
     def _scoped(self, query: Any) -> Any:
         return query.where(Plan.service_id == self.service) if self.service else query
@@ -930,7 +944,8 @@ def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today:
     return IndicatorSeries(
         id=ind.id, plan_id=ind.plan_id, ref=ind.ref, name=ind.name, unit=ind.unit,
         direction=ind.direction, target=ind.target, baseline=baseline, baseline_derived=derived,
-        points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value)) for m in ordered],
+        points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value), m.at.date(),
+                      m.backdate_reason if m.backdated else "") for m in ordered],
         run_start=in_run[0].on if in_run else None, run_end=in_run[-1].on if in_run else None,
         run_days=run.run_days, run_points=run.run_measurements,
         reaudits_in_run=run.reaudits_in_run, spc_shift=run.spc_shift,

@@ -289,12 +289,11 @@ class PublishedConfig(SQLModel, table=True):
 
 
 __all__ = [
-    "DatabaseSetting",
-    "PublishedConfig",
     "LEVELS",
     "Action",
     "AuditEvent",
     "AuditHead",
+    "DatabaseSetting",
     "DueRevision",
     "Evidence",
     "Finding",
@@ -304,6 +303,7 @@ __all__ = [
     "Person",
     "Plan",
     "ProgressNote",
+    "PublishedConfig",
     "Risk",
     "Service",
     "SignOff",
