@@ -98,7 +98,7 @@ def load(
 ) -> None:
     """Load people, services, risks and plans: all files or none; loading again is harmless."""
     st = state_of(ctx)
-    report = loading.load_files(st.runtime(), paths, actor=by or _user())
+    report = loading.load_files(st.runtime(writes=True), paths, actor=by or _user())
     if st.json:
         render.emit_json([{"file": f, "record": r, "outcome": o} for f, r, o in report.changes])
         return
@@ -168,7 +168,7 @@ def do_event(
     """Fire a workflow event on a plan or an action."""
     st = state_of(ctx)
     result = lifecycle.fire_event(
-        st.runtime(), entity_id, event, by=by, note=note, reason=reason,
+        st.runtime(writes=True), entity_id, event, by=by, note=note, reason=reason,
         due=parse_day(due, field="--due") if due else None, evidence=evidence or [])
     _moved(st, result)
 
@@ -191,7 +191,7 @@ def signoff(
     """Record a sign-off and make the move it authorises (approve, close, step down)."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
-        st.runtime(), plan_id, purpose, by=by, group=group, meeting=meeting,
+        st.runtime(writes=True), plan_id, purpose, by=by, group=group, meeting=meeting,
         evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
         learning_embedded=learning or [], note=note)
     _moved(st, result)
@@ -213,7 +213,7 @@ def measure(
 ) -> None:
     """Record an indicator measurement (never dated in the future)."""
     st = state_of(ctx)
-    m = lifecycle.record_measurement(st.runtime(), plan_id, indicator, value,
+    m = lifecycle.record_measurement(st.runtime(writes=True), plan_id, indicator, value,
                                      on=parse_day(on, field="--on") if on else None,
                                      source=source, reaudit=reaudit, by=by, reason=reason)
     if st.json:
@@ -327,7 +327,7 @@ def close(
     otherwise exit 1 with every unmet criterion, and nothing changes."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
-        st.runtime(), plan_id, "closure", by=by, meeting=meeting,
+        st.runtime(writes=True), plan_id, "closure", by=by, meeting=meeting,
         evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
         learning_embedded=learning or [])
     _moved(st, result)
@@ -367,7 +367,7 @@ def learning_summary(
 ) -> None:
     """Record the plan's learning summary and where the learning is embedded."""
     st = state_of(ctx)
-    row = assess.record_learning(st.runtime(), plan_id, by=by, summary=summary,
+    row = assess.record_learning(st.runtime(writes=True), plan_id, by=by, summary=summary,
                                  embedded_in=embedded_in or [])
     if st.json:
         render.emit_json(queries.row_dict(row))
@@ -388,7 +388,7 @@ def vary(
 ) -> None:
     """Change pinned closure criteria: a variation signed off like closure."""
     st = state_of(ctx)
-    result = lifecycle.sign_off(st.runtime(), plan_id, "variation", by=by, meeting=meeting,
+    result = lifecycle.sign_off(st.runtime(writes=True), plan_id, "variation", by=by, meeting=meeting,
                                 reason=reason, variation=assess.parse_variation(set_))
     _moved(st, result)
 
@@ -400,7 +400,7 @@ def reassess(
 ) -> None:
     """Re-rate live plans for --now (RAG, reopening on deterioration)."""
     st = state_of(ctx)
-    results = assess.reassess_all(st.runtime(), plan_ids or None)
+    results = assess.reassess_all(st.runtime(writes=True), plan_ids or None)
     rows = [{"plan": r.plan_id, "rag": r.rag.rating if r.rag else None, "changed": r.rag_changed,
              "reason": r.rag.reason if r.rag else "", "reopened": r.reopened} for r in results]
     if st.json:

@@ -38,7 +38,7 @@ def _tick(ctx: typer.Context) -> dict[str, Any]:
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
-    rt = st.runtime()
+    rt = st.runtime(writes=True)
     if st.json or not sys.stdout.isatty():
         return outbox.tick(rt).as_dict()
     with rt.db.read() as session:
@@ -53,7 +53,7 @@ def _dispatch(ctx: typer.Context, stop: Any = lambda: False) -> dict[str, Any]:
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
-    return outbox.dispatch(st.runtime(), stop=stop).as_dict()
+    return outbox.dispatch(st.runtime(writes=True), stop=stop).as_dict()
 
 
 def _print(ctx: typer.Context, title: str, summary: dict[str, Any]) -> None:
@@ -141,7 +141,7 @@ def notifications_retry(
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
-    count = outbox.retry(st.runtime(), notification_id, by=by)
+    count = outbox.retry(st.runtime(writes=True), notification_id, by=by)
     if st.json:
         render.emit_json({"id": notification_id, "requeued": count})
     else:
