@@ -7,11 +7,14 @@ reason and is flagged in the closure report."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qip_flow import SHIPPED_CONFIG
+from qip_flow.config.files import GovernanceFiles
+from qip_flow.errors import Refused
 from qip_flow.store.db import Database
 from tests.conftest import snapshot
 
@@ -154,3 +157,42 @@ def test_the_backdating_allowance_is_a_rules_setting(config: Any) -> None:
     rt = Runtime(db=Database("sqlite:///:memory:"), config_dir=config)
     assert rt.rules.recording.backdate_days == 30
     assert date.today()  # the allowance counts calendar days back from the clock's today
+
+
+def test_an_upgraded_database_is_a_real_record_with_the_shipped_files_published(
+        database_url: str, tmp_path: Path) -> None:
+    """A database from before migration 0009 (with a person in it) is upgraded by `qip init`:
+    it is a real record (no --now writes), its rows kept, the shipped files published, so
+    changes go on under them; a measurement recorded today is not flagged."""
+    from alembic import command
+
+    from qip_flow.clock import Clock
+    from qip_flow.runtime import Runtime
+    from qip_flow.services import lifecycle, loading
+    from qip_flow.store import governance
+
+    db = Database(database_url)
+    with db.engine.begin() as conn:
+        cfg = db._alembic()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "insert into person (id, name, email, role, level, groups, digest) values "
+            "('cevans', 'Chloe Evans', null, '', 'manager', '[]', false)")
+    assert db.init() == ("0006", "0009")
+    assert not db.is_simulation()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("select name from person").all() == [("Chloe Evans",)]
+    with db.read() as session:
+        row = governance.published(session)
+        assert row is not None
+        assert row.version == GovernanceFiles.from_folder(SHIPPED_CONFIG).version
+    rt = Runtime(db=db, clock=Clock())
+    loading.load_files(rt, [SHIPPED_CONFIG / "examples"], actor="cevans")
+    m = lifecycle.record_measurement(rt, MEDICATION, "mar-complete", 96, by="cevans")
+    assert m.backdated is False
+    rt.clock.set("2026-03-01")
+    with pytest.raises(Refused, match="real record"):
+        lifecycle.record_measurement(rt, MEDICATION, "mar-complete", 97, by="cevans")
+    db.dispose()

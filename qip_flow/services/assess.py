@@ -206,7 +206,7 @@ def lint_file(rt: Runtime, path: Path) -> list[CredibilityFinding]:
     parsed = parse_file(path)
     if not isinstance(parsed.spec, PlanFile):
         raise InvalidInput(f"{path}: `qip lint` checks plan files; this is an organisation file")
-    with rt.db.write() as session:
+    with rt.db.write(gated=False) as session:  # rolled back: a read, "as at" any --now
         load_in_session(rt, session, [parsed], actor="qip-lint")
         plan = session.get(Plan, parsed.spec.id)
         assert plan is not None
