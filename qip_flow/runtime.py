@@ -97,36 +97,39 @@ class Runtime:
     def schedule(self) -> Schedule:
         return Schedule.from_rules(self.rules)
 
-    def is_simulation(self) -> bool:
+    @cached_property
+    def simulation(self) -> bool:
+        """Fixed when the database was created, so read once."""
         return self.db.is_simulation()
 
     def check_clock(self) -> None:
         """A simulated clock writes only to a simulation database."""
-        if self.clock.fixed is not None and not self.is_simulation():
+        if self.clock.fixed is not None and not self.simulation:
             raise now_refused()
 
     def check_write(self) -> None:
         """Asked before every write: the clock may write here, and the files in force are the
         published ones."""
+        self.check_clock()
         with self.db.read() as session:
-            simulation = governance.is_simulation(session)
-            row = governance.published(session)
-        if self.clock.fixed is not None and not simulation:
-            raise now_refused()
-        if row is None:
+            version = governance.published_version(session)
+        if version is None:
             raise Refused("no rules or workflows are published in this database; run "
                           "`qip rules publish DIR --by PERSON` (or `qip init`) first")
         files = self.files
-        if files.version == row.version:
+        if files.version == version:
             return
         if self.config_dir is None:
             raise Refused(f"the rules and workflows were published again ({files.version} → "
-                          f"{row.version}) after this process read them; run the command again "
+                          f"{version}) after this process read them; run the command again "
                           "(restart long-running workers) to use the published version")
+        with self.db.read() as session:
+            row = governance.published(session)
+            assert row is not None
         differ = files.differences(governance.published_files(row))
         raise Refused(
             f"--config {self.config_dir} holds {files.version}, but the rules and workflows "
-            f"published in this database are {row.version}: changes are made only under the "
+            f"published in this database are {version}: changes are made only under the "
             f"published version. Run `qip rules preview {self.config_dir}` and `qip rules "
             f"publish {self.config_dir} --by PERSON` to put these files in force, or leave out "
             "--config (and QIP_CONFIG)", details=[f"differs: {name}" for name in differ])

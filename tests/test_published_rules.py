@@ -14,12 +14,14 @@ import pytest
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.config.files import GovernanceFiles
+from qip_flow.errors import Refused
+from qip_flow.runtime import Runtime
+from qip_flow.services import lifecycle, publishing
 from qip_flow.store.db import Database
 from tests.conftest import snapshot
 
 EXAMPLES = str(SHIPPED_CONFIG / "examples")
 SAFEGUARDING = "QIP-2026-021"
-pytestmark = pytest.mark.slow
 
 
 def copy_config(folder: Path) -> Path:
@@ -41,6 +43,7 @@ def started(cli: Any, url: str) -> Database:
     return Database(url)
 
 
+@pytest.mark.slow
 def test_changes_use_the_published_rules_and_config_only_previews(
         cli: Any, database_url: str, tmp_path: Path) -> None:
     """The probe: `--config` pointing at a private workflow folder let an operational-level
@@ -90,6 +93,7 @@ def test_changes_use_the_published_rules_and_config_only_previews(
     db.dispose()
 
 
+@pytest.mark.slow
 def test_the_published_allowance_is_the_one_applied(cli: Any, database_url: str,
                                                     tmp_path: Path) -> None:
     """Without --config a change uses the published files: after publishing a 120-day
@@ -108,6 +112,7 @@ def test_the_published_allowance_is_the_one_applied(cli: Any, database_url: str,
     db.dispose()
 
 
+@pytest.mark.slow
 def test_preview_lists_the_plans_that_would_change_and_changes_nothing(
         cli: Any, database_url: str, tmp_path: Path) -> None:
     """Letting the learning criterion hold without a summary changes the closure decision of
@@ -138,6 +143,7 @@ def test_preview_lists_the_plans_that_would_change_and_changes_nothing(
     db.dispose()
 
 
+@pytest.mark.slow
 def test_a_variation_below_the_published_minimums_is_refused(cli: Any, database_url: str
                                                              ) -> None:
     """The probe: the pinned criteria were varied to 0 days, 0 re-audits and no learning.
@@ -157,3 +163,23 @@ def test_a_variation_below_the_published_minimums_is_refused(cli: Any, database_
              "--set", "sustain_days=120", "--reason", "Repeat alerts in February")
     assert ok[0] == 0, ok
     db.dispose()
+
+
+def test_a_worker_that_read_the_rules_before_a_publication_must_restart(
+        loaded: Runtime, tmp_path: Path) -> None:
+    """A long-running worker keeps the files it read at start; once others are published it
+    is refused at its next write ("published again … restart"), so nothing is decided under
+    withdrawn rules; a worker started afterwards writes under the new ones."""
+    worker = Runtime(db=loaded.db, clock=loaded.clock)
+    assert worker.rules.version == loaded.rules.version
+    newer = copy_config(tmp_path / "newer")
+    rag = newer / "rules" / "rag.yaml"
+    rag.write_text(rag.read_text() + "\n# reviewed by the quality committee\n")
+    done = publishing.publish(loaded, newer, by="dadeyemi")
+    assert done.previous == GovernanceFiles.from_folder(SHIPPED_CONFIG).version
+    before = snapshot(loaded.db)
+    with pytest.raises(Refused, match=r"published again .*\(restart long-running workers\)"):
+        lifecycle.record_measurement(worker, SAFEGUARDING, "escalated-24h", 90, by="lokafor")
+    assert snapshot(loaded.db) == before
+    restarted = Runtime(db=loaded.db, clock=loaded.clock)
+    lifecycle.record_measurement(restarted, SAFEGUARDING, "escalated-24h", 90, by="lokafor")

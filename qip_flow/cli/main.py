@@ -74,7 +74,8 @@ def init(
     if rt.config_dir is not None:
         rt.rules  # noqa: B018  (parsed now: a bad folder is refused before anything is kept)
         files = rt.files
-    before, after = rt.db.init(simulation=simulation, publish=files, by=by or _user())
+    before, after = rt.db.init(simulation=simulation, publish=files, by=by or _user(),
+                               at=rt.clock.now())
     with rt.db.read() as session:
         row = published(session)
     kind = "simulation" if rt.db.is_simulation() else "real record"

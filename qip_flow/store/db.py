@@ -128,10 +128,11 @@ class Database:
         return cfg
 
     def init(self, *, simulation: bool = False, publish: GovernanceFiles | None = None,
-             by: str = "qip init") -> tuple[str | None, str]:
+             by: str = "qip init", at: datetime | None = None) -> tuple[str | None, str]:
         """Create or upgrade the schema to the newest migration; returns (before, after).
         A new database records whether it is a simulation; the governance files (``publish``,
-        by default the shipped ones) are published when none are yet."""
+        by default the shipped ones) are published when none are yet — at the server's time,
+        or at ``at`` on a simulation database."""
         from qip_flow import SHIPPED_CONFIG
         from qip_flow.config.files import GovernanceFiles
         from qip_flow.store import governance
@@ -150,7 +151,8 @@ class Database:
                 governance.mark_created(session, simulation=simulation)
             if governance.published(session) is None:
                 files = publish or GovernanceFiles.from_folder(SHIPPED_CONFIG)
-                governance.store_publication(session, files, by=by, at=datetime.now(UTC))
+                governance.store_publication(session, files, by=by,
+                                             at=at if simulation and at else datetime.now(UTC))
         return before, _head_revision()
 
     def is_simulation(self) -> bool:

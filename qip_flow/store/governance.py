@@ -31,6 +31,12 @@ def published(session: Session) -> PublishedConfig | None:
                         ).first()
 
 
+def published_version(session: Session) -> str | None:
+    """The version in force, without reading the files (asked before every write)."""
+    return session.exec(select(PublishedConfig.version)
+                        .order_by(col(PublishedConfig.id).desc())).first()
+
+
 def published_files(row: PublishedConfig) -> GovernanceFiles:
     return GovernanceFiles(dict(row.files), f"published {row.version}")
 
