@@ -183,7 +183,7 @@ def child(port: int, count: int, ca: str, profile_to: Path | None) -> None:
         channels.write_text(f"version: 1\nurls:\n  - mailto://127.0.0.1:{port}?from={SENDER}:\n"
                             "      - tag: email\n", encoding="utf-8")
         db = Database(f"sqlite:///{Path(folder) / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG, channels_file=str(channels))
         rt.clock.set("2026-01-15")
         examples = SHIPPED_CONFIG / "examples"

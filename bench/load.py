@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         records = write_files(folder, args.files, args.seed)
         size_mb = sum(p.stat().st_size for p in folder.rglob("*.yaml")) / 2**20
         db = Database(f"sqlite:///{Path(tmp) / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
         rt.clock.set("2026-01-15")
         rt.workflows  # noqa: B018 — the workflow files, read once per command before any load

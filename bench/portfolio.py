@@ -1029,7 +1029,7 @@ class Generator:
 
     def run(self) -> Summary:
         try:
-            self.db.init()
+            self.db.init(simulation=True, at=self.now)
             with self.db.engine.connect() as conn:
                 if conn.execute(select(func.count()).select_from(Plan.__table__)).scalar():
                     raise InvalidInput(f"--db: {self.db.url} already holds plans; generate "

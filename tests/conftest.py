@@ -82,14 +82,14 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     """An initialised, empty database of each kind."""
     if request.param == "sqlite":
         db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         yield db
         db.dispose()
         return
     require_postgres()
     schema = "qip_t_" + uuid.uuid4().hex[:12]
     db = make_postgres_database(schema)
-    db.init()
+    db.init(simulation=True)
     try:
         yield db
     finally:
@@ -100,7 +100,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-    db.init()
+    db.init(simulation=True)
     yield db
     db.dispose()
 
@@ -153,3 +153,46 @@ def config(tmp_path: Path) -> Path:
     for part in ("workflows", "rules"):
         shutil.copytree(SHIPPED_CONFIG / part, folder / part)
     return folder
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, empty database of each kind, for tests that drive the command line
+    (`qip init` is theirs to run)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'qip.db'}"
+        return
+    require_postgres()
+    schema = "qip_t_" + uuid.uuid4().hex[:12]
+    make_postgres_database(schema).dispose()
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """`qip ARGS` through its entry point in this process, on a wide terminal, with no
+    QIP_* variables but the database URL given; returns (exit code, stdout, stderr)."""
+    import gc
+    import sys
+
+    from qip_flow.cli import render
+    from qip_flow.cli.main import main
+
+    for console in (render.console, render.errors):
+        monkeypatch.setattr(console, "width", 1000)
+
+    def run(url: str, *args: str) -> tuple[int, str, str]:
+        for name in ("QIP_DATABASE_URL", "QIP_CONFIG", "QIP_NOW"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("QIP_DATABASE_URL", url)
+        monkeypatch.setattr(sys, "argv", ["qip", *args])
+        with pytest.raises(SystemExit) as done:
+            main()
+        gc.collect()  # each command's engine: its PostgreSQL connections close now
+        out, err = capsys.readouterr()
+        return int(done.value.code or 0), out, err
+
+    return run

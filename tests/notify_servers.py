@@ -322,7 +322,7 @@ def scratch_database(kind: str, folder: Path) -> Iterator[Database]:
     for fixtures wider than the per-test ``database``."""
     if kind == "sqlite":
         db = Database(f"sqlite:///{folder / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         try:
             yield db
         finally:
@@ -332,7 +332,7 @@ def scratch_database(kind: str, folder: Path) -> Iterator[Database]:
     schema = "qip_t_" + os.urandom(6).hex()
     db = make_postgres_database(schema)
     try:
-        db.init()
+        db.init(simulation=True)
         yield db
     finally:
         db.dispose()

@@ -89,7 +89,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A database file with the examples loaded on 15 January (copied for each test)."""
     path = tmp_path_factory.mktemp("template") / "qip.db"
     db = Database(f"sqlite:///{path}")
-    db.init()
+    db.init(simulation=True)
     rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
     rt.clock.set("2026-01-15")
     loading.load_files(rt, [EXAMPLES], actor="cevans")
@@ -285,7 +285,7 @@ def test_the_demo_plays_the_seeds_and_can_be_replayed(db: Path, tmp_path: Path,
     folder = tmp_path / "demo"
     folder.mkdir()
     earlier = Database(f"sqlite:///{folder / 'qip.db'}")
-    earlier.init()
+    earlier.init(simulation=True)
     loading.load_files(Runtime(db=earlier, clock=Clock(), config_dir=SHIPPED_CONFIG),
                        [EXAMPLES], actor=DEMO_ACTOR)
     earlier.dispose()

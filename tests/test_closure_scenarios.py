@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.errors import Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services import assess, lifecycle, loading
+from qip_flow.services import assess, lifecycle, loading, publishing
 from qip_flow.services.assess import RULES_ACTOR
 from qip_flow.store.models import AuditEvent, Plan, SignOff
 
@@ -393,6 +393,7 @@ def test_criteria_are_pinned_at_approval_with_the_safeguarding_defaults(
                                      "      reaudits: 3\n      signoff_group:"))
     stricter = Runtime(db=rt.db, clock=rt.clock, config_dir=config)
     assert stricter.rules.version != rt.rules.version
+    publishing.publish(rt, config, by="dadeyemi")  # new plans are loaded under these
     approved = assess.explain(stricter, SAFEGUARDING)
     assert approved["criteria_pinned"] is True
     assert approved["facts"]["required_reaudits"] == 2

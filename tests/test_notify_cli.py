@@ -43,7 +43,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database file with the examples loaded and the medication plan started."""
     path = tmp_path_factory.mktemp("template") / "qip.db"
     db = Database(f"sqlite:///{path}")
-    db.init()
+    db.init(simulation=True)
     rt = make_runtime(db, None)
     load_examples(rt)
     approve_and_start(rt)

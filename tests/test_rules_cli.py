@@ -68,7 +68,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     written yet. Copied for each test."""
     path = tmp_path_factory.mktemp("template") / "qip.db"
     rt = runtime_on(path)
-    rt.db.init()
+    rt.db.init(simulation=True)
     rt.clock.set("2026-01-15")
     loading.load_files(rt, [EXAMPLES], actor="cevans")
     p = SAFEGUARDING

@@ -278,7 +278,7 @@ def sqlite_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A SQLite file with the world loaded once; each run works on a copy."""
     folder = tmp_path_factory.mktemp("world")
     db = Database(f"sqlite:///{folder / 'world.db'}")
-    db.init()
+    db.init(simulation=True)
     load_world(db, folder)
     db.dispose()
     yield folder / "world.db"
@@ -304,7 +304,7 @@ def test_random_governance_keeps_the_invariants_on_postgres(tmp_path: Path) -> N
     def make() -> tuple[Database, Callable[[], None]]:
         schema = "qip_t_" + uuid.uuid4().hex[:12]
         db = make_postgres_database(schema)
-        db.init()
+        db.init(simulation=True)
         load_world(db, tmp_path)
         return db, lambda: drop_postgres_schema(schema)
 

@@ -25,6 +25,7 @@ from qip_flow.errors import InvalidInput, QipError
 from qip_flow.runtime import config_folder
 from qip_flow.services import assess, integrity, lifecycle, loading, queries
 from qip_flow.store import checkpoints, keys
+from qip_flow.store.governance import published
 
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
@@ -84,20 +85,40 @@ def _user() -> str:
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
-    """Create the database schema, or upgrade it to this version."""
+def init(
+    ctx: typer.Context,
+    simulation: Annotated[bool, typer.Option(
+        "--simulation", help="Create a database for simulation: only there may --now write "
+        "(demos, tests, training); every report is marked SIMULATION.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who initialises (recorded with the first "
+                                                "publication of the rules).")] = None,
+) -> None:
+    """Create the database schema, or upgrade it to this version; a new database gets the
+    rules and workflows (--config's, else the shipped ones) published."""
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
-    before, after = rt.db.init()
+    files = None
+    if rt.config_dir is not None:
+        rt.rules  # noqa: B018  (parsed now: a bad folder is refused before anything is kept)
+        files = rt.files
+    before, after = rt.db.init(simulation=simulation, publish=files, by=by or _user(),
+                               at=rt.clock.now())
     created = keys.ensure_key(rt.db)
+    with rt.db.read() as session:
+        row = published(session)
+    kind = "simulation" if rt.db.is_simulation() else "real record"
+    version = row.version if row else "none"
     if st.json:
-        render.emit_json({"database": rt.db.url, "from": before, "to": after,
+        render.emit_json({"database": rt.db.display_url(), "from": before, "to": after,
+                          "kind": kind, "published": version,
                           "key_file_created": str(created) if created else None})
-    elif before == after:
+        return
+    if before == after:
         render.console.print(f"{rt.db.url}: schema is up to date ({after})")
     else:
         render.console.print(f"{rt.db.url}: schema {before or 'empty'} → {after}")
-    if created and not st.json:
+    render.console.print(f"{kind}; rules and workflows in force: {version}")
+    if created:
         render.console.print(f"secret key written to {escape(str(created))} (owner-only; keep "
                              "it out of backups of the database)")
 
@@ -110,7 +131,7 @@ def load(
 ) -> None:
     """Load people, services, risks and plans: all files or none; loading again is harmless."""
     st = state_of(ctx)
-    report = loading.load_files(st.runtime(), paths, actor=by or _user())
+    report = loading.load_files(st.runtime(writes=True), paths, actor=by or _user())
     if st.json:
         render.emit_json([{"file": f, "record": r, "outcome": o} for f, r, o in report.changes])
         return
@@ -191,7 +212,7 @@ def do_event(
     """Fire a workflow event on a plan or an action."""
     st = state_of(ctx)
     result = lifecycle.fire_event(
-        st.runtime(), entity_id, event, by=by, note=note, reason=reason,
+        st.runtime(writes=True), entity_id, event, by=by, note=note, reason=reason,
         due=parse_day(due, field="--due") if due else None, evidence=evidence or [])
     _moved(st, result)
 
@@ -214,7 +235,7 @@ def signoff(
     """Record a sign-off and make the move it authorises (approve, close, step down)."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
-        st.runtime(), plan_id, purpose, by=by, group=group, meeting=meeting,
+        st.runtime(writes=True), plan_id, purpose, by=by, group=group, meeting=meeting,
         evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
         learning_embedded=learning or [], note=note)
     _moved(st, result)
@@ -230,12 +251,15 @@ def measure(
     on: Annotated[str | None, typer.Option(help="Date measured (default: today).")] = None,
     source: Annotated[str, typer.Option(help="Where the value comes from.")] = "",
     reaudit: Annotated[bool, typer.Option(help="This value is a re-audit.")] = False,
+    reason: Annotated[str | None, typer.Option(
+        help="Why it is recorded late: needed when --on is further back than the rules allow "
+        "(14 days by default); the value is flagged in the closure report.")] = None,
 ) -> None:
-    """Record an indicator measurement."""
+    """Record an indicator measurement (never dated in the future)."""
     st = state_of(ctx)
-    m = lifecycle.record_measurement(st.runtime(), plan_id, indicator, value,
+    m = lifecycle.record_measurement(st.runtime(writes=True), plan_id, indicator, value,
                                      on=parse_day(on, field="--on") if on else None,
-                                     source=source, reaudit=reaudit, by=by)
+                                     source=source, reaudit=reaudit, by=by, reason=reason)
     if st.json:
         render.emit_json(queries.row_dict(m))
     else:
@@ -391,7 +415,7 @@ def close(
     otherwise exit 1 with every unmet criterion, and nothing changes."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
-        st.runtime(), plan_id, "closure", by=by, meeting=meeting,
+        st.runtime(writes=True), plan_id, "closure", by=by, meeting=meeting,
         evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
         learning_embedded=learning or [])
     _moved(st, result)
@@ -431,7 +455,7 @@ def learning_summary(
 ) -> None:
     """Record the plan's learning summary and where the learning is embedded."""
     st = state_of(ctx)
-    row = assess.record_learning(st.runtime(), plan_id, by=by, summary=summary,
+    row = assess.record_learning(st.runtime(writes=True), plan_id, by=by, summary=summary,
                                  embedded_in=embedded_in or [])
     if st.json:
         render.emit_json(queries.row_dict(row))
@@ -452,7 +476,7 @@ def vary(
 ) -> None:
     """Change pinned closure criteria: a variation signed off like closure."""
     st = state_of(ctx)
-    result = lifecycle.sign_off(st.runtime(), plan_id, "variation", by=by, meeting=meeting,
+    result = lifecycle.sign_off(st.runtime(writes=True), plan_id, "variation", by=by, meeting=meeting,
                                 reason=reason, variation=assess.parse_variation(set_))
     _moved(st, result)
 
@@ -464,7 +488,7 @@ def reassess(
 ) -> None:
     """Re-rate live plans for --now (RAG, reopening on deterioration)."""
     st = state_of(ctx)
-    results = assess.reassess_all(st.runtime(), plan_ids or None)
+    results = assess.reassess_all(st.runtime(writes=True), plan_ids or None)
     rows = [{"plan": r.plan_id, "rag": r.rag.rating if r.rag else None, "changed": r.rag_changed,
              "reason": r.rag.reason if r.rag else "", "reopened": r.reopened} for r in results]
     if st.json:

@@ -46,7 +46,7 @@ def _timed(ctx: typer.Context, job: str, work: Callable[[Runtime], Any]) -> dict
     its counts and duration; a failure is logged and recorded before it is raised."""
     from qip_flow.services import health
 
-    rt = state_of(ctx).runtime()
+    rt = state_of(ctx).runtime(writes=True)
     started, clock = rt.clock.now(), time.monotonic()
     try:
         summary = work(rt).as_dict()
@@ -191,7 +191,7 @@ def notifications_retry(
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
-    count = outbox.retry(st.runtime(), notification_id, by=by)
+    count = outbox.retry(st.runtime(writes=True), notification_id, by=by)
     if st.json:
         render.emit_json({"id": notification_id, "requeued": count})
     else:

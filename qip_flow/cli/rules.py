@@ -86,3 +86,62 @@ def rules_docs(out: Annotated[Path | None, typer.Option(help="Write here instead
         out.write_text(text + "\n", encoding="utf-8")
     else:
         render.console.out(text, highlight=False)
+
+
+@rules_app.command("publish")
+def rules_publish(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder holding workflows/ and "
+                                           "rules/ to put in force.")],
+    by: Annotated[str, typer.Option(help="Who publishes (the level a variation needs).")],
+) -> None:
+    """Put DIR's rules and workflows in force for every change from now on: checked whole,
+    signed at the variation level of the rules in force, kept in the database and the audit
+    trail."""
+    from qip_flow.services.publishing import publish
+
+    st = state_of(ctx)
+    done = publish(st.runtime(), folder, by=by)
+    if st.json:
+        render.emit_json({"version": done.version, "previous": done.previous,
+                          "changed_files": done.changed_files,
+                          "already_in_force": done.already_in_force})
+    elif done.already_in_force:
+        render.console.print(f"{folder}: already in force ({done.version}); nothing published")
+    else:
+        render.console.print(f"published {done.version} (was {done.previous or 'none'}): "
+                             f"{', '.join(done.changed_files)}")
+        render.console.print("run `qip reassess` to re-rate live plans under them now")
+
+
+@rules_app.command("preview")
+def rules_preview(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder holding workflows/ and "
+                                           "rules/ to compare with the published ones.")],
+) -> None:
+    """List the live plans whose RAG, messages due, next check or closure decision would
+    change under DIR's rules, compared with the published ones (as at --now). Changes
+    nothing."""
+    from qip_flow.services.publishing import preview
+
+    st = state_of(ctx)
+    published, candidate, lines = preview(st.runtime(), folder)
+    if st.json:
+        render.emit_json({"published": published, "preview": candidate,
+                          "plans": [{"plan": ln.plan_id, "state": ln.state,
+                                     "changes": {k: {"published": a, "preview": b}
+                                                 for k, (a, b) in ln.changes.items()}}
+                                    for ln in lines]})
+        return
+    render.table(f"{folder} ({candidate}) against the published {published}",
+                 ["plan", "state", "what", "published", "preview"],
+                 [[ln.plan_id, ln.state, what, _shown(a), _shown(b)]
+                  for ln in lines for what, (a, b) in ln.changes.items()])
+    render.console.print(f"{len(lines)} live plan(s) would change")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value) or "none"
+    return "–" if value is None else str(value)

@@ -21,7 +21,9 @@ class State:
         self.settings: dict[str, Any] = {}  # key → settings.Value, for `qip config show`
         self._rt: Runtime | None = None
 
-    def runtime(self, *, schema_required: bool = True) -> Runtime:
+    def runtime(self, *, schema_required: bool = True, writes: bool = False) -> Runtime:
+        """The runtime; for a command that ``writes``, refused up front (before any work)
+        when its clock or files may not write here; every write transaction checks again."""
         if self._rt is None:
             clock = Clock(parse_when(self.now) if self.now else None)
             self._rt = Runtime(db=Database(self.db_url), clock=clock,
@@ -29,6 +31,8 @@ class State:
                                channels_file=self.channels)
         if schema_required:
             self._rt.db.require_schema()
+        if writes:
+            self._rt.check_write()
         return self._rt
 
 

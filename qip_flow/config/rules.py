@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from qip_flow.config.source import YamlDocument, read_yaml, validate
+from qip_flow.config.source import YamlDocument, parse_yaml, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
 
 Subject = Literal["plan", "action", "indicator"]
@@ -173,12 +173,37 @@ class DeliverySettings(_Strict):
         return self
 
 
+class RecordingSettings(_Strict):
+    """How records may be dated: a measurement dated further back than ``backdate_days``
+    before it is recorded needs a reason and is flagged in the closure report."""
+
+    backdate_days: int = Field(14, ge=0, le=3660, description="Days a measurement may be dated "
+                               "before the day it is recorded without a --reason.")
+
+
+class VariationMinimums(_Strict):
+    """The floor no variation of pinned closure criteria may go below (``qip vary``): a value
+    below it is refused unless it raises what the plan already has."""
+
+    sustain_days: int = Field(90, ge=0, description="Fewest days sustained a variation may set.")
+    reaudits: int = Field(2, ge=0, description="Fewest re-audits a variation may set.")
+    learning_required: bool = Field(True, description="true: a variation may not waive the "
+                                    "learning summary.")
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums")
+
+
 class RulesFile(_Strict):
     ruleset: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     about: Subject = "plan"
     delivery: DeliverySettings | None = Field(
         None, description="Delivery settings; at most one rules file may carry them.")
+    recording: RecordingSettings | None = Field(
+        None, description="Limits on dating records (backdated measurements); at most one file.")
+    variation_minimums: VariationMinimums | None = Field(
+        None, description="The floor of closure criteria a variation may set; at most one file.")
     rules: list[RuleDef] = Field(min_length=1)
     examples: list[ExampleDef] = Field(default_factory=list)
     path: str = Field("", exclude=True)
@@ -210,11 +235,18 @@ class RuleBook:
     version: str
     rules: dict[str, RuleDef] = field(default_factory=dict)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+    variation_minimums: VariationMinimums = field(default_factory=VariationMinimums)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rules = {r.id: r for f in self.files for r in f.rules}
         self.delivery = next((f.delivery for f in self.files if f.delivery), DeliverySettings())
+        self.recording = next((f.recording for f in self.files if f.recording),
+                              RecordingSettings())
+        self.variation_minimums = next(
+            (f.variation_minimums for f in self.files if f.variation_minimums),
+            VariationMinimums())
 
     def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
         key = (subject, outcomes)
@@ -361,17 +393,21 @@ def _canonical(cond: Condition) -> str:
     return json.dumps(cond.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
 
 
-def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
-    """Read and check every ``*.yaml`` in ``folder``; refuse the whole folder on any problem."""
-    paths = sorted(folder.glob("*.yaml"))
-    if not paths:
+def load_rules(folder: Path, vocab: Vocabulary,
+               texts: list[tuple[Path, str]] | None = None) -> RuleBook:
+    """Read and check every ``*.yaml`` in ``folder`` (or the ``texts`` given, already read,
+    e.g. the published ones); refuse the whole set on any problem."""
+    sources: list[tuple[Path, str | None]] = (
+        list(texts) if texts is not None else [(p, None) for p in sorted(folder.glob("*.yaml"))])
+    if not sources:
         raise InvalidDefinition(f"{folder}: no rules files (*.yaml) found")
     problems: list[str] = []
     files: list[RulesFile] = []
     docs: dict[str, YamlDocument] = {}
-    for path in paths:
+    for path, text in sources:
         try:
-            doc = read_yaml(path, error=InvalidDefinition)
+            doc = (read_yaml(path, error=InvalidDefinition) if text is None
+                   else parse_yaml(path, text, error=InvalidDefinition))
             rf = validate(doc, RulesFile, error=InvalidDefinition, what="rules file")
         except InvalidDefinition as exc:
             problems.extend(exc.details or [exc.message])
@@ -382,10 +418,11 @@ def load_rules(folder: Path, vocab: Vocabulary) -> RuleBook:
     seen_rules: dict[str, str] = {}
     seen_sets: dict[str, str] = {}
     whens: dict[tuple[str, str, str], RuleDef] = {}
-    delivery_files = [rf.path for rf in files if rf.delivery]
-    if len(delivery_files) > 1:
-        problems.append(f"{delivery_files[1]}: `delivery:` is also set in {delivery_files[0]}; "
-                        "keep the delivery settings in one rules file")
+    for block in SETTINGS_BLOCKS:
+        holders = [rf.path for rf in files if getattr(rf, block)]
+        if len(holders) > 1:
+            problems.append(f"{holders[1]}: `{block}:` is also set in {holders[0]}; keep the "
+                            f"{block.replace('_', ' ')} settings in one rules file")
     for rf in files:
         doc = docs[rf.ruleset]
         checker = _Checker(doc, vocab)

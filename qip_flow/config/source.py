@@ -76,6 +76,13 @@ def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]
         raise error(f"{path}: no such file; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot be read ({exc})") from None
+    return parse_yaml(path, text, error=error)
+
+
+def parse_yaml(path: Path, text: str, *,
+               error: type[InvalidInput] | type[InvalidDefinition]) -> YamlDocument:
+    """Parse YAML text already read (from a file or the database); ``path`` names it in
+    messages."""
     try:
         try:
             node, data = _parse(text, _Loader)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from qip_flow.config.source import YamlDocument, read_yaml, validate
+from qip_flow.config.source import YamlDocument, parse_yaml, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
 
 Need = Literal["note", "reason", "evidence", "due"]
@@ -173,10 +173,12 @@ def load_workflow(
     kind: str,
     guards: Mapping[str, GuardSpec],
     effects: Collection[str],
+    text: str | None = None,
 ) -> WorkflowDef:
-    """Read and check one workflow file against the guards (with the parameters each takes)
-    and effects the engine knows."""
-    doc = read_yaml(path, error=InvalidDefinition)
+    """Read and check one workflow file (or its ``text``, already read) against the guards
+    (with the parameters each takes) and effects the engine knows."""
+    doc = (read_yaml(path, error=InvalidDefinition) if text is None
+           else parse_yaml(path, text, error=InvalidDefinition))
     wf = validate(doc, WorkflowDef, error=InvalidDefinition, what="workflow file")
     if wf.workflow != kind:
         raise InvalidDefinition(f"{doc.where(['workflow'])}: this file must say "

@@ -35,6 +35,7 @@ from qip_flow.runtime import Runtime
 from qip_flow.services import assess, queries
 from qip_flow.store import checkpoints
 from qip_flow.store.checkpoints import Checkpoint
+from qip_flow.store.governance import is_simulation
 from qip_flow.store.models import (
     Action,
     AuditEvent,
@@ -163,6 +164,7 @@ class Header:
     audit_events: int
     audit_hash: str
     checkpoint: Checkpoint | None = None  # the newest keyed checkpoint outside the database
+    simulation: bool = False  # a database made for simulation: every report says so
 
 
 @dataclass
@@ -284,6 +286,12 @@ class Point:
     value: float
     reaudit: bool
     on_target: bool
+    recorded: date | None = None
+    backdate_reason: str = ""  # set when it was dated further back than the rules allow
+
+    @property
+    def backdated(self) -> bool:
+        return bool(self.backdate_reason)
 
 
 @dataclass
@@ -315,6 +323,11 @@ class IndicatorSeries:
     @property
     def latest(self) -> Point | None:
         return self.points[-1] if self.points else None
+
+    @property
+    def backdated(self) -> list[Point]:
+        """Values dated further back than the rules allow, each with its reason."""
+        return [p for p in self.points if p.backdated]
 
     @property
     def sustained(self) -> bool:
@@ -625,7 +638,8 @@ class _Reader:
         scope = (self.services[self.service].name if self.service else "All services")
         return Header(title, subtitle, self.now, period, scope, self.rt.rules.version,
                       head.seq if head else 0, head.hash if head else "genesis",
-                      checkpoints.latest(self.rt.db))
+                      checkpoints.latest(self.rt.db),
+                      simulation=is_simulation(self.session))
 
     def _scoped(self, query: Any) -> Any:
         return query.where(Plan.service_id == self.service) if self.service else query
@@ -934,7 +948,8 @@ def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today:
     return IndicatorSeries(
         id=ind.id, plan_id=ind.plan_id, ref=ind.ref, name=ind.name, unit=ind.unit,
         direction=ind.direction, target=ind.target, baseline=baseline, baseline_derived=derived,
-        points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value)) for m in ordered],
+        points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value), m.at.date(),
+                      m.backdate_reason if m.backdated else "") for m in ordered],
         run_start=in_run[0].on if in_run else None, run_end=in_run[-1].on if in_run else None,
         run_days=run.run_days, run_points=run.run_measurements,
         reaudits_in_run=run.reaudits_in_run, spc_shift=run.spc_shift,

@@ -20,7 +20,7 @@ from qip_flow.decide.facts import (
     effective_criteria,
     load_plan_data,
 )
-from qip_flow.errors import InvalidInput
+from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
@@ -206,7 +206,7 @@ def lint_file(rt: Runtime, path: Path) -> list[CredibilityFinding]:
     parsed = parse_file(path)
     if not isinstance(parsed.spec, PlanFile):
         raise InvalidInput(f"{path}: `qip lint` checks plan files; this is an organisation file")
-    with rt.db.write() as session:
+    with rt.db.write(gated=False) as session:  # rolled back: a read, "as at" any --now
         load_in_session(rt, session, [parsed], actor="qip-lint")
         plan = session.get(Plan, parsed.spec.id)
         assert plan is not None
@@ -259,3 +259,26 @@ def parse_variation(assignments: Sequence[str]) -> dict[str, Any]:
         raise InvalidInput("the variation is not valid", details=problems) from None
     dumped = spec.model_dump()
     return {k: dumped[k] for k in changes}
+
+
+def check_variation(rt: Runtime, plan: Plan, variation: dict[str, Any]) -> None:
+    """Refuse a variation that takes pinned criteria below the rules' minimums
+    (``variation_minimums``); raising a value that is below the floor towards it is allowed."""
+    floor = rt.rules.variation_minimums
+    current = plan.closure_criteria or {}
+    problems = []
+    for key, minimum in (("sustain_days", floor.sustain_days), ("reaudits", floor.reaudits)):
+        if key not in variation:
+            continue
+        new, now = variation[key] or 0, current.get(key) or 0
+        if new < minimum and new < now:
+            problems.append(f"--set {key}={new}: the rules in force ({rt.rules.version}) set a "
+                            f"minimum of {minimum} (the plan has {now}); vary it to {minimum} "
+                            "or more")
+    if (floor.learning_required and variation.get("learning_required") is False
+            and current.get("learning_required") is not False):
+        problems.append(f"--set learning_required=false: the rules in force ({rt.rules.version})"
+                        " require a learning summary for every closure; it cannot be varied away")
+    if problems:
+        raise Refused(f"{plan.id}: this variation goes below the minimums of the published "
+                      "closure rules (variation_minimums)", details=problems)

@@ -21,6 +21,7 @@ from sqlmodel import col, select
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
+from qip_flow.config.files import GovernanceFiles
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, lifecycle, loading, notifications
@@ -151,8 +152,9 @@ class Timeline:
         self.rules_said()
 
 
-def prepare_database(folder: Path) -> Database:
-    """A fresh ``qip.db`` in ``folder``; an existing one is replaced only if the demo made it."""
+def prepare_database(folder: Path, files: GovernanceFiles) -> Database:
+    """A fresh simulation ``qip.db`` in ``folder`` with ``files`` published; an existing one is
+    replaced only if the demo made it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "qip.db"
     if path.exists():
@@ -171,7 +173,7 @@ def prepare_database(folder: Path) -> Database:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         (folder / checkpoints.CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
     db = Database(f"sqlite:///{path}")
-    db.init()
+    db.init(simulation=True, publish=files, by=DEMO_ACTOR)
     keys.ensure_key(db)
     return db
 
@@ -359,9 +361,12 @@ def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...]
     t.run_days(until)
 
 
-def run_demo(folder: Path, *, config_dir: Path, out: Console) -> Runtime:
-    db = prepare_database(folder)
-    rt = Runtime(db=db, clock=Clock(), config_dir=config_dir)
+def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
+    """Play the demo on a new simulation database, under ``config_dir``'s files (published
+    there first) or the shipped ones."""
+    files = GovernanceFiles.from_folder(config_dir or SHIPPED_CONFIG)
+    db = prepare_database(folder, files)
+    rt = Runtime(db=db, clock=Clock())
     t = Timeline(rt, out)
     out.print(f"[bold]qip_flow demo[/bold] — Riverside Care, 2026, database {db.url}")
     t.at("2026-01-15")

@@ -195,6 +195,10 @@ def fire_event(
                              signoff=signoff, variation=variation or {})
         if plan is not None and signoff is not None:
             _signoff_group(rt, plan, inputs.by, event, signoff)
+        if plan is not None and variation:
+            from qip_flow.services.assess import check_variation
+
+            check_variation(rt, plan, variation)
         return fire_in_session(rt, session, entity_id, event, inputs)
 
 
@@ -257,8 +261,24 @@ def record_measurement(
     source: str = "",
     reaudit: bool = False,
     by: str | None = None,
+    reason: str | None = None,
 ) -> Measurement:
+    """Record a value measured ``on`` a day (today by default): never in the future; dated
+    further back than the rules allow only with a ``reason``, and then flagged."""
     now = rt.clock.now()
+    today = now.date()
+    on = on or today
+    if on > today:
+        raise InvalidInput(f"--on: {on} is in the future (today is {today}); a measurement is "
+                           "recorded on or after the day it was taken")
+    allowance = rt.rules.recording.backdate_days
+    late = (today - on).days
+    backdated = late > allowance
+    if backdated and not (reason or "").strip():
+        raise InvalidInput(
+            f"--on: {on} is {late} days before today ({today}); the rules allow {allowance} "
+            "days without a reason: give --reason saying why it is recorded late (it is "
+            "flagged beside the value in the closure report)")
     with changing(rt, plan_id) as session:
         plan = get_plan(session, plan_id)
         indicator = session.get(Indicator, f"{plan.id}/{indicator_ref}")
@@ -268,13 +288,17 @@ def record_measurement(
                            + (", ".join(known) or "none"))
         if by is not None:
             get_person(session, by)
-        measurement = Measurement(indicator_id=indicator.id, on=on or now.date(), value=value,
-                                  source=source, reaudit=reaudit, recorded_by_id=by, at=now)
+        measurement = Measurement(indicator_id=indicator.id, on=on, value=value,
+                                  source=source, reaudit=reaudit, recorded_by_id=by, at=now,
+                                  backdated=backdated,
+                                  backdate_reason=(reason or "").strip() if backdated else "")
         session.add(measurement)
+        detail: dict[str, Any] = {"on": measurement.on.isoformat(), "value": value,
+                                  "source": source, "reaudit": reaudit}
+        if backdated:
+            detail.update(backdated_days=late, backdate_reason=measurement.backdate_reason)
         audit.append(session, at=now, actor=by or "system", entity_type="indicator",
-                     entity_id=indicator.id, what="measurement recorded",
-                     detail={"on": measurement.on.isoformat(), "value": value, "source": source,
-                             "reaudit": reaudit})
+                     entity_id=indicator.id, what="measurement recorded", detail=detail)
         plan.updated_at = now
         session.flush()
         from qip_flow.services.assess import reassess

@@ -4,13 +4,14 @@ Alembic migrations."""
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -18,11 +19,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
 
 from qip_flow.errors import InvalidInput, NotInitialised, Refused
 from qip_flow.store.models import AuditEvent, Plan
+
+if TYPE_CHECKING:
+    from qip_flow.config.files import GovernanceFiles
 
 DEFAULT_URL = "sqlite:///qip.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -136,6 +140,23 @@ class Database:
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
         self._writer = self.engine.execution_options(qip_write=True)
+        #: Asked before every write transaction; the runtime installs one that refuses writes
+        #: with a simulated clock on a real database, or with unpublished governance files.
+        self.write_gate: Callable[[], None] | None = None
+
+    def with_write_gate(self, gate: Callable[[], None]) -> Database:
+        """This database (same engine) with ``gate`` asked before each write: each runtime
+        gets its own, so two runtimes on one database never check each other's files."""
+        gated = copy.copy(self)
+        gated.write_gate = gate
+        return gated
+
+    def has_schema(self) -> bool:
+        """True when the schema is there and current (never creates a SQLite file)."""
+        database = make_url(self.url).database
+        if self.is_sqlite and database and database != ":memory:" and not Path(database).exists():
+            return False
+        return self.current_revision() == head_revision()
 
     @property
     def is_sqlite(self) -> bool:
@@ -160,8 +181,12 @@ class Database:
         return Path(database).resolve().parent
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One write transaction: everything inside commits together or not at all."""
+    def write(self, *, gated: bool = True) -> Iterator[Session]:
+        """One write transaction: everything inside commits together or not at all. The write
+        gate is asked first (``gated=False`` only for writes that check for themselves:
+        publishing, and dry runs that roll back)."""
+        if gated and self.write_gate is not None:
+            self.write_gate()
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
             yield session
 
@@ -176,14 +201,46 @@ class Database:
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
-    def init(self) -> tuple[str | None, str]:
-        """Create or upgrade the schema to the newest migration; returns (before, after)."""
+    def init(self, *, simulation: bool = False, publish: GovernanceFiles | None = None,
+             by: str = "qip init", at: datetime | None = None) -> tuple[str | None, str]:
+        """Create or upgrade the schema to the newest migration; returns (before, after).
+        A new database records whether it is a simulation; the governance files (``publish``,
+        by default the shipped ones) are published when none are yet — at the server's time,
+        or at ``at`` on a simulation database."""
+        from qip_flow import SHIPPED_CONFIG
+        from qip_flow.config.files import GovernanceFiles
+        from qip_flow.store import governance
+
         before = self.current_revision()
+        if simulation and before is not None and not self.is_simulation():
+            raise Refused(f"{self.url} already holds a real record; a database becomes a "
+                          "simulation only when it is created: run `qip init --simulation` "
+                          "with --db naming a new database")
         with self.engine.begin() as conn:
             cfg = self._alembic()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        with self.write(gated=False) as session:
+            if before is None:
+                governance.mark_created(session, simulation=simulation)
+            if governance.published(session) is None:
+                files = publish or GovernanceFiles.from_folder(SHIPPED_CONFIG)
+                governance.store_publication(session, files, by=by,
+                                             at=at if simulation and at else datetime.now(UTC))
         return before, head_revision()
+
+    def is_simulation(self) -> bool:
+        """Was this database created with ``qip init --simulation``? (False before the
+        schema records it.)"""
+        from qip_flow.store import governance
+
+        if self.current_revision() is None:
+            return False
+        try:
+            with self.read() as session:
+                return governance.is_simulation(session)
+        except (OperationalError, ProgrammingError):  # older than the settings table: real
+            return False
 
     def current_revision(self) -> str | None:
         try:

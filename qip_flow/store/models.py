@@ -161,6 +161,8 @@ class Measurement(SQLModel, table=True):
     reaudit: bool = False
     recorded_by_id: str | None = Field(default=None, foreign_key="person.id")
     at: datetime = _when()
+    backdated: bool = False  # dated further back than the rules allow; kept with its reason
+    backdate_reason: str = ""
 
 
 class SignOff(SQLModel, table=True):
@@ -272,11 +274,32 @@ class AuditHead(SQLModel, table=True):
     database_id: str = ""
 
 
+class DatabaseSetting(SQLModel, table=True):
+    """Facts about the database itself, fixed when it is created: ``simulation`` is "true"
+    on a database made with ``qip init --simulation`` (the only kind ``--now`` may write)."""
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class PublishedConfig(SQLModel, table=True):
+    """One publication of the governance files (``qip rules publish``, or ``qip init`` on a
+    fresh database): their texts and content version. The newest row is in force."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(index=True)
+    files: dict[str, Any] = _json_dict()  # "rules/closure.yaml" → text
+    published_at: datetime = _when()
+    published_by: str
+    source: str = ""  # the folder it was published from
+
+
 __all__ = [
     "LEVELS",
     "Action",
     "AuditEvent",
     "AuditHead",
+    "DatabaseSetting",
     "DueRevision",
     "Evidence",
     "Finding",
@@ -286,6 +309,7 @@ __all__ = [
     "Person",
     "Plan",
     "ProgressNote",
+    "PublishedConfig",
     "Risk",
     "Service",
     "SignOff",

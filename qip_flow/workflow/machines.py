@@ -78,13 +78,16 @@ class Workflows:
         self.machines = {kind: build_machine(wf) for kind, wf in defs.items()}
 
     @classmethod
-    def from_folder(cls, folder: Path) -> Workflows:
+    def from_folder(cls, folder: Path, texts: dict[Path, str] | None = None) -> Workflows:
+        """``plan.yaml`` and ``action.yaml`` from ``folder``, or from ``texts`` already read
+        (path → text, e.g. the published files)."""
         defs = {}
         for kind in ("plan", "action"):
             path = folder / f"{kind}.yaml"
-            if not path.exists():
+            if not (path in texts if texts is not None else path.exists()):
                 raise InvalidDefinition(f"{path}: missing; the {kind} workflow must be defined")
-            defs[kind] = load_workflow(path, kind=kind, guards=GUARDS[kind], effects=EFFECTS[kind])
+            defs[kind] = load_workflow(path, kind=kind, guards=GUARDS[kind], effects=EFFECTS[kind],
+                                       text=texts[path] if texts is not None else None)
         return cls(defs)
 
     def initial(self, kind: str) -> str:
