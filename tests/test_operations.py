@@ -107,7 +107,12 @@ def test_new_config_writes_a_folder_that_checks_and_loads(provider: Path, cli: C
         assert schema.is_file(), (path, schema)
     assert cli("--config", str(folder), "rules", "check")[0] == 0
     assert cli("--config", str(folder), "workflow", "check")[0] == 0
-    code, _, err = cli("--config", str(folder), "load", str(folder / "organisation.yaml"))
+    # a new database publishes the provider's own files at `qip init`; loading then uses them
+    own = str(provider / "own.db")
+    code, _, err = cli("--db", own, "--config", str(folder), "init")
+    assert code == 0, err
+    code, _, err = cli("--db", own, "--config", str(folder), "load",
+                       str(folder / "organisation.yaml"))
     assert code == 0, err
     again, _, err = cli("new", "config", "governance")
     assert again == 2 and "exists and is not empty" in err
