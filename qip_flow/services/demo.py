@@ -152,9 +152,9 @@ class Timeline:
         self.rules_said()
 
 
-def prepare_database(folder: Path, files: GovernanceFiles) -> Database:
-    """A fresh simulation ``qip.db`` in ``folder`` with ``files`` published; an existing one is
-    replaced only if the demo made it."""
+def prepare_database(folder: Path, files: GovernanceFiles | None = None) -> Database:
+    """A fresh simulation ``qip.db`` in ``folder`` with ``files`` (the shipped ones by default)
+    published; an existing one is replaced only if the demo made it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "qip.db"
     if path.exists():
