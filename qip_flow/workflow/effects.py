@@ -38,12 +38,9 @@ def _action(s: Subject) -> Action:
 def pin_closure_criteria(s: Subject) -> None:
     """Fix the closure criteria as approved — the plan's own, tightened by the rules' defaults
     for its theme and source — with the rules version; changing them later is a variation."""
-    from qip_flow.services.assess import plan_facts
-
     plan = _plan(s)
-    _facts, criteria = plan_facts(s.runtime, s.session, plan)
-    plan.closure_criteria = {**criteria, "pinned_at": s.inputs.now.isoformat(),
-                             "rules_version": s.runtime.rules.version}
+    plan.closure_criteria = {**s.judge.criteria(plan), "pinned_at": s.inputs.now.isoformat(),
+                             "rules_version": s.judge.rules_version}
     plan.approved_at = s.inputs.now
 
 

@@ -187,41 +187,28 @@ def due_date_changes(s: Subject, _: dict[str, Any]) -> str | None:
 def closure_criteria_met(s: Subject, _: dict[str, Any]) -> str | None:
     """Every closure criterion in the rules holds for this plan, with the person signing now
     (see `qip explain PLAN`)."""
-    from qip_flow.services.assess import closure_decision
-
-    decision = closure_decision(s.runtime, s.session, _plan(s), signer=s.inputs.by)
-    s.decisions["closure"] = decision.as_dict()
-    if decision.met:
+    verdict = s.judge.closure(_plan(s), s.inputs.by)
+    s.decisions["closure"] = verdict.record
+    if verdict.holds:
         return None
-    return "closure criteria not met:" + "".join(f"\n      · {c.describe()}"
-                                                 for c in decision.unmet)
+    return "closure criteria not met:" + "".join(f"\n      · {r}" for r in verdict.reasons)
 
 
 @guard("plan")
 def step_down_preferred(s: Subject, _: dict[str, Any]) -> str | None:
     """The rules prefer routine monitoring for this plan now (a `step_down` rule fires)."""
-    from qip_flow.services.assess import plan_facts
-
-    facts, _criteria = plan_facts(s.runtime, s.session, _plan(s))
-    fired = s.runtime.decide.monitoring(facts).outcomes("step_down")
-    if not fired:
-        rules = s.runtime.rules.for_outcome("plan", "step_down")
-        why = "; ".join(r.description for r in rules) or "no step_down rule is defined"
-        return f"the rules do not prefer step-down for this plan now ({why})"
-    s.decisions["step_down"] = {"rules": [r.id for r in fired],
-                                "monitoring_days": max(r.then.params["monitoring_days"]
-                                                       for r in fired),
-                                "rules_version": s.runtime.rules.version}
+    verdict = s.judge.step_down(_plan(s))
+    if not verdict.holds:
+        return f"the rules do not prefer step-down for this plan now ({'; '.join(verdict.reasons)})"
+    s.decisions["step_down"] = verdict.record
     return None
 
 
 @guard("plan")
 def credible(s: Subject, _: dict[str, Any]) -> str | None:
     """No credibility error remains (`qip lint PLAN` lists them)."""
-    from qip_flow.services.assess import credibility
-
-    errors = [f for f in credibility(s.runtime, s.session, _plan(s)) if f.severity == "error"]
-    if not errors:
+    verdict = s.judge.credibility(_plan(s))
+    if verdict.holds:
         return None
-    return "credibility errors (see `qip lint`):" + "".join(
-        f"\n      · {f.subject_id}: {f.message} [rule {f.rule.id}]" for f in errors)
+    return "credibility errors (see `qip lint`):" + "".join(f"\n      · {r}"
+                                                            for r in verdict.reasons)
