@@ -120,8 +120,9 @@ def record_due_revision(s: Subject) -> None:
 
 @effect("action")
 def mark_completed(s: Subject) -> None:
-    """Record when the action was completed."""
-    _action(s).completed_at = s.inputs.now
+    """Record when and by whom the action was completed."""
+    action = _action(s)
+    action.completed_at, action.completed_by_id = s.inputs.now, s.inputs.by.id
 
 
 @effect("action")
@@ -134,4 +135,4 @@ def mark_verified(s: Subject) -> None:
 def clear_completion(s: Subject) -> None:
     """Forget completion and verification on reopening."""
     action = _action(s)
-    action.completed_at = action.verified_by_id = None
+    action.completed_at = action.completed_by_id = action.verified_by_id = None
