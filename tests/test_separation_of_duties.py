@@ -338,3 +338,26 @@ def test_nobody_ever_verifies_what_they_completed(rounds: list[tuple[str, str]])
                     action.completed_by_id
             lifecycle.fire_event(rt, a2, "reopen", by="jpatel", reason="another round")
         db.dispose()
+
+
+def test_the_separation_block_is_checked_with_the_rules(config: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """`qip rules check` refuses a second `separation:` block and a purpose that is no word,
+    naming the files; an unknown setting is refused by the schema."""
+    rag = config / "rules" / "rag.yaml"
+    rag.write_text(rag.read_text(encoding="utf-8").replace(
+        "rules:\n", "separation:\n  accountable_owner_cannot_sign: [Closure!]\n  "
+        "owners_may_verify: true\nrules:\n", 1), encoding="utf-8")
+    code, _, err = qip_here(monkeypatch, capsys, "--config", str(config), "rules", "check")
+    message = " ".join(err.split())
+    assert code == 2, err
+    assert "'Closure!' is not a sign-off purpose" in message
+    assert "owners_may_verify" in message
+    rag.write_text(rag.read_text(encoding="utf-8").replace(
+        "[Closure!]\n  owners_may_verify: true", "[approval]"), encoding="utf-8")
+    code, _, err = qip_here(monkeypatch, capsys, "--config", str(config), "rules", "check")
+    assert code == 2, err
+    assert f"{config / 'rules' / 'rag.yaml'}: `separation:` is also set in " \
+           f"{config / 'rules' / 'closure.yaml'}" in " ".join(err.split())
