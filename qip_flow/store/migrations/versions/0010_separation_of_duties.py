@@ -23,12 +23,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("person", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("roles", sa.JSON(), nullable=False, server_default="[]"))
-    with op.batch_alter_table("action", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("completed_by_id", sa.String(), nullable=True))
-        batch_op.create_foreign_key("fk_action_completed_by_id_person", "person",
-                                    ["completed_by_id"], ["id"])
+    op.add_column("person", sa.Column("roles", sa.JSON(), nullable=False, server_default="[]"))
+    # On SQLite a plain ADD COLUMN with its reference, not a batch copy of ``action``: with
+    # foreign keys on, dropping the old table that other tables reference fails.
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("alter table action add column completed_by_id varchar "
+                   "references person (id)")
+    else:
+        op.add_column("action", sa.Column("completed_by_id", sa.String(), nullable=True))
+        op.create_foreign_key("fk_action_completed_by_id_person", "action", "person",
+                              ["completed_by_id"], ["id"])
     op.execute(
         "update action set completed_by_id = coalesce(("
         "  select e.actor from auditevent e"
@@ -39,8 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("action", schema=None) as batch_op:
-        batch_op.drop_constraint("fk_action_completed_by_id_person", type_="foreignkey")
-        batch_op.drop_column("completed_by_id")
-    with op.batch_alter_table("person", schema=None) as batch_op:
-        batch_op.drop_column("roles")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint("fk_action_completed_by_id_person", "action", type_="foreignkey")
+    op.drop_column("action", "completed_by_id")
+    op.drop_column("person", "roles")
