@@ -221,7 +221,8 @@ def test_actions_are_completed_with_evidence_and_verified_by_someone_else(
         date(2026, 3, 25))
 
     message = refused(loaded, lambda: lifecycle.fire_event(loaded, a3, "verify", by="mjones"))
-    assert "Megan Jones owns this action; someone else must" in message
+    assert ("Megan Jones completed this action and cannot verify it [rule "
+            "separation.completer_cannot_verify" in message)
     assert action_row(loaded, a3).state == "completed"
 
     lifecycle.fire_event(loaded, a3, "verify", by="jpatel")

@@ -123,7 +123,7 @@ def season(request: pytest.FixtureRequest,
         load_examples(rt)
         extra = folder / "board-and-digest.yaml"
         extra.write_text("people:\n" + BOARD_MEMBER + MEGAN_WANTS_A_DIGEST, encoding="utf-8")
-        loading.load_files(rt, [extra], actor="test")
+        loading.load_files(rt, [extra], actor="cevans")  # a new board member: an administrator
         approve_and_start(rt)
         result = Season(rt, [], emails(rt))
 

@@ -173,5 +173,5 @@ def test_workflow_show_draws_every_event_as_mermaid() -> None:
     assert "    closed --> [*]" in lines and "    withdrawn --> [*]" in lines
 
     action = mermaid(Workflows.from_folder(SHIPPED_CONFIG / "workflows").defs["action"])
-    assert "    completed --> verified : verify [not_the_owner]" in action.splitlines()
+    assert "    completed --> verified : verify [not_the_completer]" in action.splitlines()
     assert all(f" : {e['name']}" in action for e in SHIPPED_ACTION["events"])

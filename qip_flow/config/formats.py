@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Level = Literal["operational", "manager", "senior", "board"]
+Role = Literal["administrator"]
 SourceType = Literal["inspection", "audit", "complaint", "incident", "safeguarding", "other"]
 IdText = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -28,6 +29,10 @@ class PersonSpec(_Strict):
     level: Level = "operational"
     line_manager: str | None = Field(None, description="The id of this person's line manager.")
     groups: list[str] = Field(default_factory=list, description="Governance groups, e.g. 'Board'.")
+    roles: list[Role] = Field(
+        default_factory=list,
+        description="What this person may do to qip_flow itself: 'administrator' may change "
+                    "people's level, groups and roles with `qip load --by`.")
     digest: bool = Field(False, description="Weekly digest instead of single reminders.")
 
 

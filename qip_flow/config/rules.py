@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from qip_flow.config.source import YamlDocument, parse_yaml, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
@@ -191,7 +198,38 @@ class VariationMinimums(_Strict):
                                     "learning summary.")
 
 
-SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums")
+class SeparationSettings(_Strict):
+    """Separation of duties: who may not do what. Safe by default — every rule is on unless a
+    rules file switches it off — so nobody verifies, approves or signs off their own work."""
+
+    completer_cannot_verify: bool = Field(
+        True, description="The person who completed an action cannot verify it.")
+    requester_cannot_approve_due: bool = Field(
+        True, description="The person who asks for a new due date (the action's owner) cannot "
+                          "approve it.")
+    accountable_owner_cannot_sign: list[str] = Field(
+        default_factory=lambda: ["closure", "step_down"],
+        description="Sign-offs (by purpose: approval, closure, step_down, variation, …) that "
+                    "the plan's accountable owner cannot give alone: someone else with the "
+                    "authority must sign. An empty list switches the rule off.")
+
+    @field_validator("accountable_owner_cannot_sign")
+    @classmethod
+    def _purposes(cls, value: list[str]) -> list[str]:
+        for purpose in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", purpose):
+                raise ValueError(f"'{purpose}' is not a sign-off purpose (e.g. closure, step_down)")
+        return value
+
+
+SEPARATION_RULES = {
+    "completer_cannot_verify": "separation.completer_cannot_verify",
+    "requester_cannot_approve_due": "separation.requester_cannot_approve_due",
+    "accountable_owner_cannot_sign": "separation.accountable_owner_cannot_sign",
+}
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation")
 
 
 class RulesFile(_Strict):
@@ -204,6 +242,9 @@ class RulesFile(_Strict):
         None, description="Limits on dating records (backdated measurements); at most one file.")
     variation_minimums: VariationMinimums | None = Field(
         None, description="The floor of closure criteria a variation may set; at most one file.")
+    separation: SeparationSettings | None = Field(
+        None, description="Separation of duties; at most one rules file may carry it. Left out, "
+                          "every separation rule is on.")
     rules: list[RuleDef] = Field(min_length=1)
     examples: list[ExampleDef] = Field(default_factory=list)
     path: str = Field("", exclude=True)
@@ -237,6 +278,8 @@ class RuleBook:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     variation_minimums: VariationMinimums = field(default_factory=VariationMinimums)
+    separation: SeparationSettings = field(default_factory=SeparationSettings)
+    separation_file: str = "built-in default"
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -247,6 +290,13 @@ class RuleBook:
         self.variation_minimums = next(
             (f.variation_minimums for f in self.files if f.variation_minimums),
             VariationMinimums())
+        carrier = next((f for f in self.files if f.separation), None)
+        if carrier is not None and carrier.separation is not None:
+            self.separation, self.separation_file = carrier.separation, carrier.path
+
+    def separation_rule(self, setting: str) -> str:
+        """How a refusal names a separation rule: its id and the file that sets it."""
+        return f"rule {SEPARATION_RULES[setting]}, {self.separation_file}"
 
     def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
         key = (subject, outcomes)

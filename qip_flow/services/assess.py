@@ -13,13 +13,12 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from qip_flow.config.formats import ClosureSpec
-from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, RagDecision
+from qip_flow.decide.decisions import CredibilityFinding, RagDecision
 from qip_flow.decide.facts import (
     FactBuilder,
-    criteria_facts,
-    effective_criteria,
     load_plan_data,
 )
+from qip_flow.decide.judge import RulesJudge
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
@@ -32,34 +31,20 @@ if TYPE_CHECKING:
 RULES_ACTOR = "qip-rules"
 
 
+def judge(rt: Runtime, session: Session, *, builder: FactBuilder | None = None) -> RulesJudge:
+    """The rules in force, for the clock's now, as the workflow's guards and effects see them."""
+    return RulesJudge(rt.decide, session, rt.clock.now(), builder)
+
+
 def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | None = None,
                actions: list[dict[str, Any]] | None = None, builder: FactBuilder | None = None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A plan's facts under its effective closure criteria, and those criteria."""
-    builder = builder or FactBuilder(session, rt.clock.now())
-    facts = builder.plan(plan, signer=signer, actions=actions)
-    if (plan.closure_criteria or {}).get("pinned_at"):
-        return facts, dict(plan.closure_criteria)
-    criteria = effective_criteria(plan, rt.decide.defaults(facts))
-    # defaults never name indicators, so only the facts that read the criteria change
-    facts.update(criteria_facts(criteria, signer))
-    return facts, criteria
-
-
-def closure_decision(rt: Runtime, session: Session, plan: Plan, *,
-                     signer: Person | None = None) -> ClosureDecision:
-    """Decided without the per-condition explanation; decided again with it only when some
-    criterion is unmet, so a refusal can say exactly why."""
-    facts, _ = plan_facts(rt, session, plan, signer=signer)
-    decision = rt.decide.closure(facts)
-    return decision if decision.met else rt.decide.closure(facts, explain=True)
+    return judge(rt, session, builder=builder).plan_facts(plan, signer=signer, actions=actions)
 
 
 def credibility(rt: Runtime, session: Session, plan: Plan) -> list[CredibilityFinding]:
-    builder = FactBuilder(session, rt.clock.now())
-    actions = builder.actions(plan)
-    facts, _ = plan_facts(rt, session, plan, actions=actions)
-    return rt.decide.credibility(facts, actions)
+    return judge(rt, session).credibility_findings(plan)
 
 
 def is_live(rt: Runtime, state: str) -> bool:

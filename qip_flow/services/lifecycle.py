@@ -151,10 +151,10 @@ def fire_in_session(
 ) -> EventResult:
     """Fire one event inside the caller's transaction: record the inputs and one audit event
     (with any decision behind it), then re-rate the plan."""
-    from qip_flow.services.assess import reassess
+    from qip_flow.services.assess import judge, reassess
 
     kind, row = get_entity(session, entity_id)
-    subject = Subject(kind, row, session, inputs, rt)
+    subject = Subject(kind, row, session, inputs, judge(rt, session))
     move = rt.workflows.fire(subject, event)
     _record_inputs(session, subject)
     detail = inputs.as_detail()

@@ -14,11 +14,12 @@ from sqlmodel import Session, SQLModel, select
 
 from qip_flow.config.formats import OrganisationFile, PlanFile
 from qip_flow.config.source import YamlDocument, read_yaml, validate
-from qip_flow.errors import InvalidInput
+from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
 from qip_flow.store.models import (
+    LEVELS,
     Action,
     DueRevision,
     Evidence,
@@ -31,6 +32,30 @@ from qip_flow.store.models import (
     Risk,
     Service,
 )
+
+ADMINISTRATOR = "administrator"
+NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": []}
+
+
+def authority_of(person: Person) -> dict[str, Any]:
+    """What a person may sign and change: their level, groups and roles."""
+    return {"level": person.level, "groups": sorted(person.groups or []),
+            "roles": sorted(person.roles or [])}
+
+
+def _shown(value: Any) -> str:
+    return ", ".join(value) or "none" if isinstance(value, list) else str(value)
+
+
+def _raises(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """More authority than before: a higher level, or a group or role not held before."""
+    return (LEVELS.index(after["level"]) > LEVELS.index(before["level"])
+            or bool(set(after["groups"]) - set(before["groups"]))
+            or bool(set(after["roles"]) - set(before["roles"])))
+
+
+def _only_grants_administrator(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    return {**before, "roles": sorted({*before["roles"], ADMINISTRATOR})} == after
 
 
 @dataclass
@@ -84,11 +109,15 @@ class _Loader:
         self.problems: list[str] = []
         self.report = LoadReport()
         self.people: set[str] = set(session.exec(select(Person.id)).all())
+        self.people_before = bool(self.people)
         self.services: set[str] = set(session.exec(select(Service.id)).all())
         self.risks: set[str] = set(session.exec(select(Risk.id)).all())
         self.placeholders: set[str] = set()  # people inserted before their line managers
         self.groups: set[str] = {g for groups in session.exec(select(Person.groups)).all()
                                  for g in groups or []}
+        self.refusals: list[str] = []  # authority changes the actor may not make
+        self.administrators = {p.id: p.name for p in session.exec(select(Person)).all()
+                               if ADMINISTRATOR in (p.roles or [])}
 
     def problem(self, doc: YamlDocument, loc: list[str | int], message: str) -> None:
         self.problems.append(f"{doc.where(loc)}: {message}")
@@ -104,6 +133,39 @@ class _Loader:
     def audit(self, entity_type: str, entity_id: str, what: str, detail: dict[str, Any]) -> None:
         audit.append(self.session, at=self.now, actor=self.actor, entity_type=entity_type,
                      entity_id=entity_id, what=what, detail=detail)
+
+    def authority(self, doc: YamlDocument, spec: OrganisationFile) -> None:
+        """A person's level, groups and roles are their authority: once the database holds
+        people, granting or changing them needs ``--by`` an administrator recorded before this
+        load, and nobody raises their own. The first load into an empty database sets them up."""
+        if not self.people_before:
+            return
+        for i, p in enumerate(spec.people):
+            stored = self.session.get(Person, p.id)
+            before = authority_of(stored) if stored is not None else NO_AUTHORITY
+            after = {"level": p.level, "groups": sorted(p.groups), "roles": sorted(p.roles)}
+            if before == after:
+                continue
+            change = "; ".join(f"{k} {_shown(before[k])} → {_shown(after[k])}"
+                               for k in after if before[k] != after[k])
+            where = doc.where(["people", i])
+            admins = ", ".join(f"{name} ({pid})" for pid, name in sorted(self.administrators.items()))
+            if not self.administrators:
+                if _only_grants_administrator(before, after):
+                    continue  # the first administrator, on a database that has none yet
+                self.refusals.append(
+                    f"{where}: {p.name}: {change} — no administrator is recorded yet; first load "
+                    f"a file that only gives one person `roles: [{ADMINISTRATOR}]`")
+            elif self.actor not in self.administrators:
+                self.refusals.append(
+                    f"{where}: {p.name}: {change} — changing a person's authority needs an "
+                    f"administrator: load with --by naming one of {admins}")
+            elif p.id == self.actor and _raises(before, after):
+                others = ", ".join(f"{name} ({pid})" for pid, name in sorted(
+                    self.administrators.items()) if pid != self.actor) or "none yet"
+                self.refusals.append(
+                    f"{where}: {p.name}: {change} — nobody raises their own authority; another "
+                    f"administrator must load this change: {others}")
 
     def upsert(self, doc: YamlDocument, entity_type: str, row: SQLModel, key: str) -> None:
         """Insert ``row`` or update the stored one field by field; audit what changed."""
@@ -125,9 +187,14 @@ class _Loader:
         if not changed:
             self.record(doc, key, "unchanged")
             return
+        what, detail = f"{entity_type} updated", dict(changed)
+        if isinstance(stored, Person) and changed.keys() & set(NO_AUTHORITY):
+            what = "person authority changed"
+            detail.update(before=authority_of(stored), after=authority_of(row),
+                          administrator=self.actor)
         for name, change in changed.items():
             setattr(stored, name, change["to"])
-        self.audit(entity_type, key, f"{entity_type} updated", changed)
+        self.audit(entity_type, key, what, detail)
         self.record(doc, key, "updated")
 
     # organisation -----------------------------------------------------------------------
@@ -141,6 +208,7 @@ class _Loader:
             self.need(doc, ["people", i, "line_manager"], self.people, "person", p.line_manager)
         for i, r in enumerate(spec.risks):
             self.need(doc, ["risks", i, "owner"], self.people, "person", r.owner)
+        self.authority(doc, spec)
         for kind, items in (("person", spec.people), ("service", spec.services),
                             ("risk", spec.risks)):
             seen: set[str] = set()
@@ -160,7 +228,8 @@ class _Loader:
         for p in spec.people:
             self.upsert(doc, "person", Person(
                 id=p.id, name=p.name, email=p.email, role=p.role, level=p.level,
-                line_manager_id=p.line_manager, groups=list(p.groups), digest=p.digest), p.id)
+                line_manager_id=p.line_manager, groups=list(p.groups), roles=list(p.roles),
+                digest=p.digest), p.id)
         for s in spec.services:
             self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind), s.id)
         for r in spec.risks:
@@ -325,6 +394,9 @@ def load_in_session(rt: Runtime, session: Session, parsed: list[_Parsed], *,
                                f"{plan_ids[item.spec.id]}")
             plan_ids[item.spec.id] = item.doc.path
             loader.plan(item.doc, item.spec)
+    if not loader.problems and loader.refusals:
+        raise Refused("nothing was loaded: these changes to people's authority are refused",
+                      details=loader.refusals)
     if not loader.problems:
         for item in parsed:
             if isinstance(item.spec, OrganisationFile):

@@ -35,6 +35,7 @@ class Person(SQLModel, table=True):
     level: str = "operational"
     line_manager_id: str | None = Field(default=None, foreign_key="person.id")
     groups: list[str] = _json_list()
+    roles: list[str] = _json_list()  # e.g. administrator: may change people's authority
     digest: bool = False
 
 
@@ -108,6 +109,7 @@ class Action(SQLModel, table=True):
     last_update_at: datetime = _when()
     owner_update_at: datetime | None = _when(default=None)
     completed_at: datetime | None = _when(default=None)
+    completed_by_id: str | None = Field(default=None, foreign_key="person.id")
     verified_by_id: str | None = Field(default=None, foreign_key="person.id")
 
 

@@ -38,12 +38,9 @@ def _action(s: Subject) -> Action:
 def pin_closure_criteria(s: Subject) -> None:
     """Fix the closure criteria as approved — the plan's own, tightened by the rules' defaults
     for its theme and source — with the rules version; changing them later is a variation."""
-    from qip_flow.services.assess import plan_facts
-
     plan = _plan(s)
-    _facts, criteria = plan_facts(s.runtime, s.session, plan)
-    plan.closure_criteria = {**criteria, "pinned_at": s.inputs.now.isoformat(),
-                             "rules_version": s.runtime.rules.version}
+    plan.closure_criteria = {**s.judge.criteria(plan), "pinned_at": s.inputs.now.isoformat(),
+                             "rules_version": s.judge.rules_version}
     plan.approved_at = s.inputs.now
 
 
@@ -123,8 +120,9 @@ def record_due_revision(s: Subject) -> None:
 
 @effect("action")
 def mark_completed(s: Subject) -> None:
-    """Record when the action was completed."""
-    _action(s).completed_at = s.inputs.now
+    """Record when and by whom the action was completed."""
+    action = _action(s)
+    action.completed_at, action.completed_by_id = s.inputs.now, s.inputs.by.id
 
 
 @effect("action")
@@ -137,4 +135,4 @@ def mark_verified(s: Subject) -> None:
 def clear_completion(s: Subject) -> None:
     """Forget completion and verification on reopening."""
     action = _action(s)
-    action.completed_at = action.verified_by_id = None
+    action.completed_at = action.completed_by_id = action.verified_by_id = None

@@ -161,12 +161,59 @@ def has_evidence(s: Subject, _: dict[str, Any]) -> str | None:
     return None if held else "completing an action needs evidence: add --evidence 'what|where'"
 
 
+def _instead(names: list[str]) -> str:
+    return f": e.g. {', '.join(names)}" if names else ""
+
+
 @guard("action")
-def not_the_owner(s: Subject, _: dict[str, Any]) -> str | None:
-    """Someone other than the action's owner does this (verifying, approving a new date)."""
-    if s.inputs.by.id == _action(s).owner_id:
-        return f"{s.inputs.by.name} owns this action; someone else must do this"
-    return None
+def not_the_completer(s: Subject, _: dict[str, Any]) -> str | None:
+    """Someone other than the person who completed the action verifies it (rules:
+    ``separation.completer_cannot_verify``, on unless a rules file switches it off)."""
+    action = _action(s)
+    completer = action.completed_by_id or action.owner_id
+    if not s.judge.separation.completer_cannot_verify or s.inputs.by.id != completer:
+        return None
+    plan = s.session.get(Plan, action.plan_id)
+    assert plan is not None
+    others = s.judge.who_else([completer], first=[s.inputs.by.line_manager_id, plan.owner_id,
+                                                  plan.sponsor_id])
+    return (f"{s.inputs.by.name} completed this action and cannot verify it "
+            f"[{s.judge.separation_rule('completer_cannot_verify')}]; someone else must verify "
+            f"it{_instead(others)}")
+
+
+@guard("action")
+def not_the_requester(s: Subject, _: dict[str, Any]) -> str | None:
+    """Someone other than the person asking for a new due date — the action's owner — approves
+    it (rules: ``separation.requester_cannot_approve_due``, on unless switched off)."""
+    action = _action(s)
+    if not s.judge.separation.requester_cannot_approve_due or s.inputs.by.id != action.owner_id:
+        return None
+    plan = s.session.get(Plan, action.plan_id)
+    assert plan is not None
+    others = s.judge.who_else([s.inputs.by.id], level="manager",
+                              first=[s.inputs.by.line_manager_id, plan.owner_id, plan.sponsor_id])
+    return (f"{s.inputs.by.name} owns this action, so asks for its new date, and cannot approve "
+            f"it [{s.judge.separation_rule('requester_cannot_approve_due')}]; a manager or above "
+            f"who is not {s.inputs.by.name} must approve it{_instead(others)}")
+
+
+@guard("plan")
+def not_the_accountable_owner(s: Subject, _: dict[str, Any]) -> str | None:
+    """The plan's accountable owner does not sign off alone the purposes the rules name
+    (``separation.accountable_owner_cannot_sign``; closure and step-down unless changed):
+    someone else with the authority the closure criteria name must sign."""
+    plan, purpose = _plan(s), s.inputs.signoff.purpose if s.inputs.signoff else None
+    if purpose not in s.judge.separation.accountable_owner_cannot_sign \
+            or s.inputs.by.id != plan.owner_id:
+        return None
+    authority = s.judge.criteria(plan).get("signoff") or {}
+    others = s.judge.who_else([plan.owner_id], first=[plan.sponsor_id],
+                              level=authority.get("level"), group=authority.get("group"))
+    return (f"{s.inputs.by.name} is the plan's accountable owner and cannot sign its "
+            f"{purpose.replace('_', ' ')} alone "
+            f"[{s.judge.separation_rule('accountable_owner_cannot_sign')}]; someone else with "
+            f"the authority must sign{_instead(others)}")
 
 
 @guard("action", **AUTHORITY)
@@ -187,41 +234,28 @@ def due_date_changes(s: Subject, _: dict[str, Any]) -> str | None:
 def closure_criteria_met(s: Subject, _: dict[str, Any]) -> str | None:
     """Every closure criterion in the rules holds for this plan, with the person signing now
     (see `qip explain PLAN`)."""
-    from qip_flow.services.assess import closure_decision
-
-    decision = closure_decision(s.runtime, s.session, _plan(s), signer=s.inputs.by)
-    s.decisions["closure"] = decision.as_dict()
-    if decision.met:
+    verdict = s.judge.closure(_plan(s), s.inputs.by)
+    s.decisions["closure"] = verdict.record
+    if verdict.holds:
         return None
-    return "closure criteria not met:" + "".join(f"\n      · {c.describe()}"
-                                                 for c in decision.unmet)
+    return "closure criteria not met:" + "".join(f"\n      · {r}" for r in verdict.reasons)
 
 
 @guard("plan")
 def step_down_preferred(s: Subject, _: dict[str, Any]) -> str | None:
     """The rules prefer routine monitoring for this plan now (a `step_down` rule fires)."""
-    from qip_flow.services.assess import plan_facts
-
-    facts, _criteria = plan_facts(s.runtime, s.session, _plan(s))
-    fired = s.runtime.decide.monitoring(facts).outcomes("step_down")
-    if not fired:
-        rules = s.runtime.rules.for_outcome("plan", "step_down")
-        why = "; ".join(r.description for r in rules) or "no step_down rule is defined"
-        return f"the rules do not prefer step-down for this plan now ({why})"
-    s.decisions["step_down"] = {"rules": [r.id for r in fired],
-                                "monitoring_days": max(r.then.params["monitoring_days"]
-                                                       for r in fired),
-                                "rules_version": s.runtime.rules.version}
+    verdict = s.judge.step_down(_plan(s))
+    if not verdict.holds:
+        return f"the rules do not prefer step-down for this plan now ({'; '.join(verdict.reasons)})"
+    s.decisions["step_down"] = verdict.record
     return None
 
 
 @guard("plan")
 def credible(s: Subject, _: dict[str, Any]) -> str | None:
     """No credibility error remains (`qip lint PLAN` lists them)."""
-    from qip_flow.services.assess import credibility
-
-    errors = [f for f in credibility(s.runtime, s.session, _plan(s)) if f.severity == "error"]
-    if not errors:
+    verdict = s.judge.credibility(_plan(s))
+    if verdict.holds:
         return None
-    return "credibility errors (see `qip lint`):" + "".join(
-        f"\n      · {f.subject_id}: {f.message} [rule {f.rule.id}]" for f in errors)
+    return "credibility errors (see `qip lint`):" + "".join(f"\n      · {r}"
+                                                            for r in verdict.reasons)

@@ -1,7 +1,7 @@
 """What an event is fired on: a plain object wrapping one database row, with the inputs the
 person gave. ``transitions`` reads and writes ``subject.state``; guards and effects read the
-row, the inputs and the open session. (Attaching SQLModel rows to a machine directly is refused
-by ``transitions`` and is quadratic: see DESIGN.md.)"""
+row, the inputs and the open session, and ask the rules through ``judge``. (Attaching SQLModel
+rows to a machine directly is refused by ``transitions`` and is quadratic: see DESIGN.md.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlmodel import Session
 from qip_flow.store.models import LEVELS, Action, Person, Plan
 
 if TYPE_CHECKING:
-    from qip_flow.runtime import Runtime
+    from qip_flow.decide.judge import Judge
 
 
 @dataclass
@@ -85,13 +85,13 @@ class Subject:
         row: Plan | Action,
         session: Session,
         inputs: EventInputs,
-        runtime: Runtime,
+        judge: Judge,
     ) -> None:
         self.kind = kind
         self.row = row
         self.session = session
         self.inputs = inputs
-        self.runtime = runtime
+        self.judge = judge  # the rules' facts and decisions, handed in by the services
         self.refusals: list[str] = []
         self.decisions: dict[str, Any] = {}  # explanations kept in the audit event
 

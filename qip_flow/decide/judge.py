@@ -1,0 +1,142 @@
+"""The decide-level facade that the workflow's guards and effects ask: facts and decisions about
+the plan being moved, from the rules in force. The services hand a :class:`RulesJudge` to each
+event they fire, so ``workflow/`` needs nothing from ``services/`` (imports point down the
+picture in DESIGN.md) and every guard judges with the same facts ``qip explain`` shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlmodel import Session, select
+
+from qip_flow.config.rules import SeparationSettings
+from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, Decide
+from qip_flow.decide.facts import FactBuilder, criteria_facts, effective_criteria, level_rank
+from qip_flow.store.models import Person, Plan
+
+
+@dataclass
+class Verdict:
+    """A decision as a guard needs it: does it hold, why not (for the person who must fix
+    it), and what to keep in the audit trail."""
+
+    holds: bool
+    reasons: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Judge(Protocol):
+    """What guards and effects may ask of the rules while an event is fired."""
+
+    @property
+    def rules_version(self) -> str: ...
+
+    @property
+    def separation(self) -> SeparationSettings: ...
+
+    def separation_rule(self, setting: str) -> str: ...
+
+    def criteria(self, plan: Plan) -> dict[str, Any]: ...
+
+    def closure(self, plan: Plan, signer: Person) -> Verdict: ...
+
+    def step_down(self, plan: Plan) -> Verdict: ...
+
+    def credibility(self, plan: Plan) -> Verdict: ...
+
+    def who_else(self, excluding: Iterable[str], *, first: Iterable[str | None] = (),
+                 level: str | None = None, group: str | None = None) -> list[str]: ...
+
+
+class RulesJudge:
+    """The :class:`Judge` over the rules in force, for one moment and one open session."""
+
+    def __init__(self, decide: Decide, session: Session, now: datetime,
+                 builder: FactBuilder | None = None) -> None:
+        self.decide, self.session, self.now = decide, session, now
+        self.builder = builder or FactBuilder(session, now)
+
+    @property
+    def rules_version(self) -> str:
+        return self.decide.version
+
+    @property
+    def separation(self) -> SeparationSettings:
+        return self.decide.book.separation
+
+    def separation_rule(self, setting: str) -> str:
+        return self.decide.book.separation_rule(setting)
+
+    def plan_facts(self, plan: Plan, *, signer: Person | None = None,
+                   actions: list[dict[str, Any]] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A plan's facts under its effective closure criteria, and those criteria."""
+        facts = self.builder.plan(plan, signer=signer, actions=actions)
+        if (plan.closure_criteria or {}).get("pinned_at"):
+            return facts, dict(plan.closure_criteria)
+        criteria = effective_criteria(plan, self.decide.defaults(facts))
+        # defaults never name indicators, so only the facts that read the criteria change
+        facts.update(criteria_facts(criteria, signer))
+        return facts, criteria
+
+    def criteria(self, plan: Plan) -> dict[str, Any]:
+        return self.plan_facts(plan)[1]
+
+    def closure_decision(self, plan: Plan, signer: Person | None = None) -> ClosureDecision:
+        """Decided without the per-condition explanation; decided again with it only when
+        some criterion is unmet, so a refusal can say exactly why."""
+        facts, _ = self.plan_facts(plan, signer=signer)
+        decision = self.decide.closure(facts)
+        return decision if decision.met else self.decide.closure(facts, explain=True)
+
+    def closure(self, plan: Plan, signer: Person) -> Verdict:
+        decision = self.closure_decision(plan, signer)
+        return Verdict(decision.met, [c.describe() for c in decision.unmet], decision.as_dict())
+
+    def step_down(self, plan: Plan) -> Verdict:
+        facts, _ = self.plan_facts(plan)
+        fired = self.decide.monitoring(facts).outcomes("step_down")
+        if not fired:
+            rules = self.decide.book.for_outcome("plan", "step_down")
+            why = "; ".join(r.description for r in rules) or "no step_down rule is defined"
+            return Verdict(False, [why])
+        return Verdict(True, record={
+            "rules": [r.id for r in fired],
+            "monitoring_days": max(r.then.params["monitoring_days"] for r in fired),
+            "rules_version": self.rules_version})
+
+    def credibility_findings(self, plan: Plan) -> list[CredibilityFinding]:
+        actions = self.builder.actions(plan)
+        facts, _ = self.plan_facts(plan, actions=actions)
+        return self.decide.credibility(facts, actions)
+
+    def credibility(self, plan: Plan) -> Verdict:
+        errors = [f for f in self.credibility_findings(plan) if f.severity == "error"]
+        return Verdict(not errors, [f"{f.subject_id}: {f.message} [rule {f.rule.id}]"
+                                    for f in errors])
+
+    def who_else(self, excluding: Iterable[str], *, first: Iterable[str | None] = (),
+                 level: str | None = None, group: str | None = None) -> list[str]:
+        """Up to three people, other than ``excluding``, who hold ``level`` (or above) and
+        belong to ``group``: the people named in ``first`` before anyone else."""
+        out = set(excluding)
+        wanted = level_rank(level) if level else None
+        people = {p.id: p for p in self.session.exec(select(Person)).all()}
+        preferred = [people[i] for i in dict.fromkeys(first) if i in people]
+        ranked = sorted(people.values(), key=lambda p: (-(level_rank(p.level) or 0), p.id))
+        names: list[str] = []
+        for person in [*preferred, *ranked]:
+            if person.id in out or person.id.startswith("qip-"):
+                continue
+            if wanted is not None and (level_rank(person.level) or 0) < wanted:
+                continue
+            if group and group not in (person.groups or []):
+                continue
+            out.add(person.id)
+            names.append(f"{person.name} ({person.id})")
+            if len(names) == 3:
+                break
+        return names
