@@ -42,8 +42,8 @@ def _deliver(ctx: typer.Context, kind: str, fmt: str | None, out: Path | None, *
         render.emit_json({"report": kind, "format": chosen, "out": str(written),
                           "bytes": written.stat().st_size})
     else:
-        render.console.print(f"{report.header.title} written to {written} "
-                             f"({chosen.upper()}, {written.stat().st_size // 1024 + 1} KB)")
+        render.console.print(render.esc(f"{report.header.title} written to {written} "
+                                         f"({chosen.upper()}, {written.stat().st_size // 1024 + 1} KB)"))
 
 
 @report_app.command("board")
@@ -88,9 +88,10 @@ def export(
     else:
         rows = sum(result.rows.values())
         chain = ("intact" if result.chain_ok else f"BROKEN: {result.chain_problem}")
-        render.console.print(f"exported {rows} rows from {len(result.rows)} tables to {out} "
-                             f"({', '.join(result.files[:3])}{', …' if len(result.files) > 3 else ''}); "
-                             f"audit trail {result.audit_events} events, hash chain {chain}")
+        render.console.print(render.esc(
+            f"exported {rows} rows from {len(result.rows)} tables to {out} "
+            f"({', '.join(result.files[:3])}{', …' if len(result.files) > 3 else ''}); "
+            f"audit trail {result.audit_events} events, hash chain {chain}"))
     if not result.chain_ok:
         raise typer.Exit(1)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from qip_flow.config.limits import check_number
 from qip_flow.errors import InvalidInput, NotFound, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
@@ -210,6 +211,7 @@ def record_measurement(
     reaudit: bool = False,
     by: str | None = None,
 ) -> Measurement:
+    check_number(value, field="value")
     now = rt.clock.now()
     with rt.db.write() as session:
         plan = get_plan(session, plan_id)
