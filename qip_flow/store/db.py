@@ -125,12 +125,17 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def sqlite_folder(self) -> Path | None:
-        """The folder of a SQLite database file (None for other databases or memory)."""
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file (None for other databases or memory)."""
         database = make_url(self.url).database
         if not self.is_sqlite or not database or database == ":memory:":
             return None
-        return Path(database).resolve().parent
+        return Path(database).resolve()
+
+    def sqlite_folder(self) -> Path | None:
+        """The folder of a SQLite database file (None for other databases or memory)."""
+        database = self.sqlite_file()
+        return database.parent if database else None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
