@@ -37,7 +37,7 @@ Day = Annotated[dt.date, AfterValidator(_in_span)]
 def check_number(value: float, *, field: str) -> float:
     """Refuse ``inf``, ``nan`` and numbers no indicator could hold (``1e400`` reads as inf)."""
     if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-        raise InvalidInput(f"{field}: {value!r} is not a usable number; give a finite value "
+        raise InvalidInput(f"{field}: {value:g} is not a usable number; give a finite value "
                            f"between {-MAX_NUMBER:g} and {MAX_NUMBER:g}")
     return value
 
