@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from qip_flow.config.limits import check_day
 from qip_flow.errors import InvalidInput
 
 
@@ -28,9 +29,10 @@ def parse_when(text: str, *, field: str = "--now") -> datetime:
 def parse_day(text: str, *, field: str) -> date:
     """Read an ISO calendar date (``2026-03-01``)."""
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInput(f"{field}: '{text}' is not a date; write it as YYYY-MM-DD") from None
+    return check_day(day, field=field)
 
 
 def as_aware(moment: datetime) -> datetime:

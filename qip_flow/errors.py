@@ -1,5 +1,5 @@
 """The error tree. Every message says what was wrong and what to do; the CLI maps classes to
-exit codes (``Refused`` → 1, everything else → 2)."""
+exit codes (``Refused`` → 1, ``Unavailable`` → 3, everything else → 2; 4 is kept for a bug)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,10 @@ class Refused(QipError):
     """A guard, a rule or missing authority refused the change; nothing was changed."""
 
     exit_code = 1
+
+
+class Unavailable(QipError):
+    """Something qip_flow needs is busy or out of reach (a locked database, a server that does
+    not answer, a full disk); nothing was changed, and the same command may work later."""
+
+    exit_code = 3

@@ -116,15 +116,8 @@ def resolve(given: dict[str, tuple[str | None, bool]], start: Path | None = None
 
 def masked(value: Value) -> str:
     """A value fit to print: secrets hidden, passwords in URLs hidden."""
+    from qip_flow.store.db import mask_secrets
+
     if value.value is None:
         return ""
-    if value.setting.secret:
-        return "********"
-    if "://" in value.value and "@" in value.value:
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(value.value).render_as_string(hide_password=True)
-        except Exception:
-            return "<unreadable URL>"
-    return value.value
+    return "********" if value.setting.secret else mask_secrets(value.value)

@@ -34,6 +34,7 @@ from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput
 from qip_flow.reports import data, pdf
 from qip_flow.reports.export import export
+from qip_flow.reports.outputs import MANIFEST
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, loading
 from qip_flow.services.demo import DEMO_ACTOR, EXAMPLES, Timeline, prepare_database, run_demo, safeguarding
@@ -383,7 +384,8 @@ def test_export_holds_every_table_as_csv_and_json(demo: DemoReports) -> None:
                                            "and name not like 'sqlite_%' and name != 'alembic_version'")]
     dumped = json.loads((folder / "qip-export.json").read_text())
     with zipfile.ZipFile(demo.folder / "export.zip") as z:
-        assert sorted(z.namelist()) == sorted(p.name for p in folder.iterdir())
+        assert sorted(z.namelist()) == sorted(p.name for p in folder.iterdir()
+                                              if p.name != MANIFEST)  # qip's own record
         zipped = json.loads(z.read("qip-export.json"))
     assert zipped["tables"] == dumped["tables"]
     for name in tables:
@@ -400,12 +402,20 @@ def test_export_holds_every_table_as_csv_and_json(demo: DemoReports) -> None:
     assert first["seq"] == 1 and first["prev_hash"] == "genesis"
 
 
-def test_export_refuses_to_overwrite(demo: DemoReports) -> None:
+def test_export_refuses_to_overwrite(demo: DemoReports, tmp_path: Path) -> None:
+    """Never over files qip did not write; its own earlier export is replaced."""
     rt = runtime(demo.db)
-    with pytest.raises(InvalidInput, match="already exists"):
-        export(rt, demo.folder / "export", "csv")
-    with pytest.raises(InvalidInput, match="already exists"):
-        export(rt, demo.folder / "export.zip", "csv")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match="qip did not write"):
+        export(rt, tmp_path / "theirs", "csv")
+    (tmp_path / "theirs.zip").write_text("mine")
+    with pytest.raises(InvalidInput, match="qip did not write"):
+        export(rt, tmp_path / "theirs.zip", "csv")
+    assert (tmp_path / "theirs.zip").read_text() == "mine"
+    for _ in range(2):
+        export(rt, tmp_path / "ours", "csv")
+        export(rt, tmp_path / "ours.zip", "csv")
     with pytest.raises(InvalidInput, match="csv, json or both"):
         export(rt, demo.folder / "elsewhere", "xml")
     rt.db.dispose()

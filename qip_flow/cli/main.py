@@ -1,11 +1,13 @@
 """The ``qip`` command: a thin layer over the services. Exit codes: 0 done, 1 refused (a guard,
-a rule, missing authority), 2 bad input (unknown id, bad file, bad arguments)."""
+a rule, missing authority), 2 bad input (unknown id, bad file, bad arguments), 3 unavailable
+(the database is locked or out of reach: try again), 4 a bug."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,11 +23,15 @@ from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
 from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
-from qip_flow.errors import InvalidInput, QipError
+from qip_flow.config.limits import check_text
+from qip_flow.errors import InvalidInput, QipError, Unavailable
 from qip_flow.runtime import config_folder
 from qip_flow.services import assess, integrity, lifecycle, loading, queries
 from qip_flow.store import checkpoints, keys
+from qip_flow.store.db import mask_secrets
 from qip_flow.store.governance import published
+
+INTERNAL_ERROR = 4
 
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode="rich",
@@ -109,14 +115,14 @@ def init(
     kind = "simulation" if rt.db.is_simulation() else "real record"
     version = row.version if row else "none"
     if st.json:
-        render.emit_json({"database": rt.db.display_url(), "from": before, "to": after,
+        render.emit_json({"database": rt.db.shown_url, "from": before, "to": after,
                           "kind": kind, "published": version,
                           "key_file_created": str(created) if created else None})
         return
     if before == after:
-        render.console.print(f"{rt.db.url}: schema is up to date ({after})")
+        render.console.print(f"{render.esc(rt.db.shown_url)}: schema is up to date ({after})")
     else:
-        render.console.print(f"{rt.db.url}: schema {before or 'empty'} → {after}")
+        render.console.print(f"{render.esc(rt.db.shown_url)}: schema {before or 'empty'} → {after}")
     render.console.print(f"{kind}; rules and workflows in force: {version}")
     if created:
         render.console.print(f"secret key written to {escape(str(created))} (owner-only; keep "
@@ -191,10 +197,10 @@ def _moved(st: State, result: lifecycle.EventResult) -> None:
         render.emit_json({"id": result.entity_id, "event": move.event.name, "from": move.source,
                           "to": move.dest, "workflow": move.version})
     elif move.source == move.dest:
-        render.console.print(f"{result.entity_id}: {move.event.name} recorded ({move.dest})")
+        render.console.print(render.esc(f"{result.entity_id}: {move.event.name} recorded ({move.dest})"))
     else:
-        render.console.print(f"{result.entity_id}: {move.event.name}: {move.source} → "
-                             f"[bold]{move.dest}[/bold]")
+        render.console.print(render.esc(f"{result.entity_id}: {move.event.name}: {move.source} → ")
+                             + f"[bold]{render.esc(move.dest)}[/bold]")
 
 
 @app.command("do")
@@ -263,7 +269,7 @@ def measure(
     if st.json:
         render.emit_json(queries.row_dict(m))
     else:
-        render.console.print(f"{plan_id}/{indicator}: {value} on {m.on}")
+        render.console.print(render.esc(f"{plan_id}/{indicator}: {value} on {m.on}"))
 
 
 @app.command()
@@ -380,8 +386,8 @@ def workflow_check(ctx: typer.Context) -> None:
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     for wf in rt.workflows.defs.values():
-        render.console.print(f"{wf.path}: ok ({len(wf.states)} states, {len(wf.events)} events, "
-                             f"version {wf.version})")
+        render.console.print(render.esc(f"{wf.path}: ok ({len(wf.states)} states, "
+                                         f"{len(wf.events)} events, version {wf.version})"))
 
 
 @app.command()
@@ -460,8 +466,8 @@ def learning_summary(
     if st.json:
         render.emit_json(queries.row_dict(row))
     else:
-        render.console.print(f"{plan_id}: learning summary recorded "
-                             f"(embedded in {', '.join(row.embedded_in) or 'nowhere yet'})")
+        render.console.print(render.esc(f"{plan_id}: learning summary recorded (embedded in "
+                                         f"{', '.join(row.embedded_in) or 'nowhere yet'})"))
 
 
 @app.command()
@@ -538,31 +544,68 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
     return [*hoisted, *rest, *argv[cut:]]
 
 
+def refuse_overlong_arguments(argv: list[str]) -> None:
+    """No argument longer than any text qip_flow keeps (a note, a reason): refused before any
+    command runs, naming the option it was given to."""
+    for i, arg in enumerate(argv):
+        field = argv[i - 1] if i and argv[i - 1].startswith("--") else f"argument {i + 1}"
+        check_text(arg, field=field)
+
+
+def expected_failure(exc: BaseException) -> QipError | None:
+    """The clear message for a failure that is not a bug — a database that is locked or out of
+    reach, a file that cannot be written — or None for a bug."""
+    from sqlalchemy.exc import DatabaseError
+
+    from qip_flow.store.db import database_problem
+
+    if isinstance(exc, DatabaseError):
+        return database_problem(exc)
+    if isinstance(exc, OSError):
+        name = exc.filename or "a file"
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError,
+                            NotADirectoryError, FileExistsError)):
+            return InvalidInput(f"{name}: {reason}; check the path and its permissions")
+        return Unavailable(f"{name}: {reason}; nothing was changed: fix it and try again")
+    return None
+
+
 def main() -> None:
-    """Entry point: map qip_flow errors to exit codes and readable messages."""
+    """Entry point: map qip_flow errors to exit codes and readable messages. 0 done, 1 refused,
+    2 bad input, 3 unavailable (try again), 4 a bug (with its traceback, to report)."""
     argv = hoist_global_flags(sys.argv[1:])
-    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
+    as_json = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
     try:
+        refuse_overlong_arguments(argv)
         code = app(args=argv, prog_name="qip", standalone_mode=False)
-    except QipError as exc:
-        if as_json:  # a script reads the error as it reads the result
-            kind = "refused" if exc.exit_code == 1 else "error"
-            sys.stderr.write(json.dumps({kind: exc.message, "details": exc.details,
-                                         "type": type(exc).__name__,
-                                         "exit_code": exc.exit_code}) + "\n")
-            sys.exit(exc.exit_code)
-        label = "[bold red]error:[/bold red]" if exc.exit_code == 2 else \
-            "[bold yellow]refused:[/bold yellow]"
-        render.errors.print(f"{label} {escape(str(exc))}")
-        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except Exception as exc:
         # Usage errors: click's, or the copies typer vendors (not subclasses of click's).
-        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
+        if not isinstance(exc, QipError) and callable(getattr(exc, "show", None)) \
+                and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(2)
-        raise
+        error = exc if isinstance(exc, QipError) else expected_failure(exc)
+        if as_json:  # a script reads the error as it reads the result
+            kind = {1: "refused", 3: "unavailable"}.get(getattr(error, "exit_code", 0), "error")
+            sys.stderr.write(json.dumps({
+                kind: mask_secrets(error.message if error else f"internal error: {exc!r}"),
+                "details": [mask_secrets(d) for d in error.details] if error else [],
+                "type": type(error or exc).__name__,
+                "exit_code": error.exit_code if error else INTERNAL_ERROR}) + "\n")
+            sys.exit(error.exit_code if error else INTERNAL_ERROR)
+        if error is None:
+            render.errors.print("[bold red]internal error:[/bold red] this is a bug in qip_flow; "
+                                "nothing was changed. Please report it with the trace below.")
+            render.errors.print(escape(mask_secrets("".join(traceback.format_exception(exc)))))
+            sys.exit(INTERNAL_ERROR)
+        label = {1: "[bold yellow]refused:[/bold yellow]",
+                 3: "[bold yellow]unavailable:[/bold yellow]"}.get(error.exit_code,
+                                                                 "[bold red]error:[/bold red]")
+        render.errors.print(f"{label} {escape(mask_secrets(str(error)))}")
+        sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

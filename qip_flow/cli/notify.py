@@ -98,9 +98,9 @@ def _print(ctx: typer.Context, title: str, summary: dict[str, Any]) -> None:
     else:
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()
                           if not isinstance(v, list))
-        render.console.print(f"{title}: {shown}")
+        render.console.print(f"{title}: {render.esc(shown)}")
         for error in summary.get("errors", []):
-            render.errors.print(f"  failed: {error}")
+            render.errors.print(f"  failed: {render.esc(error)}")
 
 
 Strict = Annotated[bool, typer.Option("--strict", help="Refuse to run when no channels file is "
@@ -195,7 +195,8 @@ def notifications_retry(
     if st.json:
         render.emit_json({"id": notification_id, "requeued": count})
     else:
-        render.console.print(f"notification {notification_id}: {count} deliveries queued again")
+        render.console.print(f"notification {render.esc(notification_id)}: {count} deliveries "
+                             "queued again")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,6 @@
-"""Printing: Rich tables for people, JSON for programs (``--json``)."""
+"""Printing: Rich tables for people, JSON for programs (``--json``). Text from the database or
+from files is never read as Rich markup: :func:`table` escapes every cell that is not
+:class:`Styled`, and every message escapes the data it shows with :func:`esc`."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -15,23 +18,32 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)  # never break a 
 RAG_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
 
 
+class Styled(str):
+    """Markup written here (a coloured RAG, a severity), which a table shows styled."""
+
+
+def esc(value: Any) -> str:
+    """Data shown inside a message: its ``[…]`` printed as typed, never read as markup."""
+    return escape("" if value is None else str(value))
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def rag(value: str | None) -> str:
+def rag(value: str | None) -> Styled:
     if not value:
-        return "[dim]–[/dim]"
-    return f"[{RAG_STYLE.get(value, '')}]{value.upper()}[/]"
+        return Styled("[dim]–[/dim]")
+    return Styled(f"[{RAG_STYLE.get(value, '')}]{esc(value.upper())}[/]")
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     """The first column holds ids: never wrapped; the others fold."""
-    t = Table(title=title, title_justify="left", show_lines=False)
+    t = Table(title=esc(title) if title else None, title_justify="left", show_lines=False)
     for i, c in enumerate(columns):
         t.add_column(c, overflow="fold", no_wrap=i == 0)
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*[v if isinstance(v, Styled) else esc(v) for v in r])
     console.print(t)
 
 
@@ -59,17 +71,18 @@ def history(events: list[dict[str, Any]]) -> None:
 
 
 def show_plan(d: dict[str, Any]) -> None:
-    console.print(f"[bold]{d['id']}[/bold] {d['title']}")
-    console.print(f"  state [bold]{d['state']}[/bold]  RAG {rag(d['rag'])}  service {d['service_id']}"
-                  f"  theme {d['theme']}")
-    console.print(f"  source {d['source_type']}: {d['source_reference']} ({d['source_date'] or '?'})")
-    console.print(f"  accountable owner {d['owner_name']}  senior sponsor {d['sponsor_name']}"
-                  f"  risks {', '.join(d['risk_ids']) or '–'}")
+    console.print(f"[bold]{esc(d['id'])}[/bold] {esc(d['title'])}")
+    console.print(f"  state [bold]{esc(d['state'])}[/bold]  RAG {rag(d['rag'])}  service "
+                  f"{esc(d['service_id'])}  theme {esc(d['theme'])}")
+    console.print(f"  source {esc(d['source_type'])}: {esc(d['source_reference'])} "
+                  f"({esc(d['source_date'] or '?')})")
+    console.print(f"  accountable owner {esc(d['owner_name'])}  senior sponsor "
+                  f"{esc(d['sponsor_name'])}  risks {esc(', '.join(d['risk_ids']) or '–')}")
     crit = d["closure_criteria"]
     if crit:
         console.print("  closure criteria " + ("(pinned)" if crit.get("pinned_at") else "(draft)")
-                      + ": " + "; ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in crit.items()
-                               if k != "pinned_at"))
+                      + ": " + esc("; ".join(f"{k.replace('_', ' ')} {plain(v)}"
+                                             for k, v in crit.items() if k != "pinned_at")))
     table("Findings", ["id", "finding", "root causes"],
           [[f["ref"], f["description"], "; ".join(f["root_causes"])] for f in d["findings"]])
     table("Actions", ["id", "action", "owner", "due", "state", "revisions", "evidence"],
@@ -88,9 +101,9 @@ def show_plan(d: dict[str, Any]) -> None:
 
 
 def show_action(d: dict[str, Any]) -> None:
-    console.print(f"[bold]{d['id']}[/bold] {d['description']}")
-    console.print(f"  state [bold]{d['state']}[/bold]  owner {d['owner_name']}  due {d['due']}"
-                  f" (baseline {d['baseline_due']})")
+    console.print(f"[bold]{esc(d['id'])}[/bold] {esc(d['description'])}")
+    console.print(f"  state [bold]{esc(d['state'])}[/bold]  owner {esc(d['owner_name'])}  due "
+                  f"{esc(d['due'])} (baseline {esc(d['baseline_due'])})")
     if d["revisions"]:
         table("Due-date revisions", ["from", "to", "reason", "approved by", "when"],
               [[r["previous_due"], r["new_due"], r["reason"], r["approved_by_id"], r["at"][:10]]
@@ -101,16 +114,16 @@ def show_action(d: dict[str, Any]) -> None:
     history(d["history"])
 
 
-def severity(value: str) -> str:
+def severity(value: str) -> Styled:
     style = {"error": "bold red", "warning": "yellow", "info": "dim"}.get(value, "")
-    return f"[{style}]{value}[/]"
+    return Styled(f"[{style}]{esc(value)}[/]")
 
 
 def explanation(result: dict[str, Any]) -> None:
     closure = result["closure"]
     pinned = "pinned at approval" if result["criteria_pinned"] else "not yet pinned (draft)"
-    console.print(f"[bold]{result['plan']}[/bold] ({result['state']}), rules "
-                  f"{result['rules_version']}; closure criteria {pinned}")
+    console.print(f"[bold]{esc(result['plan'])}[/bold] ({esc(result['state'])}), rules "
+                  f"{esc(result['rules_version'])}; closure criteria {pinned}")
     rows = []
     def shown(v: Any) -> str:
         return "missing" if v is None else json.dumps(v)
@@ -119,14 +132,15 @@ def explanation(result: dict[str, Any]) -> None:
         failing = [] if c["met"] else [
             f"{x['condition']} ({', '.join(f'{k} = {shown(v)}' for k, v in x['facts'].items())})"
             for x in c["conditions"] if not x["holds"]]
-        rows.append(["[green]met[/green]" if c["met"] else "[red]unmet[/red]", c["criterion"],
+        rows.append([Styled("[green]met[/green]" if c["met"] else "[red]unmet[/red]"),
+                     c["criterion"],
                      c["description"], "; ".join(failing), c["rule"]])
     table("Closure criteria", ["", "criterion", "what it asks", "why not", "rule"], rows)
     verdict = ("[green]every criterion is met[/green]" if closure["all_met"]
                else f"[red]{sum(1 for c in closure['criteria'] if not c['met'])} criteria unmet[/red]")
     console.print(f"Closure: {verdict}")
     rag_ = result["rag"]
-    console.print(f"RAG: {rag(rag_['rating'])} — {rag_['reason']}")
+    console.print(f"RAG: {rag(rag_['rating'])} — {esc(rag_['reason'])}")
     if result["step_down_preferred"]:
         rules = ", ".join(result["step_down_preferred"])
-        console.print(f"The rules prefer step-down into monitoring ({rules}).")
+        console.print(f"The rules prefer step-down into monitoring ({esc(rules)}).")

@@ -23,11 +23,13 @@ Out = Annotated[Path | None, typer.Option(
 PeriodOption = Annotated[str | None, typer.Option(
     help=f"The reporting period: {PERIOD_HELP}. Default: the last 90 days.")]
 ServiceOption = Annotated[str | None, typer.Option(help="Only plans of this service id.")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Replace an --out file qip did not write (never the database).")]
 
 
 def _deliver(ctx: typer.Context, kind: str, fmt: str | None, out: Path | None, *,
              period: str | None = None, service: str | None = None,
-             plan_id: str | None = None) -> None:
+             plan_id: str | None = None, force: bool = False) -> None:
     """Gather, render, and print or write one report."""
     from qip_flow import reports
 
@@ -37,60 +39,65 @@ def _deliver(ctx: typer.Context, kind: str, fmt: str | None, out: Path | None, *
     if out is None:
         sys.stdout.write(reports.text(kind, report, chosen))
         return
-    written = reports.write(kind, report, chosen, out)
+    written = reports.write(kind, report, chosen, out, force=force,
+                            database=st.runtime().db.sqlite_file())
     if st.json:
         render.emit_json({"report": kind, "format": chosen, "out": str(written),
                           "bytes": written.stat().st_size})
     else:
-        render.console.print(f"{report.header.title} written to {written} "
-                             f"({chosen.upper()}, {written.stat().st_size // 1024 + 1} KB)")
+        render.console.print(render.esc(f"{report.header.title} written to {written} "
+                                         f"({chosen.upper()}, {written.stat().st_size // 1024 + 1} KB)"))
 
 
 @report_app.command("board")
 def board(ctx: typer.Context, period: PeriodOption = None, service: ServiceOption = None,
-          fmt: Format = None, out: Out = None) -> None:
+          fmt: Format = None, out: Out = None, force: Force = False) -> None:
     """The board pack: the portfolio by service, source, theme and state; RAG and its trend;
     slipped actions and revised timelines; escalations; closure; run charts; strategic risks;
     learning reviews."""
-    _deliver(ctx, "board", fmt, out, period=period, service=service)
+    _deliver(ctx, "board", fmt, out, period=period, service=service, force=force)
 
 
 @report_app.command("plan")
 def plan(ctx: typer.Context,
          plan_id: Annotated[str, typer.Argument(metavar="ID", help="A plan id, e.g. QIP-2026-014.")],
-         fmt: Format = None, out: Out = None) -> None:
+         fmt: Format = None, out: Out = None, force: Force = False) -> None:
     """A plan's closure report for the governance group: findings, actions and evidence,
     indicator charts, every closure criterion, residual risks, learning and sign-offs."""
-    _deliver(ctx, "plan", fmt, out, plan_id=plan_id)
+    _deliver(ctx, "plan", fmt, out, plan_id=plan_id, force=force)
 
 
 @report_app.command("commissioner")
 def commissioner(ctx: typer.Context, period: PeriodOption = None, service: ServiceOption = None,
-                 fmt: Format = None, out: Out = None) -> None:
+                 fmt: Format = None, out: Out = None, force: Force = False) -> None:
     """The commissioner's assurance pack: plans by source, overdue actions, what closed in the
     period with the evidence behind it, and recurrence."""
-    _deliver(ctx, "commissioner", fmt, out, period=period, service=service)
+    _deliver(ctx, "commissioner", fmt, out, period=period, service=service, force=force)
 
 
 def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="A new folder, or a file ending in .zip.")],
     fmt: Annotated[str, typer.Option("--format", help="csv, json or both.")] = "both",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder or over a zip qip did not write (never the "
+        "database).")] = False,
 ) -> None:
     """Export the full record and the audit trail for an inspector: a CSV per table and one
     JSON file, with the audit chain checked."""
     from qip_flow.reports.export import export as run_export
 
     st = state_of(ctx)
-    result = run_export(st.runtime(), out, fmt)
+    result = run_export(st.runtime(), out, fmt, force=force)
     if st.json:
         render.emit_json(result.as_dict())
     else:
         rows = sum(result.rows.values())
         chain = ("intact" if result.chain_ok else f"BROKEN: {result.chain_problem}")
-        render.console.print(f"exported {rows} rows from {len(result.rows)} tables to {out} "
-                             f"({', '.join(result.files[:3])}{', …' if len(result.files) > 3 else ''}); "
-                             f"audit trail {result.audit_events} events, hash chain {chain}")
+        render.console.print(render.esc(
+            f"exported {rows} rows from {len(result.rows)} tables to {out} "
+            f"({', '.join(result.files[:3])}{', …' if len(result.files) > 3 else ''}); "
+            f"audit trail {result.audit_events} events, hash chain {chain}"))
     if not result.chain_ok:
         raise typer.Exit(1)
 

@@ -32,10 +32,11 @@ def rules_check(ctx: typer.Context) -> None:
                           "rules": len(book.rules), "rules_without_examples": untested})
         return
     for rf in book.files:
-        render.console.print(f"{rf.path}: ok ({len(rf.rules)} rules, {len(rf.examples)} examples)")
+        render.console.print(f"{render.esc(rf.path)}: ok ({len(rf.rules)} rules, "
+                             f"{len(rf.examples)} examples)")
     render.console.print(f"rules version {book.version}")
     for rid in untested:
-        render.console.print(f"[yellow]note:[/yellow] no example shows rule {rid} firing")
+        render.console.print(f"[yellow]note:[/yellow] no example shows rule {render.esc(rid)} firing")
 
 
 @rules_app.command("test")
@@ -51,12 +52,14 @@ def rules_test(ctx: typer.Context) -> None:
     else:
         for r in results:
             mark = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
-            render.console.print(f"{mark} {Path(r.file).name}: {r.name}")
+            render.console.print(f"{mark} {render.esc(Path(r.file).name)}: {render.esc(r.name)}")
             if not r.passed:
                 if r.missing:
-                    render.console.print(f"     expected to fire but did not: {', '.join(r.missing)}")
+                    render.console.print("     expected to fire but did not: "
+                                         + render.esc(", ".join(r.missing)))
                 if r.unexpected:
-                    render.console.print(f"     fired but not expected: {', '.join(r.unexpected)}")
+                    render.console.print("     fired but not expected: "
+                                         + render.esc(", ".join(r.unexpected)))
         render.console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)

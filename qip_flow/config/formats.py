@@ -4,28 +4,39 @@ prints each as JSON Schema for editor completion."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from qip_flow.config.limits import (
+    MAX_COUNT,
+    MAX_DAYS,
+    MAX_ID,
+    MAX_TEXT,
+    Day,
+    Name,
+    Number,
+    ShortText,
+    Text,
+)
+
 Level = Literal["operational", "manager", "senior", "board"]
 Role = Literal["administrator"]
 SourceType = Literal["inspection", "audit", "complaint", "incident", "safeguarding", "other"]
-IdText = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+IdText = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_ID)
 
 CADENCES = {"weekly": 7, "fortnightly": 14, "monthly": 30, "quarterly": 91}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_TEXT)
 
 
 class PersonSpec(_Strict):
     id: str = IdText
-    name: str = Field(min_length=1)
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
-    role: str = ""
+    name: Name
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    role: ShortText = ""
     level: Level = "operational"
     line_manager: str | None = Field(None, description="The id of this person's line manager.")
     groups: list[str] = Field(default_factory=list, description="Governance groups, e.g. 'Board'.")
@@ -38,13 +49,13 @@ class PersonSpec(_Strict):
 
 class ServiceSpec(_Strict):
     id: str = IdText
-    name: str = Field(min_length=1)
-    kind: str = Field("", description="e.g. supported living, residential, domiciliary.")
+    name: Name
+    kind: ShortText = Field("", description="e.g. supported living, residential, domiciliary.")
 
 
 class RiskSpec(_Strict):
     id: str = IdText
-    title: str = Field(min_length=1)
+    title: Name
     owner: str | None = None
 
 
@@ -58,23 +69,23 @@ class OrganisationFile(_Strict):
 
 class SourceSpec(_Strict):
     type: SourceType
-    reference: str = Field("", description="e.g. the inspection report or incident number.")
-    date: dt.date | None = None
+    reference: ShortText = Field("", description="e.g. the inspection report or incident number.")
+    date: Day | None = None
 
 
 class FindingSpec(_Strict):
     id: str = IdText
-    description: str = Field(min_length=1)
-    source_reference: str = ""
-    root_causes: list[str] = Field(default_factory=list)
+    description: Text = Field(min_length=1)
+    source_reference: ShortText = ""
+    root_causes: list[Text] = Field(default_factory=list)
 
 
 class ActionSpec(_Strict):
     id: str = IdText
     finding: str | None = Field(None, description="The id of the finding this action answers.")
-    description: str = Field(min_length=1)
+    description: Text = Field(min_length=1)
     owner: str | None = Field(None, description="The id of the named person who owns it.")
-    due: dt.date | None = None
+    due: Day | None = None
     systemic: bool = Field(
         False, description="Changes a system (policy, training, audit cycle), not one instance."
     )
@@ -82,13 +93,13 @@ class ActionSpec(_Strict):
 
 class IndicatorSpec(_Strict):
     id: str = IdText
-    name: str = Field(min_length=1)
-    unit: str = ""
+    name: Name
+    unit: str = Field("", max_length=20)
     direction: Literal["up", "down"] = Field(
         "up", description="Which way is better: up (e.g. % on time) or down (e.g. errors)."
     )
-    target: float
-    baseline: float | None = None
+    target: Number
+    baseline: Number | None = None
 
 
 class SignoffAuthority(_Strict):
@@ -105,23 +116,26 @@ class SignoffAuthority(_Strict):
 class ClosureSpec(_Strict):
     """What success looks like, which indicators show it, for how long, who signs off."""
 
-    success: str = Field("", description="What success looks like in practice.")
+    success: Text = Field("", description="What success looks like in practice.")
     indicators: list[str] = Field(
         default_factory=list, description="Ids of indicators that must be on target."
     )
-    sustain_days: int | None = Field(None, ge=0, description="How long the indicators must stay on target.")
-    reaudits: int | None = Field(None, ge=0, description="How many re-audits must confirm it.")
+    sustain_days: int | None = Field(
+        None, ge=0, le=MAX_DAYS, description="How long the indicators must stay on target.")
+    reaudits: int | None = Field(None, ge=0, le=MAX_COUNT, description="How many re-audits must confirm it.")
     signoff: SignoffAuthority | None = None
     learning_required: bool | None = None
-    monitoring_days: int | None = Field(None, ge=1, description="Length of a step-down monitoring period.")
+    monitoring_days: int | None = Field(
+        None, ge=1, le=MAX_DAYS, description="Length of a step-down monitoring period.")
 
 
 class PlanFile(_Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="e.g. QIP-2026-014")
-    title: str = Field(min_length=1)
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_ID,
+                    description="e.g. QIP-2026-014")
+    title: Name
     service: str
     source: SourceSpec
-    theme: str = Field(min_length=1, description="e.g. medication, safeguarding, care planning")
+    theme: Name = Field(description="e.g. medication, safeguarding, care planning")
     owner: str = Field(description="The accountable owner (a person id).")
     sponsor: str = Field(description="The senior sponsor (a person id).")
     risks: list[str] = Field(default_factory=list, description="Linked strategic risk ids.")
@@ -138,8 +152,8 @@ class PlanFile(_Strict):
     def _cadence(cls, value: str | int | None) -> str | int | None:
         if isinstance(value, str) and value not in CADENCES:
             raise ValueError(f"use one of {', '.join(CADENCES)} or a number of days")
-        if isinstance(value, int) and value < 1:
-            raise ValueError("a review cadence is at least one day")
+        if isinstance(value, int) and not 1 <= value <= MAX_DAYS:
+            raise ValueError(f"a review cadence is 1 to {MAX_DAYS} days")
         return value
 
     def cadence_days(self) -> int | None:

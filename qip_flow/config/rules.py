@@ -36,7 +36,7 @@ OP_WORDS = {"is": "is", "not": "is not", "at_least": "≥", "at_most": "≤", "m
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class FactRef(_Strict):

@@ -68,31 +68,119 @@ class YamlDocument:
         return f"{at} {format_loc(loc)}" if loc else at
 
 
-def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]) -> YamlDocument:
-    """Parse one YAML file; a syntax error names the line and column."""
+@dataclass(frozen=True)
+class YamlLimits:
+    """How big a YAML file may be. Checked while the node tree is composed — before any Python
+    object is built — so an alias bomb or a file of millions of nodes is refused in
+    milliseconds instead of exhausting memory later."""
+
+    max_bytes: int = 5 * 1024 * 1024
+    max_nodes: int = 500_000
+    #: nodes once every alias is expanded: what building objects and validating will visit
+    max_expanded: int = 1_000_000
+    max_depth: int = 64
+
+
+LIMITS = YamlLimits()
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
+_CLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # LibYAML when installed
+
+
+class _LimitedComposer(yaml.composer.Composer):
+    """PyYAML's composer, counting nodes, depth and the size each alias expands to."""
+
+    limits: YamlLimits = LIMITS
+
+    def compose_document(self) -> yaml.Node | None:
+        self._depth, self._nodes, self._sizes = 0, 0, {}
+        return super().compose_document()  # type: ignore[no-any-return]
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        limits = self.limits
+        if self.check_event(yaml.AliasEvent):  # type: ignore[attr-defined]
+            mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise _LimitExceeded("an alias refers to a node that contains it; write the value out", mark)
+            return node  # type: ignore[no-any-return]
+        mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > limits.max_depth:
+            raise _LimitExceeded(f"nested more than {limits.max_depth} levels deep; flatten it", mark)
+        if self._nodes > limits.max_nodes:
+            raise _LimitExceeded(f"more than {limits.max_nodes:,} values; split the file", mark)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        size = 1 + sum(self._sizes[id(child)][0] for child in children)
+        if size > limits.max_expanded:
+            raise _LimitExceeded(f"its aliases expand to more than {limits.max_expanded:,} "
+                                 "values (an alias bomb?); write the values out", mark)
+        self._sizes[id(node)] = (size, node)  # the node is kept so its id stays unique
+        return node  # type: ignore[no-any-return]
+
+
+class _FastLoader(_LimitedComposer, _CLoader):  # type: ignore[misc,valid-type]
+    """LibYAML's parser (when installed) under the counting composer."""
+
+    def __init__(self, stream: str) -> None:
+        _CLoader.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+
+
+class _PureLoader(_LimitedComposer, yaml.SafeLoader):
+    """The pure-Python loader (it words syntax errors better) under the counting composer."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+
+
+def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition],
+              limits: YamlLimits = LIMITS) -> YamlDocument:
+    """Parse one YAML file within ``limits``; a syntax error names the line and column."""
     try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise error(f"{path}: the file is {size / 1e6:.1f} MB; a file may be at most "
+                        f"{limits.max_bytes / 1e6:.1f} MB: split it into several files")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such file; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot be read ({exc})") from None
-    return parse_yaml(path, text, error=error)
+    return parse_yaml(path, text, error=error, limits=limits)
 
 
-def parse_yaml(path: Path, text: str, *,
-               error: type[InvalidInput] | type[InvalidDefinition]) -> YamlDocument:
-    """Parse YAML text already read (from a file or the database); ``path`` names it in
-    messages."""
+def parse_yaml(path: Path, text: str, *, error: type[InvalidInput] | type[InvalidDefinition],
+               limits: YamlLimits = LIMITS) -> YamlDocument:
+    """Parse YAML text already read (from a file or the database) within ``limits``; ``path``
+    names it in messages."""
     try:
         try:
-            node, data = _parse(text, _Loader)
+            node, data = _parse(text, _FastLoader, limits)
         except yaml.YAMLError:
-            node, data = _parse(text, yaml.SafeLoader)  # the pure loader words errors better
-    except ValueError as exc:  # a well-formed but impossible date, e.g. 2026-02-30
-        bad = _bad_date(yaml.compose(text, Loader=yaml.SafeLoader))
-        at = f"{path}:{bad.start_mark.line + 1}" if bad else str(path)
-        shown = f" '{bad.value}'" if bad else ""
-        raise error(f"{at}: not a real date{shown} ({exc}); write it as YYYY-MM-DD") from None
+            node, data = _parse(text, _PureLoader, limits)
+    except _LimitExceeded as exc:
+        at = f"{path}:{exc.mark.line + 1}" if exc.mark else str(path)
+        raise error(f"{at}: refused: {exc.problem}") from None
+    except ValueError as exc:  # a well-formed but impossible value, e.g. 2026-02-30
+        bad = _bad_date(_parse(text, _PureLoader, limits, construct=False)[0])
+        if bad is None:
+            raise error(f"{path}: a value cannot be read ({exc})") from None
+        at = f"{path}:{bad.start_mark.line + 1}"
+        raise error(f"{at}: not a real date '{bad.value}' ({exc}); write it as "
+                    "YYYY-MM-DD") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -101,15 +189,17 @@ def parse_yaml(path: Path, text: str, *,
     return YamlDocument(path=path, data=data, node=node, text=text)
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # LibYAML when installed
-
-
-def _parse(text: str, loader_class: Any) -> tuple[yaml.Node | None, Any]:
-    """One pass: compose the node tree (for line numbers), then build the data from it."""
+def _parse(text: str, loader_class: Any, limits: YamlLimits, *,
+           construct: bool = True) -> tuple[yaml.Node | None, Any]:
+    """One pass: compose the node tree within ``limits`` (for line numbers too), then build
+    the data from it."""
     loader = loader_class(text)
+    loader.limits = limits
     try:
         node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
+        if not construct or node is None:
+            return node, None
+        return node, loader.construct_document(node)
     finally:
         loader.dispose()
 

@@ -19,7 +19,7 @@ Need = Literal["note", "reason", "evidence", "due"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class StateDef(_Strict):

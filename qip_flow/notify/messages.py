@@ -9,6 +9,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
+from qip_flow import escaping
+
 CARD_LIMIT = 1000
 
 
@@ -21,6 +23,7 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=escaping.finalize,  # Teams cards are Markdown: people's text shown as typed
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qip_flow.errors import InvalidInput
-from qip_flow.reports import data, render
+from qip_flow.reports import data, outputs, render
 from qip_flow.runtime import Runtime
 
 FORMATS = ("html", "md", "pdf")
@@ -54,19 +54,19 @@ def text(kind: str, report: Any, fmt: str) -> str:
     return render.html(kind, report) if fmt in ("html", "pdf") else render.markdown(kind, report)
 
 
-def write(kind: str, report: Any, fmt: str, out: Path) -> Path:
-    """Write the report to ``out`` (HTML, Markdown or, through Chromium, PDF)."""
-    if not out.parent.is_dir():
-        raise InvalidInput(f"--out: the folder {out.parent} does not exist")
-    if out.is_dir():
-        raise InvalidInput(f"--out: {out} is a folder; name a file, e.g. {out / 'report.html'}")
+def write(kind: str, report: Any, fmt: str, out: Path, *, force: bool = False,
+          database: Path | None = None) -> Path:
+    """Write the report to ``out`` (HTML, Markdown or, through Chromium, PDF) — never over the
+    database, nor over a file qip did not write unless ``force`` (see :mod:`.outputs`)."""
+    outputs.check_file(out, force=force, database=database)
     body = text(kind, report, fmt)
     if fmt == "pdf":
         from qip_flow.reports.pdf import html_to_pdf
 
-        return html_to_pdf(body, out)
-    out.write_text(body, encoding="utf-8")
-    return out
+        return outputs.write_file(out, lambda path: html_to_pdf(body, path), force=force,
+                                  database=database)
+    return outputs.write_file(out, lambda path: path.write_text(body, encoding="utf-8"),
+                              force=force, database=database)
 
 
 def write_demo_reports(rt: Runtime, folder: Path) -> list[Path]:

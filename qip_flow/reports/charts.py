@@ -4,7 +4,8 @@ Figures are made with :class:`matplotlib.figure.Figure` rather than pyplot: no G
 no global figure state, so the charts draw headless (as with Agg) and a long-lived process never
 leaks figures. Text stays text in the SVG (``svg.fonttype: none``), so the numbers on a chart
 can be read, searched and checked, and every id in a chart is prefixed so that many charts can
-share one HTML page."""
+share one HTML page. Text is never parsed as mathtext (``text.parse_math`` off), so a ``$`` in
+an indicator's name is drawn as typed."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ TITLE_WIDTH = 64
 
 _STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
+    # names and units are people's text: "$5 to $10" is never TeX, never a crash
+    "text.parse_math": False,
+    "text.usetex": False,
     "svg.hashsalt": "qip-flow",
     "font.family": "DejaVu Sans",  # bundled with matplotlib: the same metrics everywhere
     "font.size": 10,

@@ -1,13 +1,15 @@
 """``qip export``: the whole record and the audit trail for an inspector — one CSV per table
 and one JSON file, into a new folder or a zip file. Rows are streamed in batches, so the export
 of a large database never holds a table in memory; the audit chain is verified as part of it,
-and the result is written into the export itself."""
+and the result is written into the export itself. CSV cells that a spreadsheet would run as a
+formula are neutralised (a leading ``'``); the JSON file keeps every value exactly."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from sqlmodel import Session, SQLModel
 
 from qip_flow import __version__
 from qip_flow.errors import InvalidInput
+from qip_flow.reports import outputs
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
 from qip_flow.store.models import AuditHead
@@ -52,31 +55,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP's CSV injection rule).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet will show, never run: a cell starting like a formula gets a leading
+    ``'``. Numbers stored as numbers stay numbers; only text is touched."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return _plain(value)
+        return spreadsheet_safe(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    value = _plain(value)
+    return spreadsheet_safe(value) if isinstance(value, str) else value
 
 
 class _Target:
-    """Files opened for writing in a new folder or inside a zip file."""
+    """Files opened for writing in a new folder (or one holding only qip's earlier exports) or
+    inside a zip file, under the rules of :mod:`.outputs`."""
 
-    def __init__(self, out: Path, now: datetime) -> None:
+    def __init__(self, out: Path, now: datetime, *, force: bool, database: Path | None) -> None:
         self.out, self.now = out, now
         self.zip: zipfile.ZipFile | None = None
+        self.written: list[Path] = []
         if out.suffix.lower() == ".zip":
-            if out.exists():
-                raise InvalidInput(f"--out: {out} already exists; name a new zip file")
-            if not out.parent.is_dir():
-                raise InvalidInput(f"--out: the folder {out.parent} does not exist")
-            self.zip = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED)
+            outputs.check_file(out, force=force, database=database)
+            self.partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+            self.zip = zipfile.ZipFile(self.partial, "w", compression=zipfile.ZIP_DEFLATED)
         else:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise InvalidInput(f"--out: {out} already exists and is not an empty folder; "
-                                   "name a new folder or a .zip file")
-            out.mkdir(parents=True, exist_ok=True)
+            outputs.check_folder(out, force=force, database=database)
+            out.mkdir(exist_ok=True)
 
     @contextmanager
     def open(self, name: str) -> Iterator[IO[str]]:
@@ -87,12 +99,24 @@ class _Target:
                     raw, encoding="utf-8", newline="") as text:
                 yield text
         else:
-            with (self.out / name).open("w", encoding="utf-8", newline="") as text:
+            path = self.out / name
+            path.unlink(missing_ok=True)  # an earlier export's file (or a link): replaced
+            with path.open("x", encoding="utf-8", newline="") as text:
                 yield text
+            self.written.append(path)
 
-    def close(self) -> None:
+    def close(self, *, complete: bool) -> None:
+        """Finish: the zip renamed into place, or the folder's files recorded as qip's own; an
+        incomplete zip is removed."""
         if self.zip is not None:
             self.zip.close()
+            if complete:
+                os.replace(self.partial, self.out)
+                outputs.record(self.out)
+            else:
+                self.partial.unlink(missing_ok=True)
+        else:
+            outputs.record(*self.written)
 
 
 def _rows(session: Session, table: Table) -> Iterator[dict[str, Any]]:
@@ -104,7 +128,7 @@ def _rows(session: Session, table: Table) -> Iterator[dict[str, Any]]:
         yield dict(row)
 
 
-def export(rt: Runtime, out: Path, fmt: str = "both") -> ExportResult:
+def export(rt: Runtime, out: Path, fmt: str = "both", *, force: bool = False) -> ExportResult:
     """Write every table (and the audit trail, which is one of them) as CSV and/or JSON."""
     if fmt not in FORMATS:
         raise InvalidInput(f"--format: '{fmt}' is not an export format; use csv, json or both")
@@ -116,7 +140,8 @@ def export(rt: Runtime, out: Path, fmt: str = "both") -> ExportResult:
         result.chain_ok, result.chain_problem = check.ok, check.problem
         result.audit_events = head.seq if head else 0
         result.audit_hash = head.hash if head else audit.GENESIS
-        target = _Target(out, rt.clock.now())
+        target = _Target(out, rt.clock.now(), force=force, database=rt.db.sqlite_file())
+        complete = False
         try:
             if fmt in ("csv", "both"):
                 for table in tables:
@@ -134,8 +159,9 @@ def export(rt: Runtime, out: Path, fmt: str = "both") -> ExportResult:
                 with target.open(JSON_FILE) as handle:
                     _write_json(handle, session, tables, rt, result)
                 result.files.append(JSON_FILE)
+            complete = True
         finally:
-            target.close()
+            target.close(complete=complete)
     return result
 
 

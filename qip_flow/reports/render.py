@@ -11,6 +11,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from qip_flow import escaping
+from qip_flow.escaping import markdown_cell
 from qip_flow.reports import charts
 from qip_flow.reports.data import (
     ROWS,
@@ -50,11 +52,6 @@ def count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def cell(value: Any) -> str:
-    """A Markdown table cell: one line, pipes escaped."""
-    return " ".join(str(value if value is not None else "").split()).replace("|", "\\|")
-
-
 def reading(series: IndicatorSeries) -> str:
     """A run chart in one sentence, for Markdown and for screen readers."""
     if not series.points:
@@ -88,8 +85,9 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=escaping.finalize,  # Markdown templates: people's text shown as typed
     )
-    env.filters.update(day=day, label=label, number=number, cell=cell, reading=reading,
+    env.filters.update(day=day, label=label, number=number, cell=markdown_cell, reading=reading,
                        count=count)
     env.globals.update(ROWS=ROWS)
     return env

@@ -368,7 +368,7 @@ def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
     db = prepare_database(folder, files)
     rt = Runtime(db=db, clock=Clock())
     t = Timeline(rt, out)
-    out.print(f"[bold]qip_flow demo[/bold] — Riverside Care, 2026, database {db.url}")
+    out.print(f"[bold]qip_flow demo[/bold] — Riverside Care, 2026, database {db.shown_url}")
     t.at("2026-01-15")
     t.mornings_done = t.rt.clock.today()
     report = loading.load_files(rt, [EXAMPLES], actor=DEMO_ACTOR)

@@ -69,7 +69,7 @@ def check(rt: Runtime, *, stale_after: timedelta, waiting_after: timedelta) -> H
     """Each check that fails adds a problem in words; the report is healthy when none did."""
     from qip_flow.store.db import head_revision
 
-    report = HealthReport(database=rt.db.display_url())
+    report = HealthReport(database=rt.db.shown_url)
     try:
         report.schema = rt.db.current_revision()
     except QipError as exc:

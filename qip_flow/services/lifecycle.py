@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from qip_flow.config.limits import check_number
 from qip_flow.errors import InvalidInput, NotFound, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.store import audit
@@ -265,6 +266,7 @@ def record_measurement(
 ) -> Measurement:
     """Record a value measured ``on`` a day (today by default): never in the future; dated
     further back than the rules allow only with a ``reason``, and then flagged."""
+    check_number(value, field="value")
     now = rt.clock.now()
     today = now.date()
     on = on or today

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,10 +20,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlmodel import Session, col, select
 
-from qip_flow.errors import InvalidInput, NotInitialised, Refused
+from qip_flow.errors import InvalidInput, NotInitialised, QipError, Refused, Unavailable
 from qip_flow.store.models import AuditEvent, Plan
 
 if TYPE_CHECKING:
@@ -40,6 +47,46 @@ def normalise_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+_SECRET = re.compile(r"(?P<keep>://[^:/@\s]*:)[^@\s]*(?=@)|(?P<key>password\s*=\s*)[^\s&;'\"]+",
+                     re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """Any password in ``text`` — ``scheme://user:PASSWORD@host`` or ``password=…`` — as
+    ``***``: connection URLs appear in messages, logs and reports only masked."""
+    return _SECRET.sub(lambda m: (m.group("keep") or m.group("key")) + "***", text)
+
+
+def database_problem(exc: DatabaseError, shown_url: str | None = None) -> QipError:
+    """The clear message (and exit code) for a database that cannot be used right now: busy
+    and unreachable are "try again" (3); a path that is not a database is bad input (2)."""
+    reason = mask_secrets(str(getattr(exc, "orig", None) or exc)).strip()
+    first = reason.splitlines()[0] if reason else type(exc).__name__
+    lowered = reason.lower()
+    db = f"the database {shown_url}" if shown_url else "the database"
+    if "locked" in lowered or "busy" in lowered:
+        return Unavailable(f"{db} is busy (another qip command or worker holds it); nothing was "
+                           "changed: try again in a moment")
+    if "not a database" in lowered or "unable to open database file" in lowered:
+        return InvalidInput(f"--db: {db} cannot be opened as a SQLite database ({first}); check "
+                            "the path, or run `qip init` to create one")
+    if "does not exist" in lowered and "database" in lowered:
+        return InvalidInput(f"--db: {first}; check the database name in {db}")
+    if "authentication" in lowered or "password" in lowered or "role" in lowered:
+        return InvalidInput(f"--db: {db} refused the sign-in ({first}); check the user and "
+                            "password")
+    if isinstance(exc, OperationalError):
+        return Unavailable(f"cannot reach {db} ({first}); nothing was changed: check that it "
+                           "is running and reachable, then try again")
+    return InvalidInput(f"{db} failed: {first}")
+
+
+def _unusable(exc: DatabaseError) -> bool:
+    """A failure of the database itself (locked, unreachable, not a database), as opposed to
+    a statement's (a constraint): the former is :func:`database_problem`'s to describe."""
+    return isinstance(exc, OperationalError) or type(exc) is DatabaseError
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -129,14 +176,21 @@ class Database:
             parsed = make_url(self.url)
         except ArgumentError:
             raise InvalidInput(
-                f"--db: '{self.url}' is not a database URL; use a file path, "
+                f"--db: '{mask_secrets(self.url)}' is not a database URL; use a file path, "
                 "sqlite:///path.db or postgresql://user@host/db"
             ) from None
+        #: the URL as shown in every message: its password masked
+        self.shown_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
         connect_args: dict[str, Any] = {}
         if self.dialect == "postgresql" and schema:
             connect_args["options"] = f"-csearch_path={schema}"
-        self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        try:
+            self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        except (NoSuchModuleError, ImportError, ArgumentError, TypeError) as exc:
+            raise InvalidInput(
+                f"--db: {self.shown_url} names a database qip_flow cannot use ({exc}); use "
+                "sqlite:///path.db or postgresql://user@host/db") from None
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
         self._writer = self.engine.execution_options(qip_write=True)
@@ -162,10 +216,6 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def display_url(self) -> str:
-        """The URL fit to print: a password in it is masked."""
-        return make_url(self.url).render_as_string(hide_password=True)
-
     def sqlite_file(self) -> Path | None:
         """The SQLite database file (None for other databases or memory)."""
         database = make_url(self.url).database
@@ -175,10 +225,8 @@ class Database:
 
     def sqlite_folder(self) -> Path | None:
         """The folder of a SQLite database file (None for other databases or memory)."""
-        database = make_url(self.url).database
-        if not self.is_sqlite or not database or database == ":memory:":
-            return None
-        return Path(database).resolve().parent
+        database = self.sqlite_file()
+        return database.parent if database else None
 
     @contextmanager
     def write(self, *, gated: bool = True) -> Iterator[Session]:
@@ -187,13 +235,23 @@ class Database:
         publishing, and dry runs that roll back)."""
         if gated and self.write_gate is not None:
             self.write_gate()
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            yield session
+        try:
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                yield session
+        except DatabaseError as exc:
+            if not _unusable(exc):
+                raise
+            raise database_problem(exc, self.shown_url) from None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            yield session
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except DatabaseError as exc:
+            if not _unusable(exc):
+                raise
+            raise database_problem(exc, self.shown_url) from None
 
     def _alembic(self) -> AlembicConfig:
         cfg = AlembicConfig()
@@ -246,8 +304,8 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 return MigrationContext.configure(conn).get_current_revision()
-        except OperationalError as exc:
-            raise InvalidInput(f"cannot open the database {self.url}: {exc.orig}") from None
+        except DatabaseError as exc:
+            raise database_problem(exc, self.shown_url) from None
 
     def require_schema(self) -> None:
         """Refuse to work on a database whose schema is missing or out of date (and never
@@ -260,7 +318,7 @@ class Database:
         if current != head_revision():
             state = "has no qip_flow schema" if current is None else f"is at schema {current}"
             raise NotInitialised(
-                f"the database {self.url} {state}; run `qip init` to create or upgrade it"
+                f"the database {self.shown_url} {state}; run `qip init` to create or upgrade it"
             )
 
     def dispose(self) -> None:
