@@ -19,7 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, cast, text
+from sqlalchemy import String, cast, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
@@ -409,9 +409,11 @@ class TickSummary:
 
 def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int,
                  skip: set[str]) -> list[str]:
+    """Claim due plans by id only: a plan row whose data cannot even be loaded must not stop
+    the claim (it fails later, alone, in :func:`_check_batch`)."""
     lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
     with rt.db.write() as session:
-        query = (select(Plan).where(col(Plan.next_check_at) <= now)
+        query = (select(Plan.id).where(col(Plan.next_check_at) <= now)
                  .where(or_(col(Plan.check_lease_until).is_(None),
                             col(Plan.check_lease_until) < now))
                  .order_by(col(Plan.next_check_at)).limit(batch))
@@ -419,10 +421,11 @@ def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int,
             query = query.where(col(Plan.id).not_in(skip))
         if not rt.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        plans = session.exec(query).all()
-        for plan in plans:
-            plan.check_claimed_by, plan.check_lease_until = worker, now + lease
-        return [p.id for p in plans]
+        ids = list(session.exec(query).all())
+        if ids:
+            session.execute(update(Plan).where(col(Plan.id).in_(ids))
+                            .values(check_claimed_by=worker, check_lease_until=now + lease))
+        return ids
 
 
 def _check_batch(rt: Runtime, plan_ids: list[str], now: datetime, summary: TickSummary,
@@ -571,7 +574,7 @@ def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | 
             recipients = session.exec(select(Person.name).join(
                 Notification, col(Notification.recipient_id) == Person.id).where(
                 col(Notification.id).in_([c.notification_id for c in carried]))).all()
-            names += sorted(recipients)
+            names = sorted([*names, *recipients])
         attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
         session.add(attempt)
         session.flush()
