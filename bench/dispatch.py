@@ -151,7 +151,7 @@ def queue(rt: Any, count: int) -> list[str]:
                 key=key, rule_id=rule.id, kind=p["kind"], entity_id=action.id, plan_id=plan.id,
                 recipient_id=to.id, subject=message.subject, body_text=message.text,
                 body_html=message.html, card_text=message.card, state="queued",
-                created_at=now, rules_version=rt.rules.version,
+                created_at=now, routed_at=now, rules_version=rt.rules.version,
                 detail={"occurrence": key.rsplit("|", 1)[1], "headline": headline,
                         "to": p["to"], "also_told": []})
             session.add(notification)

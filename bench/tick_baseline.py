@@ -1,6 +1,6 @@
 """The floor for the daily tick: a minimal hand-written program that finds the same due items
 with one indexed SQL query, applies the same thresholds as rules/reminders.yaml in plain
-Python, and inserts the same outbox rows (same keys, one email delivery each). It knows
+Python, and inserts the same outbox rows (same keys; deliveries are made at dispatch). It knows
 nothing of rules files, workflows, RAG or audit: it is what the tick would cost if policy were
 hard-coded. `bench/tick.py` runs it beside `qip tick` and checks both wrote the same keys."""
 
@@ -115,19 +115,15 @@ def run(url: str, today: date) -> dict[str, object]:
         stamp = now if engine.dialect.name != "sqlite" else now.replace(tzinfo=None)
         for key, (rule, person) in by_key.items():
             aid = key.split("|")[1]
-            nid = conn.execute(text(
+            conn.execute(text(
                 "insert into notification (key, rule_id, kind, entity_id, plan_id, recipient_id,"
                 " subject, body_text, body_html, card_text, state, created_at, rules_version,"
                 " detail) values (:k, :r, :kind, :e, :p, :who, :s, :b, :h, :c, 'queued', :t, '',"
-                " '{}') returning id"),
+                " '{}')"),
                 {"k": key, "r": rule, "kind": "escalation" if rule.startswith("escalate")
                  else "reminder", "e": aid, "p": plan_of[aid], "who": person,
                  "s": f"{rule} {aid}", "b": f"{rule} about {aid}", "h": f"<p>{rule}</p>",
-                 "c": rule, "t": stamp}).scalar_one()
-            conn.execute(text(
-                "insert into delivery (notification_id, channel, dedupe_key, state, attempts,"
-                " next_attempt_at, last_error) values (:n, 'file', :d, 'pending', 0, :t, '')"),
-                {"n": nid, "d": f"{key}|file", "t": stamp})
+                 "c": rule, "t": stamp})
     engine.dispose()
     keys = sorted(by_key)
     by_rule: dict[str, int] = defaultdict(int)

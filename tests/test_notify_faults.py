@@ -210,6 +210,7 @@ def test_a_delivery_that_keeps_failing_is_failed_after_six_tries_and_kept(
     settings = rt.rules.delivery
     assert (settings.max_attempts, settings.backoff_minutes) == (6, 2)
     teams.status = 503
+    notifications.route(rt, rt.clock.now())  # what dispatch does first: channels chosen now
     count = len(deliveries(rt))
     for n in range(1, settings.max_attempts + 1):
         summary = notifications.dispatch(rt)

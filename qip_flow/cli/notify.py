@@ -101,6 +101,10 @@ def _print(ctx: typer.Context, title: str, summary: dict[str, Any]) -> None:
         render.console.print(f"{title}: {render.esc(shown)}")
         for error in summary.get("errors", []):
             render.errors.print(f"  failed: {render.esc(error)}")
+        for plan in summary.get("failing", []):
+            render.errors.print(f"  plan {plan['plan']} skipped (failing since "
+                                f"{plan['first_failed'][:16]}, {plan['attempts']} attempts): "
+                                f"{render.esc(plan['error'])}")
 
 
 Strict = Annotated[bool, typer.Option("--strict", help="Refuse to run when no channels file is "
@@ -161,22 +165,36 @@ def notifications(
     state: Annotated[str | None, typer.Option(
         help="queued, held, digested, sent, partial or failed.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest last.")] = 100,
+    failing: Annotated[bool, typer.Option(
+        "--failing", help="List the plans the tick cannot evaluate instead.")] = False,
 ) -> None:
-    """List notifications with each channel's state, attempts and last error."""
+    """List notifications with each channel's state, attempts and last error, and the plans
+    the tick cannot evaluate."""
     if ctx.invoked_subcommand:
         return
+    from qip_flow.services import failures
     from qip_flow.services import notifications as outbox
 
     st = state_of(ctx)
     with st.runtime().db.read() as session:
-        rows = outbox.list_notifications(session, state=state, limit=limit)
+        rows = [] if failing else outbox.list_notifications(session, state=state, limit=limit)
+        plans = failures.failing(session)
     if st.json:
-        render.emit_json(rows)
+        render.emit_json(plans if failing else rows)
+        return
+    if plans:
+        render.table("plans the tick cannot evaluate (skipped and tried again on every tick)",
+                     ["plan", "failing since", "last", "attempts", "error"],
+                     [[p["plan"], p["first_failed"][:16].replace("T", " "),
+                       p["last_failed"][:16].replace("T", " "), p["attempts"], p["error"]]
+                      for p in plans])
+    if failing:
         return
     render.table(None, ["id", "created", "kind", "to", "about", "subject", "state", "channels"],
                  [[r["id"], r["created"][:16].replace("T", " "), r["kind"], r["to"], r["about"],
                    r["subject"], r["state"],
                    "; ".join(f"{c['channel']} {c['state']} ×{c['attempts']}"
+                             + (f" (with #{c['carried_by']})" if c["carried_by"] else "")
                              + (f" ({c['error'][:80]})" if c["error"] else "")
                              for c in r["channels"]) or r["problem"]] for r in rows])
 

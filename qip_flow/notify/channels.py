@@ -3,8 +3,11 @@
 Tags in that file map people, roles and groups to channels: a service tagged ``email`` is the
 SMTP relay, and each person's mail goes to their own address through it; any other service
 (e.g. Teams through Power Automate ``workflows://``) receives messages for the people whose
-tags it carries — their id, ``role:<level>`` or ``group:<group-name-slug>``. Secrets live only
-in that file or in environment variables (``${SMTP_PASSWORD}``) and are redacted from every
+tags it carries — their id, ``role:<level>``, ``group:<group-name-slug>`` or ``all`` — and the
+tag ``operators`` marks where failing plans are reported. Each channel is known by its name
+(``name:``, else its kind and tags), never by its place in the file; a service Apprise cannot
+use, with no tag, or with a name already taken is refused with its line. Secrets live only in
+that file or in environment variables (``${SMTP_PASSWORD}``) and are redacted from every
 message qip_flow stores or prints. With no channels file, messages are appended to a local file.
 """
 
@@ -19,12 +22,14 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import apprise
+import yaml
 from apprise.decorators import notify
 
 from qip_flow.errors import InvalidDefinition
 
 FILE_SCHEMA = "qipfile"
 _ENV = re.compile(r"\$\{(\w+)\}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,79}")
 
 
 @notify(on=FILE_SCHEMA, name="qip_flow local file")
@@ -50,11 +55,21 @@ def person_tags(person_id: str, level: str, groups: list[str]) -> set[str]:
 
 @dataclass
 class Channel:
-    name: str  # stable: "email", "file", or "<schema>#<n>" (e.g. "workflow#1")
+    """One service of the channels file, known by its name — never by its place in the file,
+    so reordering the file changes nothing about who gets what."""
+
+    name: str  # "email" (the relay), "file" (the default), a `name:` given, or kind:tags
     kind: str  # email, teams, file, or the Apprise schema
     url: str = field(repr=False)  # with secrets; never stored
     label: str = ""  # with secrets masked
     tags: set[str] = field(default_factory=set)
+    line: int | None = None  # where it is written in the channels file
+
+    @property
+    def personal(self) -> bool:
+        """The relay addresses each person; any other channel is read by everyone it is
+        tagged for, so several recipients of one decision share one message there."""
+        return self.kind in ("email", "file")
 
 
 @dataclass
@@ -62,6 +77,21 @@ class SendResult:
     ok: bool
     error: str = ""
     permanent: bool = False  # e.g. HTTP 400: retrying will not help
+
+
+OPERATORS = "operators"
+_TOP_LEVEL = {"version", "urls", "tag", "tags"}
+
+
+@dataclass
+class _Entry:
+    """One service as written in the file: its URL, its options (for Apprise), its line."""
+
+    url: str
+    options: dict[str, Any]
+    line: int
+    name: str | None = None
+    tags: set[str] = field(default_factory=set)
 
 
 class Channels:
@@ -72,40 +102,47 @@ class Channels:
 
     @classmethod
     def load(cls, path: Path | None, *, default_file: Path) -> Channels:
+        """Read the channels file whole: every service must be one Apprise can use, carry at
+        least one tag and a name no other service has; otherwise the file is refused with the
+        line to fix — a channel is never dropped silently."""
         if path is None:
             url = f"{FILE_SCHEMA}://{default_file.resolve()}"
-            return cls([Channel("file", "file", url, f"file {default_file}", {"all"})], set(),
+            return cls([Channel("file", "file", url, f"file {default_file}",
+                                {"all", OPERATORS})], set(),
                        f"default: messages are written to {default_file}")
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise InvalidDefinition(f"{path}: cannot read the channels file ({exc})") from None
         missing = sorted({m for m in _ENV.findall(text) if m not in os.environ})
         if missing:
             raise InvalidDefinition(f"{path}: environment variables not set: {', '.join(missing)}")
         substituted = {os.environ[m] for m in _ENV.findall(text)}
+        secrets: set[str] = {v for v in substituted if len(v) >= 4}
         # values go into URLs: quote them, so a '/', '#' or '@' in a password stays a password
         text = _ENV.sub(lambda m: quote(os.environ[m.group(1)], safe=""), text)
-        config = apprise.AppriseConfig()
-        if not config.add_config(text, format="yaml"):
-            raise InvalidDefinition(f"{path}: not a valid Apprise YAML configuration; see "
-                                    "docs/notifications.md")
-        services = apprise.Apprise()
-        services.add(config)
         channels: list[Channel] = []
-        secrets: set[str] = {v for v in substituted if len(v) >= 4}
-        for n, service in enumerate(services.find(match_always=False)):
-            private, public = service.url(privacy=False), service.url(privacy=True)
-            secrets |= _secret_parts(private, public)
-            tags = {str(t) for t in service.tags}
-            schema = urlsplit(private).scheme
-            if "email" in tags:
-                channels.append(Channel("email", "email", private, public, tags))
-            else:
-                kind = "teams" if schema in ("workflow", "workflows") else schema
-                channels.append(Channel(f"{kind}#{n}", kind, private, public, tags))
+        problems: list[str] = []
+        seen: dict[str, int] = {}
+        for entry in _entries(path, text):
+            where = f"{path}:{entry.line}"
+            channel, problem = _channel(entry)
+            if channel is None:
+                problems.append(f"{where}: {_redact(problem, secrets)}")
+                continue
+            secrets |= _secret_parts(channel.url, channel.label)
+            if channel.name in seen:
+                problems.append(f"{where}: a channel named '{channel.name}' is already on line "
+                                f"{seen[channel.name]}; give each channel its own `name:`")
+                continue
+            seen[channel.name] = entry.line
+            channels.append(channel)
+        if problems:
+            raise InvalidDefinition(f"{path}: the channels file is refused; nothing was changed "
+                                    "(see docs/notifications.md)", details=problems)
         if not channels:
-            raise InvalidDefinition(f"{path}: no services configured")
+            raise InvalidDefinition(f"{path}: no services configured under `urls:`; see "
+                                    "docs/notifications.md")
         return cls(channels, secrets, str(path))
 
     def for_person(self, tags: set[str], email: str | None) -> list[Channel]:
@@ -121,10 +158,13 @@ class Channels:
     def by_name(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
 
+    def for_operators(self) -> list[Channel]:
+        """Where reports for the people who run qip_flow go: the channel named or tagged
+        ``operators`` (and the default file when no channels file is given)."""
+        return [c for c in self.channels if c.name == OPERATORS or OPERATORS in c.tags]
+
     def redact(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "****")
-        return text
+        return _redact(text, self.secrets)
 
     def send(self, channel: Channel, *, email: str | None, subject: str, text: str, html: str,
              card: str) -> SendResult:
@@ -148,6 +188,112 @@ class Channels:
         permanent = bool(code and code.group(1).startswith("4") and code.group(1) not in
                          ("408", "429"))
         return SendResult(False, error, permanent)
+
+
+def _entries(path: Path, text: str) -> list[_Entry]:
+    """The services of an Apprise YAML file, each with its line, its tags (the file's global
+    tags included) and its ``name:`` (ours, taken out before Apprise reads the options)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InvalidDefinition(f"{at}: not valid YAML ({getattr(exc, 'problem', exc)}); check "
+                                "indentation and quoting") from None
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        raise InvalidDefinition(f"{path}: not an Apprise YAML configuration (a mapping with "
+                                "`version: 1` and `urls:`); see docs/notifications.md")
+    nodes = {k.value: (k, v) for k, v in root.value}
+    unknown = [k for k in data if k not in _TOP_LEVEL]
+    if unknown:
+        key = nodes[str(unknown[0])][0] if str(unknown[0]) in nodes else root
+        raise InvalidDefinition(f"{path}:{key.start_mark.line + 1}: unknown key '{unknown[0]}'; "
+                                f"a channels file has {', '.join(sorted(_TOP_LEVEL))}")
+    urls, urls_node = data.get("urls"), nodes.get("urls", (root, root))[1]
+    if not isinstance(urls, list) or not isinstance(urls_node, yaml.SequenceNode):
+        raise InvalidDefinition(f"{path}:{urls_node.start_mark.line + 1}: `urls:` must be a list "
+                                "of services; see docs/notifications.md")
+    common = _tags(data.get("tag", data.get("tags")))
+    out: list[_Entry] = []
+    for item, node in zip(urls, urls_node.value, strict=True):
+        line = node.start_mark.line + 1
+        if isinstance(item, str):
+            out.append(_Entry(item, {}, line, tags=set(common)))
+            continue
+        if not isinstance(item, dict):
+            out.append(_Entry("", {}, line))
+            continue
+        url = next((str(k) for k in item if "://" in str(k)), "")
+        siblings = {str(k): v for k, v in item.items() if str(k) != url}
+        children = item.get(url) if url else None
+        child_nodes = next((v for k, v in node.value if str(k.value) == url), None) \
+            if isinstance(node, yaml.MappingNode) else None
+        if isinstance(children, list) and children:
+            spots = [c.start_mark.line + 1 for c in child_nodes.value] \
+                if isinstance(child_nodes, yaml.SequenceNode) else [line] * len(children)
+            options_list = [(c if isinstance(c, dict) else {}, spot)
+                            for c, spot in zip(children, spots, strict=False)]
+        else:
+            options_list = [(children if isinstance(children, dict) else {}, line)]
+        for options, spot in options_list:
+            merged = {**siblings, **{str(k): v for k, v in options.items()}}
+            name = merged.pop("name", None)
+            tags = _tags(merged.pop("tag", merged.pop("tags", None))) | common
+            out.append(_Entry(url, merged, spot if len(options_list) > 1 else line,
+                              str(name).strip() if name is not None else None, tags))
+    return out
+
+
+def _tags(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {t.strip() for t in re.split(r"[,\s]+", value) if t.strip()}
+    if isinstance(value, list):
+        return {str(t).strip() for t in value if str(t).strip()}
+    return set()
+
+
+def _channel(entry: _Entry) -> tuple[Channel | None, str]:
+    """The channel an entry describes, or why it cannot be one."""
+    if not entry.url:
+        return None, "each service is a URL (e.g. `- mailtos://user:pass@host:`) with its tags"
+    if entry.name is not None and not _NAME.fullmatch(entry.name):
+        return None, (f"name '{entry.name}': use letters, digits, '-', '_', '.' and ':' "
+                      "(e.g. board-teams)")
+    if not entry.tags:
+        return None, ("no tag: say whose messages this channel carries (email for the relay, a "
+                      "person's id, role:LEVEL, group:GROUP-SLUG, all, or operators)")
+    config_text = yaml.safe_dump({"version": 1, "urls": [
+        {entry.url: [{**entry.options, "tag": sorted(entry.tags)}]}]})
+    config = apprise.AppriseConfig()
+    services = apprise.Apprise()
+    with apprise.LogCapture(level=logging.WARNING) as logs:
+        found = config.add_config(config_text, format="yaml") and services.add(config) and \
+            list(services.find(match_always=False))
+    if not found or len(found) != 1:
+        scheme = urlsplit(entry.url).scheme or "(none)"
+        reason = next((line.split(" - ", 2)[-1] for line in logs.getvalue().splitlines()
+                       if line.strip()), "")
+        return None, (f"Apprise cannot use this {scheme}:// URL (unknown scheme or malformed)"
+                      + (f": {reason}" if reason else "") + "; see docs/notifications.md")
+    service = found[0]
+    private, public = service.url(privacy=False), service.url(privacy=True)
+    schema = urlsplit(private).scheme
+    if "email" in entry.tags:
+        if schema not in ("mailto", "mailtos"):
+            return None, (f"the `email` tag marks the SMTP relay (mailto:// or mailtos://), "
+                          f"not a {schema}:// service")
+        kind = "email"
+    else:
+        kind = "teams" if schema in ("workflow", "workflows") else schema
+    name = entry.name or ("email" if kind == "email" else f"{kind}:{'+'.join(sorted(entry.tags))}")
+    return Channel(name, kind, private, public, set(entry.tags), entry.line), ""
+
+
+def _redact(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "****").replace(quote(secret, safe=""), "****")
+    return text
 
 
 def _secret_parts(private: str, public: str) -> set[str]:

@@ -21,6 +21,7 @@ from qip_flow.decide.facts import (
 from qip_flow.decide.judge import RulesJudge
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
+from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
 from qip_flow.store.models import LearningSummary, Notification, Person, Plan
@@ -128,7 +129,13 @@ def reassess_batch(rt: Runtime, plan_ids: Sequence[str]
                                  candidates=[a.owner_id for d in data.values()
                                              for a in d.actions])
         for plan in plans:
-            yield plan, reassess(rt, session, plan, builder=builder, context=context)
+            try:
+                result = reassess(rt, session, plan, builder=builder, context=context)
+            except INFRASTRUCTURE:
+                raise
+            except Exception as exc:  # this plan's data or messages: the caller may skip it
+                raise PlanEvaluationFailed(plan.id, exc) from exc
+            yield plan, result
 
 
 def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,

@@ -69,7 +69,7 @@ class Timeline:
             names = {p.id: p.name for p in session.exec(select(Person)).all()}
         for delivery, n in rows:
             icon = "[red]⚑ escalation[/red]" if n.kind == "escalation" else "✉ reminder"
-            self.say(f"{icon} → {names.get(n.recipient_id, n.recipient_id)}: "
+            self.say(f"{icon} → {names.get(n.recipient_id or '', 'operators')}: "
                      f"{n.detail.get('headline', n.subject)}")
             self.told = max(self.told, delivery.id or 0)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, cast
+from sqlalchemy import String, cast, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
@@ -27,8 +28,9 @@ from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
-from qip_flow.notify.messages import render
+from qip_flow.notify.messages import channel_card, render
 from qip_flow.runtime import Runtime
+from qip_flow.services import failures
 from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
     Action,
@@ -170,10 +172,10 @@ def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datet
 
 def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
             now: datetime, *, data: PlanData, context: MessageContext) -> list[Notification]:
-    """Write the messages the rules asked for, once each, with a delivery per channel."""
+    """Write the messages the rules asked for, once each. Their channels are chosen when they
+    are sent (:func:`route`), from the channels file in force then."""
     if not decisions:
         return []
-    settings = rt.rules.delivery
     actions = {a.id: a for a in data.actions}
     findings = {f.id: f for f in data.findings}
     wanted = [(d, person_id) for d in decisions
@@ -183,11 +185,12 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
     if not keys - known:
         return []
     context.prefetch(pid for _, pid in wanted)
-    made: list[tuple[Notification, Person]] = []
+    made: list[Notification] = []
     for decision in decisions:
         recipients = [p for p in (context.get(pid) for d, pid in wanted if d is decision)
                       if p is not None]
         names = [p.name for p in recipients]
+        message_key = f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}"
         for person in recipients:
             key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
             if key in known:
@@ -205,19 +208,20 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                 "rules_version": rt.rules.version})
             held = decision.kind == "reminder" and person.digest
             notification = Notification(
-                key=key, rule_id=decision.rule.id, kind=decision.kind,
+                key=key, message_key=message_key, rule_id=decision.rule.id, kind=decision.kind,
                 entity_id=decision.entity_id, plan_id=plan.id, recipient_id=person.id,
                 subject=message.subject, body_text=message.text, body_html=message.html,
                 card_text=message.card, state="held" if held else "queued", created_at=now,
                 rules_version=rt.rules.version,
                 detail={"occurrence": decision.occurrence, "headline": decision.headline,
-                        "to": decision.to, "also_told": [n for n in names if n != person.name]})
+                        "to": decision.to, "subject": decision.subject,
+                        "also_told": [n for n in names if n != person.name]})
             if rt.db.is_sqlite:
                 session.add(notification)  # writers are serialised; keys checked above
-            elif not _insert_once(session, notification):
+            elif not insert_once(session, notification):
                 continue  # another worker enqueued it first
             context.remember(key)
-            made.append((notification, person))
+            made.append(notification)
             if decision.kind == "escalation":
                 audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
                              entity_id=decision.entity_id, what="escalated",
@@ -225,14 +229,10 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                              detail={"to": person.id, "rule": decision.rule.id,
                                      "occurrence": decision.occurrence},
                              version=rt.rules.version)
-    session.flush()  # one flush gives every new notification its id
-    for notification, person in made:
-        if notification.state != "held":
-            _add_deliveries(rt, session, notification, person, settings, now)
-    return [n for n, _ in made]
+    return made
 
 
-def _insert_once(session: Session, row: Notification) -> bool:
+def insert_once(session: Session, row: Notification) -> bool:
     """Insert unless another worker already did: the unique key decides (a savepoint keeps
     the rest of the transaction)."""
     session.flush()  # whatever else is pending must not ride in (and fail with) the savepoint
@@ -247,21 +247,105 @@ def _insert_once(session: Session, row: Notification) -> bool:
     return True
 
 
-def _add_deliveries(rt: Runtime, session: Session, notification: Notification, person: Person,
-                    settings: DeliverySettings, now: datetime) -> None:
-    channels = rt.channels.for_person(person_tags(person.id, person.level, person.groups or []),
-                                      person.email)
-    if not channels:
-        notification.state = "failed"
-        notification.detail = {**notification.detail, "problem":
-                               f"{person.name} has no channel: add an email address or a "
-                               "tagged service in the channels file"}
+def _route_lock(rt: Runtime, session: Session) -> None:
+    """One router at a time, so that every recipient of a message is routed together and a
+    shared channel's one message names them all (SQLite writers are serialised already)."""
+    if not rt.db.is_sqlite:
+        session.execute(text("select pg_advisory_xact_lock(hashtext('qip_flow.route'))"))
+
+
+def route(rt: Runtime, now: datetime, *, limit: int = 500) -> int:
+    """Give queued messages their deliveries from the channels configured now — at dispatch,
+    not when they were queued, so a message written while no channels file was given goes
+    where the file says once one is. Each person's email goes to that person; a channel several
+    recipients of one message read (e.g. the Board's Teams channel) gets one delivery naming
+    them, and the others' rows are carried by it. Returns how many messages were routed."""
+    settings = rt.rules.delivery
+    with rt.db.write() as session:
+        _route_lock(rt, session)
+        unrouted = (select(Notification).where(Notification.state == "queued",
+                                               col(Notification.routed_at).is_(None)))
+        rows = list(session.exec(unrouted.order_by(col(Notification.id)).limit(limit)).all())
+        if not rows:
+            return 0
+        message_keys = {n.message_key for n in rows if n.message_key}
+        if message_keys:  # every recipient of a message, so one shared message names them all
+            ids = {n.id for n in rows}
+            rows += [n for n in session.exec(unrouted.where(
+                col(Notification.message_key).in_(message_keys))).all() if n.id not in ids]
+        people = {p.id: p for p in session.exec(select(Person).where(
+            col(Person.id).in_({n.recipient_id for n in rows if n.recipient_id}))).all()}
+        have: dict[int, set[str]] = defaultdict(set)
+        for notification_id, channel in session.exec(select(
+                Delivery.notification_id, Delivery.channel).where(
+                col(Delivery.notification_id).in_([n.id for n in rows]))).all():
+            have[notification_id].add(channel)
+        shared: dict[tuple[str, str], list[Notification]] = defaultdict(list)
+        for n in sorted(rows, key=lambda n: n.id or 0):
+            n.routed_at = now
+            person = people.get(n.recipient_id or "")
+            if person is not None:
+                channels = rt.channels.for_person(
+                    person_tags(person.id, person.level, person.groups or []), person.email)
+                missing = (f"{person.name} has no channel: add an email address or a tagged "
+                           "service in the channels file")
+            else:
+                channels = rt.channels.for_operators()
+                missing = ("no channel is named or tagged `operators` in the channels file; "
+                           "`qip notifications --failing` lists the failing plans")
+            if not channels:
+                n.state = "failed"
+                n.detail = {**n.detail, "problem": missing}
+                continue
+            for channel in channels:
+                if channel.name in have[n.id or 0]:
+                    continue
+                if channel.personal:
+                    session.add(Delivery(
+                        notification_id=n.id or 0, channel=channel.name,
+                        dedupe_key=f"{n.key}|{channel.name}", state="pending",
+                        next_attempt_at=allowed_at(settings, channel.kind, now)))
+                else:
+                    shared[(n.message_key or n.key, channel.name)].append(n)
+        _add_shared(rt, session, shared, now)
+        return len(rows)
+
+
+def _add_shared(rt: Runtime, session: Session,
+                shared: dict[tuple[str, str], list[Notification]], now: datetime) -> None:
+    """One delivery per message and shared channel (its key is the message's, so it is made
+    once whoever routes it, whenever); the other recipients' rows are carried by it."""
+    if not shared:
         return
-    for channel in channels:
-        session.add(Delivery(
-            notification_id=notification.id or 0, channel=channel.name,
-            dedupe_key=f"{notification.key}|{channel.name}", state="pending",
-            next_attempt_at=allowed_at(settings, channel.kind, now)))
+    leads = {d.dedupe_key: d for d in session.exec(select(Delivery).where(col(
+        Delivery.dedupe_key).in_([f"shared|{k}|{c}" for k, c in shared]))).all()}
+    settled: set[int] = set()
+    for (message_key, name), notes in shared.items():
+        lead = leads.get(f"shared|{message_key}|{name}")
+        if lead is None:
+            channel = rt.channels.by_name(name)
+            lead = Delivery(notification_id=notes[0].id or 0, channel=name,
+                            dedupe_key=f"shared|{message_key}|{name}", state="pending",
+                            next_attempt_at=allowed_at(rt.rules.delivery,
+                                                       channel.kind if channel else "", now))
+            session.add(lead)
+            session.flush()
+            notes = notes[1:]
+        for n in notes:  # a recipient added after the message went out is carried by it too
+            session.add(Delivery(
+                notification_id=n.id or 0, channel=name, dedupe_key=f"{n.key}|{name}",
+                state=_carried_state(lead.state), carried_by_id=lead.id,
+                attempts=lead.attempts, next_attempt_at=lead.next_attempt_at,
+                sent_at=lead.sent_at, last_error=lead.last_error))
+            if lead.state in ("sent", "failed"):
+                settled.add(n.id or 0)
+    session.flush()
+    for notification_id in settled:
+        _settle(session, notification_id)
+
+
+def _carried_state(lead_state: str) -> str:
+    return lead_state if lead_state in ("sent", "failed") else "carried"
 
 
 def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
@@ -293,8 +377,7 @@ def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
                               body_html=message.html, card_text=message.card, state="queued",
                               created_at=now, rules_version=rt.rules.version,
                               detail={"items": [n.id for n in items]})
-        if _insert_once(session, digest):
-            _add_deliveries(rt, session, digest, person, settings, now)
+        if insert_once(session, digest):
             for n in items:
                 n.state = "digested"
             made += 1
@@ -312,48 +395,84 @@ class TickSummary:
     digests: int = 0
     rag_changes: int = 0
     reopened: int = 0
+    plans_failed: int = 0  # skipped: evaluating them raised; tried again on the next tick
+    failing: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "failing": list(self.failing)}
+
+    def add(self, other: TickSummary) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
 
 
-def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int) -> list[str]:
+def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int,
+                 skip: set[str]) -> list[str]:
+    """Claim due plans by id only: a plan row whose data cannot even be loaded must not stop
+    the claim (it fails later, alone, in :func:`_check_batch`)."""
     lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
     with rt.db.write() as session:
-        query = (select(Plan).where(col(Plan.next_check_at) <= now)
+        query = (select(Plan.id).where(col(Plan.next_check_at) <= now)
                  .where(or_(col(Plan.check_lease_until).is_(None),
                             col(Plan.check_lease_until) < now))
                  .order_by(col(Plan.next_check_at)).limit(batch))
+        if skip:  # failed earlier in this tick: the next tick tries them again
+            query = query.where(col(Plan.id).not_in(skip))
         if not rt.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        plans = session.exec(query).all()
-        for plan in plans:
-            plan.check_claimed_by, plan.check_lease_until = worker, now + lease
-        return [p.id for p in plans]
+        ids = list(session.exec(query).all())
+        if ids:
+            session.execute(update(Plan).where(col(Plan.id).in_(ids))
+                            .values(check_claimed_by=worker, check_lease_until=now + lease))
+        return ids
+
+
+def _check_batch(rt: Runtime, plan_ids: list[str], now: datetime, summary: TickSummary,
+                 was_failing: set[str]) -> None:
+    """Decide a batch in one transaction; counted only once it is committed."""
+    from qip_flow.services.assess import reassess_batch
+
+    counted = TickSummary()
+    for plan, result in reassess_batch(rt, plan_ids):  # one transaction per batch
+        plan.check_claimed_by = plan.check_lease_until = None
+        if plan.next_check_at is not None and plan.next_check_at <= now:
+            plan.next_check_at = now + timedelta(days=1)
+        counted.plans_checked += 1
+        counted.notifications += len(result.notified)
+        counted.escalations += sum(1 for n in result.notified if n.kind == "escalation")
+        counted.rag_changes += int(result.rag_changed)
+        counted.reopened += int(bool(result.reopened))
+        if plan.id in was_failing:  # evaluates again: in the same transaction
+            session = Session.object_session(plan)
+            assert session is not None
+            failures.resolve(session, [plan.id], now)
+    summary.add(counted)
 
 
 def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
          progress: Callable[[int], None] | None = None) -> TickSummary:
     """Check every plan that is due. Each claimed batch is decided in one transaction from
-    data loaded once for the whole batch: decisions, outbox rows, RAG, next check."""
-    from qip_flow.services.assess import reassess_batch
-
+    data loaded once for the whole batch: decisions, outbox rows, RAG, next check. A plan that
+    cannot be evaluated costs only itself (:mod:`qip_flow.services.failures`)."""
     worker = worker or worker_name()
     now = rt.clock.now()
     summary = TickSummary()
+    with rt.db.read() as session:
+        was_failing = failures.unresolved(session)
+    failed_now: set[str] = set()
+
+    def failed(plan_id: str, exc: BaseException) -> None:
+        failed_now.add(plan_id)
+        summary.plans_failed += 1
+        summary.failing.append(failures.record(rt, plan_id, exc, now))
+
     while True:
-        claimed = _claim_plans(rt, worker, now, batch)
+        claimed = _claim_plans(rt, worker, now, batch, failed_now)
         if not claimed:
             break
-        for plan, result in reassess_batch(rt, claimed):  # one transaction per batch
-            plan.check_claimed_by = plan.check_lease_until = None
-            if plan.next_check_at is not None and plan.next_check_at <= now:
-                plan.next_check_at = now + timedelta(days=1)
-            summary.plans_checked += 1
-            summary.notifications += len(result.notified)
-            summary.escalations += sum(1 for n in result.notified if n.kind == "escalation")
-            summary.rag_changes += int(result.rag_changed)
-            summary.reopened += int(bool(result.reopened))
+        failures.isolate(lambda ids: _check_batch(rt, ids, now, summary, was_failing),
+                         claimed, failed)
         if progress:
             progress(len(claimed))
     with rt.db.write() as session:
@@ -413,19 +532,56 @@ def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
         return ids
 
 
+def _carried(session: Session, delivery_id: int) -> list[Delivery]:
+    return list(session.exec(select(Delivery).where(Delivery.carried_by_id == delivery_id)
+                             .order_by(col(Delivery.id))).all())
+
+
+def _card(n: Notification, names: list[str], person_id: str) -> str:
+    """The card as this delivery's channel receives it (messages queued before the card was
+    split into what and for whom carry their person's lines already)."""
+    if "subject" not in n.detail:
+        return n.card_text
+    return channel_card(n.card_text, names=names, others=list(n.detail.get("also_told", [])),
+                        by=person_id,
+                        action_id=n.entity_id if n.detail["subject"] == "action" else None)
+
+
+def _reroute(session: Session, d: Delivery) -> None:
+    """Its channel has left the channels file: the message (and every message this delivery
+    carried) is routed again from the channels in force — never failed for that."""
+    for row in [d, *_carried(session, d.id or 0)]:
+        row.state, row.claimed_by, row.lease_until = "rerouted", None, None
+        row.last_error = f"channel {d.channel} is not in the channels file any more; routed again"
+        n = session.get(Notification, row.notification_id)
+        if n is not None:
+            n.state, n.routed_at = "queued", None
+
+
 def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | None:
     with rt.db.write() as session:
         d = session.get(Delivery, delivery_id)
         if d is None or d.state != "pending" or d.claimed_by != worker:
             return None
         n = session.get(Notification, d.notification_id)
-        person = session.get(Person, n.recipient_id) if n else None
-        assert n is not None and person is not None
+        assert n is not None
+        if rt.channels.by_name(d.channel) is None:
+            _reroute(session, d)
+            return None
+        person = session.get(Person, n.recipient_id) if n.recipient_id else None
+        names = [person.name] if person else []
+        carried = _carried(session, d.id or 0)
+        if carried:
+            recipients = session.exec(select(Person.name).join(
+                Notification, col(Notification.recipient_id) == Person.id).where(
+                col(Notification.id).in_([c.notification_id for c in carried]))).all()
+            names = sorted([*names, *recipients])
         attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
         session.add(attempt)
         session.flush()
-        return _Job(delivery_id, attempt.id or 0, d.channel, person.email, n.subject,
-                    n.body_text, n.body_html, n.card_text)
+        return _Job(delivery_id, attempt.id or 0, d.channel, person.email if person else None,
+                    n.subject, n.body_text, n.body_html,
+                    _card(n, names, person.id if person else ""))
 
 
 def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
@@ -452,15 +608,21 @@ def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: 
                 channel = rt.channels.by_name(d.channel)
                 d.next_attempt_at = allowed_at(settings, channel.kind if channel else "", now + wait)
                 summary.retried += 1
+        for row in _carried(session, d.id or 0):  # the recipients this message was also for
+            row.state, row.attempts, row.sent_at = _carried_state(d.state), d.attempts, d.sent_at
+            row.last_error, row.next_attempt_at = d.last_error, d.next_attempt_at
+            _settle(session, row.notification_id)
         _settle(session, d.notification_id)
 
 
 def _settle(session: Session, notification_id: int) -> None:
-    """A notification is sent when every delivery is; failed or partial when none is left."""
+    """A notification is sent when every delivery is; failed or partial when none is left
+    (a delivery whose channel left the file does not count: the message was routed again)."""
     n = session.get(Notification, notification_id)
+    session.flush()
     states = [d.state for d in session.exec(select(Delivery).where(
-        Delivery.notification_id == notification_id)).all()]
-    if n is None or not states or "pending" in states:
+        Delivery.notification_id == notification_id)).all() if d.state != "rerouted"]
+    if n is None or not states or "pending" in states or "carried" in states:
         return
     if all(s == "sent" for s in states):
         n.state = "sent"
@@ -473,14 +635,18 @@ def _settle(session: Session, notification_id: int) -> None:
 def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
              stop: Callable[[], bool] = lambda: False, max_batches: int | None = None,
              on_sent: Callable[[int], None] | None = None) -> DispatchSummary:
-    """Send what is due, batch by batch, until nothing is left (or ``stop()``)."""
+    """Route what was queued to the channels in force, then send what is due, batch by
+    batch, until nothing is left (or ``stop()``)."""
     worker = worker or worker_name()
     summary = DispatchSummary()
     batches = 0
     while not stop() and (max_batches is None or batches < max_batches):
         now = rt.clock.now()
+        route(rt, now)
         ids = _claim_deliveries(rt, worker, now, batch, summary)
         if not ids:
+            if route(rt, now):  # messages a rerouted delivery put back in the queue
+                continue
             break
         batches += 1
         for delivery_id in ids:
@@ -488,13 +654,10 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
             if job is None:
                 continue
             channel = rt.channels.by_name(job.channel)
-            if channel is None:
-                ok, error, permanent = False, f"channel {job.channel} is no longer configured", True
-            else:
-                result = rt.channels.send(channel, email=job.email, subject=job.subject,
-                                          text=job.text, html=job.html, card=job.card)
-                ok, error, permanent = result.ok, result.error, result.permanent
-            _finish(rt, job, ok, error, permanent, rt.clock.now(), summary)
+            assert channel is not None  # checked when the try was started
+            result = rt.channels.send(channel, email=job.email, subject=job.subject,
+                                      text=job.text, html=job.html, card=job.card)
+            _finish(rt, job, result.ok, result.error, result.permanent, rt.clock.now(), summary)
             if on_sent:
                 on_sent(1)
     return summary
@@ -512,20 +675,25 @@ def list_notifications(session: Session, *, state: str | None = None,
     deliveries: dict[int, list[Delivery]] = {}
     if rows:
         for d in session.exec(select(Delivery).where(
-                col(Delivery.notification_id).in_([n.id for n in rows]))).all():
+                col(Delivery.notification_id).in_([n.id for n in rows]))
+                .order_by(col(Delivery.id))).all():
             deliveries.setdefault(d.notification_id, []).append(d)
     return [{
         "id": n.id, "created": n.created_at.isoformat(), "kind": n.kind, "rule": n.rule_id,
-        "to": n.recipient_id, "about": n.entity_id, "subject": n.subject, "state": n.state,
+        "to": n.recipient_id or "operators", "about": n.entity_id, "subject": n.subject,
+        "state": n.state,
         "channels": [{"channel": d.channel, "state": d.state, "attempts": d.attempts,
-                      "next_attempt": d.next_attempt_at.isoformat(), "error": d.last_error}
+                      "next_attempt": d.next_attempt_at.isoformat(), "error": d.last_error,
+                      "carried_by": d.carried_by_id}
                      for d in deliveries.get(n.id or 0, [])],
         "problem": n.detail.get("problem", ""),
     } for n in reversed(rows)]
 
 
 def retry(rt: Runtime, notification_id: int, *, by: str) -> int:
-    """Send a failed notification's failed deliveries again; returns how many."""
+    """Send a failed notification's failed deliveries again; returns how many. A delivery
+    carried by a shared channel's message is retried by sending that message again (for every
+    recipient it carries)."""
     now = rt.clock.now()
     with rt.db.write() as session:
         n = session.get(Notification, notification_id)
@@ -533,9 +701,21 @@ def retry(rt: Runtime, notification_id: int, *, by: str) -> int:
             raise NotFound(f"no notification {notification_id}; `qip notifications` lists them")
         failed = session.exec(select(Delivery).where(Delivery.notification_id == n.id,
                                                      Delivery.state == "failed")).all()
+        senders = {d.id: d for d in failed if d.carried_by_id is None}
         for d in failed:
+            if d.carried_by_id is not None:
+                carrier = session.get(Delivery, d.carried_by_id)
+                if carrier is not None and carrier.state == "failed":
+                    senders[carrier.id] = carrier
+        for d in senders.values():
             d.state, d.attempts, d.next_attempt_at = "pending", 0, now
             d.claimed_by = d.lease_until = None
+            for row in [d, *_carried(session, d.id or 0)]:
+                if row is not d:
+                    row.state = "carried"
+                other = session.get(Notification, row.notification_id)
+                if other is not None:
+                    other.state = "queued"
         if failed:
             n.state = "queued"
             audit.append(session, at=now, actor=by, entity_type="notification",

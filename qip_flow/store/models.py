@@ -203,7 +203,10 @@ class Notification(SQLModel, table=True):
     kind: str  # reminder, escalation, digest
     entity_id: str = Field(index=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
-    recipient_id: str = Field(foreign_key="person.id", index=True)
+    recipient_id: str | None = Field(default=None, foreign_key="person.id", index=True)
+    # the decision's key without the person: its recipients share it, so a channel several of
+    # them read gets one message naming them (None on messages written before schema 0011)
+    message_key: str | None = Field(default=None, index=True)
     subject: str
     body_text: str
     body_html: str
@@ -212,6 +215,8 @@ class Notification(SQLModel, table=True):
     created_at: datetime = _when()
     rules_version: str = ""
     detail: dict[str, Any] = _json_dict()
+    # when its deliveries were made from the channels in force (at dispatch, not at queueing)
+    routed_at: datetime | None = _when(default=None)
 
 
 class Delivery(SQLModel, table=True):
@@ -223,7 +228,12 @@ class Delivery(SQLModel, table=True):
     notification_id: int = Field(foreign_key="notification.id", index=True)
     channel: str
     dedupe_key: str = Field(unique=True)
-    state: str  # pending, sent, failed
+    # pending, sent, failed; "carried" while the shared message that carries it is pending;
+    # "rerouted" when its channel left the channels file and the message was routed again
+    state: str
+    # on a channel several recipients share, one delivery sends the message and the others'
+    # rows point at it (and take its outcome)
+    carried_by_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     attempts: int = 0
     next_attempt_at: datetime = _when()
     claimed_by: str | None = None
@@ -243,6 +253,19 @@ class DeliveryAttempt(SQLModel, table=True):
     finished_at: datetime | None = _when(default=None)
     outcome: str = ""  # sent, failed, interrupted
     error: str = ""
+
+
+class PlanFailure(SQLModel, table=True):
+    """A plan the tick could not evaluate or whose messages it could not render: skipped and
+    retried on every tick, reported to the operators, while the rest of the batch proceeds.
+    ``resolved_at`` is set when it evaluates again."""
+
+    plan_id: str = Field(primary_key=True, foreign_key="plan.id")
+    error: str
+    first_failed_at: datetime = _when()
+    last_failed_at: datetime = _when()
+    attempts: int = 1
+    resolved_at: datetime | None = _when(default=None)
 
 
 class AuditEvent(SQLModel, table=True):
@@ -310,6 +333,7 @@ __all__ = [
     "Measurement",
     "Person",
     "Plan",
+    "PlanFailure",
     "ProgressNote",
     "PublishedConfig",
     "Risk",
