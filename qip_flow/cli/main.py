@@ -153,6 +153,25 @@ def do_event(
     _moved(st, result)
 
 
+Meeting = Annotated[str, typer.Option(help="Meeting reference, e.g. 'Board 2026-02-10'.")]
+EvidenceIds = Annotated[list[int] | None, typer.Option(
+    "--evidence", help="Id of an item of the plan's recorded evidence that was reviewed "
+    "(`qip show PLAN` lists them; repeatable).")]
+EvidenceNotes = Annotated[list[str] | None, typer.Option(
+    "--evidence-note", "--evidence-reviewed",
+    help="Other evidence reviewed, in words; counts only beside an --evidence item "
+    "(repeatable).")]
+ResidualRisks = Annotated[list[str] | None, typer.Option(
+    "--residual-risk", help="'risk :: how it is monitored' (repeatable).")]
+NoResidualRisk = Annotated[bool, typer.Option(
+    "--no-residual-risk", help="State that no residual risk remains.")]
+LearningEmbedded = Annotated[list[str] | None, typer.Option(
+    "--learning-embedded", "--learning", help="Where learning is embedded (repeatable).")]
+RecordFile = Annotated[Path | None, typer.Option(
+    "--record", help="A sign-off record YAML file (`qip schema signoff-record`); options add "
+    "to it.")]
+
+
 @app.command()
 def signoff(
     ctx: typer.Context,
@@ -160,20 +179,24 @@ def signoff(
     purpose: Annotated[str, typer.Option("--for", help="approval, closure or step_down.")],
     by: Annotated[str, typer.Option(help="Who signs off (their id).")],
     group: Annotated[str | None, typer.Option(help="The governance group signing.")] = None,
-    meeting: Annotated[str, typer.Option(help="Meeting reference, e.g. 'Board 2026-02-10'.")] = "",
-    evidence_reviewed: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
-    residual_risk: Annotated[list[str] | None, typer.Option(
-        help="A residual risk and how it is monitored (repeatable).")] = None,
-    learning: Annotated[list[str] | None, typer.Option(
-        help="Where learning was embedded (repeatable).")] = None,
+    meeting: Meeting = "",
+    evidence: EvidenceIds = None,
+    evidence_note: EvidenceNotes = None,
+    residual_risk: ResidualRisks = None,
+    no_residual_risk: NoResidualRisk = False,
+    learning_embedded: LearningEmbedded = None,
+    record: RecordFile = None,
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Record a sign-off and make the move it authorises (approve, close, step down)."""
+    """Record a sign-off and make the move it authorises (approve, close, step down). Closure
+    and step-down sign-offs record the meeting, the evidence reviewed, residual risks and (for
+    closure) where learning is embedded, as the closure rules ask."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
         st.runtime(), plan_id, purpose, by=by, group=group, meeting=meeting,
-        evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
-        learning_embedded=learning or [], note=note)
+        evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
+        residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
+        learning_embedded=learning_embedded or [], record_file=record, note=note)
     _moved(st, result)
 
 
@@ -293,20 +316,23 @@ def close(
     ctx: typer.Context,
     plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
     by: Annotated[str, typer.Option(help="Who signs closure (their id).")],
-    meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
-    evidence_reviewed: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
-    residual_risk: Annotated[list[str] | None, typer.Option(
-        help="A residual risk and how it is monitored (repeatable).")] = None,
-    learning: Annotated[list[str] | None, typer.Option(
-        help="Where learning was embedded (repeatable).")] = None,
+    meeting: Meeting = "",
+    evidence: EvidenceIds = None,
+    evidence_note: EvidenceNotes = None,
+    residual_risk: ResidualRisks = None,
+    no_residual_risk: NoResidualRisk = False,
+    learning_embedded: LearningEmbedded = None,
+    record: RecordFile = None,
 ) -> None:
-    """Close a plan: only if every closure criterion holds and the person has the authority;
-    otherwise exit 1 with every unmet criterion, and nothing changes."""
+    """Close a plan: only if every closure criterion holds, the person has the authority and
+    the sign-off record is complete; otherwise exit 1 naming every unmet criterion and every
+    missing part of the record, and nothing changes."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
         st.runtime(), plan_id, "closure", by=by, meeting=meeting,
-        evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
-        learning_embedded=learning or [])
+        evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
+        residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
+        learning_embedded=learning_embedded or [], record_file=record)
     _moved(st, result)
 
 

@@ -76,6 +76,12 @@ def read_yaml(path: Path, *, error: type[InvalidInput] | type[InvalidDefinition]
         raise error(f"{path}: no such file; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot be read ({exc})") from None
+    return yaml_from_text(text, path, error=error)
+
+
+def yaml_from_text(text: str, path: Path, *,
+                   error: type[InvalidInput] | type[InvalidDefinition]) -> YamlDocument:
+    """Parse YAML text kept elsewhere (a rules file a plan pinned); ``path`` names it in errors."""
     try:
         try:
             node, data = _parse(text, _Loader)

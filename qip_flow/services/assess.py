@@ -39,19 +39,45 @@ def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | No
     facts = builder.plan(plan, signer=signer, actions=actions)
     if (plan.closure_criteria or {}).get("pinned_at"):
         return facts, dict(plan.closure_criteria)
-    criteria = effective_criteria(plan, rt.decide.defaults(facts))
+    defaults = rt.decide.defaults(facts)
+    dropped = unusable_default_group(rt, builder, plan, defaults)
+    if dropped:
+        defaults = {k: v for k, v in defaults.items() if k != "signoff_group"}
+        facts["default_signoff_group_dropped"] = dropped
+    criteria = effective_criteria(plan, defaults)
     # defaults never name indicators, so only the facts that read the criteria change
-    facts.update(criteria_facts(criteria, signer))
+    facts.update(criteria_facts(criteria, signer, builder.people()))
     return facts, criteria
+
+
+def unusable_default_group(rt: Runtime, builder: FactBuilder, plan: Plan,
+                           defaults: dict[str, Any]) -> str | None:
+    """The default sign-off group the rules would give a plan that names none, when the
+    closure rules' `signoff.default_group` says it must not (nobody could sign for it, or
+    never); None when the default applies or there is none."""
+    group = defaults.get("signoff_group")
+    own = (plan.closure_criteria or {}).get("signoff") or {}
+    if not group or own.get("group"):
+        return None
+    policy = rt.rules.signoff.default_group
+    if policy == "always":
+        return None
+    if policy == "never":
+        return group
+    level = own.get("level") if own.get("level") else None
+    return group if builder.people().count(level, group) == 0 else None
 
 
 def closure_decision(rt: Runtime, session: Session, plan: Plan, *,
                      signer: Person | None = None) -> ClosureDecision:
     """Decided without the per-condition explanation; decided again with it only when some
     criterion is unmet, so a refusal can say exactly why."""
+    from qip_flow.services.pinning import closure_test
+
     facts, _ = plan_facts(rt, session, plan, signer=signer)
-    decision = rt.decide.closure(facts)
-    return decision if decision.met else rt.decide.closure(facts, explain=True)
+    test = closure_test(rt, session, plan)
+    decision = test.closure(facts)
+    return decision if decision.met else test.closure(facts, explain=True)
 
 
 def credibility(rt: Runtime, session: Session, plan: Plan) -> list[CredibilityFinding]:
@@ -170,16 +196,21 @@ def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: i
 def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str, Any]:
     """Every closure criterion met or unmet with its facts, the RAG and what the rules prefer."""
     from qip_flow.services.lifecycle import get_person, get_plan
+    from qip_flow.services.pinning import closure_test, current_version
 
     with rt.db.read() as session:
         plan = get_plan(session, plan_id)
         person = get_person(session, signer) if signer else None
         facts, criteria = plan_facts(rt, session, plan, signer=person)
-        closure = rt.decide.closure(facts, explain=True)
+        closure = closure_test(rt, session, plan).closure(facts, explain=True)
         rag = rt.decide.rag(facts)
         monitoring = rt.decide.monitoring(facts)
+    pinned = plan.closure_rules_version
     return {
         "plan": plan.id, "state": plan.state, "rules_version": rt.rules.version,
+        "closure_rules_version": pinned or current_version(rt),
+        "closure_rules_pinned": pinned is not None,
+        "closure_rules_note": closure_rules_note(plan, pinned, current_version(rt)),
         "criteria_pinned": bool(criteria.get("pinned_at")),
         "closure_criteria": {k: v for k, v in criteria.items() if k != "pinned_at"},
         "closure": closure.as_dict(),
@@ -188,6 +219,19 @@ def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str
         "reopen": [r.id for r in monitoring.outcomes("reopen")],
         "facts": facts,
     }
+
+
+def closure_rules_note(plan: Plan, pinned: str | None, current: str | None) -> str:
+    """Which closure test judged the plan, in words."""
+    if pinned is None and plan.approved_at is None:
+        return f"judged by the closure rules in force ({current}); pinned at approval"
+    if pinned is None:
+        return (f"approved before closure rules were pinned whole: judged by the rules in force "
+                f"({current}) until `qip vary {plan.id} --adopt-rules` pins them")
+    if pinned != current:
+        return (f"judged by the closure rules pinned at approval ({pinned}); the rules in force "
+                f"({current}) reach it only through `qip vary {plan.id} --adopt-rules`")
+    return f"judged by the closure rules pinned at approval ({pinned}), still those in force"
 
 
 def lint_plan(rt: Runtime, plan_id: str) -> list[CredibilityFinding]:

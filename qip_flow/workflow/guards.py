@@ -198,6 +198,26 @@ def closure_criteria_met(s: Subject, _: dict[str, Any]) -> str | None:
 
 
 @guard("plan")
+def signoff_record_complete(s: Subject, _: dict[str, Any]) -> str | None:
+    """The sign-off records every part the plan's closure rules ask of this purpose
+    (`signoff.record`: a meeting reference, the evidence reviewed chosen from the plan's
+    evidence, residual risks with how each is monitored or "no residual risk", where learning
+    is embedded); every missing part is named at once."""
+    from qip_flow.config.rules import SIGNOFF_PARTS
+    from qip_flow.services.pinning import signoff_settings
+
+    record = s.inputs.signoff
+    if record is None:
+        return None
+    parts = signoff_settings(s.runtime, s.session, _plan(s)).record.get(record.purpose, [])
+    missing = record.missing(list(parts))
+    if not missing:
+        return None
+    return (f"the {record.purpose.replace('_', '-')} sign-off record is incomplete; it needs:"
+            + "".join(f"\n      · {SIGNOFF_PARTS[part]}" for part in missing))
+
+
+@guard("plan")
 def step_down_preferred(s: Subject, _: dict[str, Any]) -> str | None:
     """The rules prefer routine monitoring for this plan now (a `step_down` rule fires)."""
     from qip_flow.services.assess import plan_facts
