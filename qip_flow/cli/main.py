@@ -382,18 +382,34 @@ def learning_summary(
 @app.command()
 def vary(
     ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
     by: Annotated[str, typer.Option(help="Who signs the variation.")],
-    set_: Annotated[list[str], typer.Option("--set", help="field=value, e.g. sustain_days=120, "
-                                            "signoff.group=Board (repeatable).")],
     reason: Annotated[str, typer.Option(help="Why the criteria change.")],
+    plan_ids: Annotated[list[str] | None, typer.Argument(metavar="[PLAN]...")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="field=value, e.g. sustain_days=120, signoff.group=Board "
+        "(repeatable).")] = None,
+    adopt_rules: Annotated[bool, typer.Option(
+        "--adopt-rules", help="Pin the closure rules in force now (criteria and sign-off "
+        "settings) in place of the ones pinned at approval.")] = False,
+    all_pinned_to: Annotated[str | None, typer.Option(
+        "--all-pinned-to", metavar="VERSION", help="Every live plan pinned to these closure "
+        "rules (`qip explain PLAN` names the version; 'unpinned' for plans approved before "
+        "whole tests were pinned).")] = None,
     meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
 ) -> None:
-    """Change pinned closure criteria: a variation signed off like closure."""
+    """Change pinned closure criteria, or adopt the closure rules in force, on one plan or
+    many: a variation signed with each plan's authority (its approval level when the sign-off
+    or the rules change); all plans are varied or none."""
+    from qip_flow.services.pinning import vary_plans
+
     st = state_of(ctx)
-    result = lifecycle.sign_off(st.runtime(), plan_id, "variation", by=by, meeting=meeting,
-                                reason=reason, variation=assess.parse_variation(set_))
-    _moved(st, result)
+    varied = vary_plans(st.runtime(), plan_ids or [], by=by, reason=reason,
+                        changes=assess.parse_variation(set_ or []), adopt_rules=adopt_rules,
+                        meeting=meeting, all_pinned_to=all_pinned_to)
+    if st.json:
+        render.emit_json({"varied": varied})
+    else:
+        render.console.print(f"varied {len(varied)} plan(s): {', '.join(varied)}")
 
 
 @app.command()

@@ -150,6 +150,52 @@ def signoff_authority(s: Subject, params: dict[str, Any]) -> str | None:
     return authority_problem(s.inputs.by, level, group)
 
 
+def approval_level(s: Subject) -> str | None:
+    """The level the plan was approved at: its approval sign-off's, else the level the
+    workflow's approval asks for."""
+    from qip_flow.store.models import SignOff
+
+    signed = s.session.exec(select(SignOff.level).where(
+        SignOff.plan_id == s.row.id, SignOff.purpose == "approval")
+        .order_by(col(SignOff.id).desc())).first()
+    if signed:
+        return signed
+    approve = s.runtime.workflows.defs["plan"].signoff_event("approval")
+    levels = [g.params.get("level") for g in (approve.guards if approve else [])
+              if g.name == "signoff_authority" and g.params.get("level")]
+    return levels[0] if levels else None
+
+
+@guard("plan")
+def variation_authority(s: Subject, _: dict[str, Any]) -> str | None:
+    """A variation is signed with the authority the criteria name for closure; one that changes
+    the sign-off itself, or adopts the closure rules in force, is signed at the level the plan
+    was approved at (so a plan pinned to a group nobody belongs to can still be mended). The
+    varied sign-off must name authority someone in the organisation holds."""
+    from qip_flow.decide.facts import FactBuilder
+    from qip_flow.workflow.effects import ADOPT_RULES
+
+    changes = s.inputs.variation
+    current = (_plan(s).closure_criteria or {}).get("signoff") or {}
+    if "signoff" in changes or ADOPT_RULES in changes:
+        level = approval_level(s)
+        problem = authority_problem(s.inputs.by, level, None)
+        if problem:
+            problem += (f" (a variation of the sign-off or of the closure rules is signed at the "
+                        f"level the plan was approved at: {level})")
+    else:
+        problem = authority_problem(s.inputs.by, current.get("level"), current.get("group"))
+    wanted = changes.get("signoff")
+    if wanted and FactBuilder(s.session, s.inputs.now).people().count(
+            wanted.get("level"), wanted.get("group")) == 0:
+        named = " at ".join(str(v) for v in (wanted.get("group"), wanted.get("level") and
+                                            f"{wanted['level']} level") if v)
+        nobody = (f"nobody in the organisation could sign as {named}: name a group or level "
+                  "someone holds")
+        problem = f"{problem}; {nobody}" if problem else nobody
+    return problem
+
+
 @guard("action")
 def has_evidence(s: Subject, _: dict[str, Any]) -> str | None:
     """The action has evidence: given with this event or attached before."""
