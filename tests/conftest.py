@@ -153,3 +153,14 @@ def config(tmp_path: Path) -> Path:
     for part in ("workflows", "rules"):
         shutil.copytree(SHIPPED_CONFIG / part, folder / part)
     return folder
+
+
+def plan_evidence(rt: Runtime, plan_id: str) -> list[int]:
+    """The ids of a plan's recorded evidence: what a closure or step-down sign-off reviews."""
+    from sqlmodel import col, select
+
+    from qip_flow.store.models import Evidence
+
+    with rt.db.read() as session:
+        return list(session.exec(select(Evidence.id).where(Evidence.plan_id == plan_id)
+                                 .order_by(col(Evidence.id))).all())
