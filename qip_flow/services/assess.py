@@ -229,9 +229,9 @@ def closure_rules_note(plan: Plan, pinned: str | None, current: str | None) -> s
         return (f"approved before closure rules were pinned whole: judged by the rules in force "
                 f"({current}) until `qip vary {plan.id} --adopt-rules` pins them")
     if pinned != current:
-        return (f"judged by the closure rules pinned at approval ({pinned}); the rules in force "
+        return (f"judged by its pinned closure rules ({pinned}); the rules in force "
                 f"({current}) reach it only through `qip vary {plan.id} --adopt-rules`")
-    return f"judged by the closure rules pinned at approval ({pinned}), still those in force"
+    return f"judged by its pinned closure rules ({pinned}), still those in force"
 
 
 def lint_plan(rt: Runtime, plan_id: str) -> list[CredibilityFinding]:

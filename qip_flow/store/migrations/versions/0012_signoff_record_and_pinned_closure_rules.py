@@ -31,10 +31,9 @@ def upgrade() -> None:
     # Plans approved before this revision keep a NULL version: they are judged by the rules in
     # force until a variation (`qip vary --adopt-rules`) pins them; `qip explain` says so.
     with op.batch_alter_table('plan', schema=None) as batch_op:
+        # no foreign key: on SQLite it would rebuild `plan`, which other tables reference
         batch_op.add_column(sa.Column('closure_rules_version',
                                       sqlmodel.sql.sqltypes.AutoString(), nullable=True))
-        batch_op.create_foreign_key('fk_plan_closure_rules_version', 'closurerules',
-                                    ['closure_rules_version'], ['version'])
     # Existing sign-offs chose no evidence item and made no "no residual risk" statement.
     with op.batch_alter_table('signoff', schema=None) as batch_op:
         batch_op.add_column(sa.Column('evidence_ids', sa.JSON(), nullable=False,
@@ -48,6 +47,5 @@ def downgrade() -> None:
         batch_op.drop_column('no_residual_risk')
         batch_op.drop_column('evidence_ids')
     with op.batch_alter_table('plan', schema=None) as batch_op:
-        batch_op.drop_constraint('fk_plan_closure_rules_version', type_='foreignkey')
         batch_op.drop_column('closure_rules_version')
     op.drop_table('closurerules')
