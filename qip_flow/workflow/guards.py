@@ -231,12 +231,14 @@ def due_date_changes(s: Subject, _: dict[str, Any]) -> str | None:
 
 @guard("plan")
 def closure_criteria_met(s: Subject, _: dict[str, Any]) -> str | None:
-    """Every closure criterion in the rules holds for this plan, with the person signing now
-    (see `qip explain PLAN`)."""
+    """Every closure criterion of the plan's pinned closure test holds for this plan, with the
+    person signing now (see `qip explain PLAN`)."""
     from qip_flow.services.assess import closure_decision
 
-    decision = closure_decision(s.runtime, s.session, _plan(s), signer=s.inputs.by)
-    s.decisions["closure"] = decision.as_dict()
+    plan = _plan(s)
+    decision = closure_decision(s.runtime, s.session, plan, signer=s.inputs.by)
+    s.decisions["closure"] = {**decision.as_dict(),
+                              "closure_rules_version": plan.closure_rules_version}
     if decision.met:
         return None
     return "closure criteria not met:" + "".join(f"\n      · {c.describe()}"
