@@ -52,7 +52,7 @@ CRITERIA = ("actions verified", "indicators on target", "sustained", "re-audits"
             "sign-off level", "sign-off group")
 #: The facts the criteria read: the DMN table's inputs (missing facts are passed as None).
 FACTS = ("actions", "actions_verified", "all_indicators_on_target", "sustained_days",
-         "required_sustain_days", "reaudits_in_run", "required_reaudits", "learning_required",
+         "required_sustain_days", "reaudit_intervals_in_run", "required_reaudits", "learning_required",
          "learning_summary", "learning_embedded_places", "signer_level_rank",
          "required_signoff_level_rank", "signer_in_required_group")
 
@@ -77,7 +77,7 @@ def fact_sets(n: int, seed: int) -> list[dict[str, Any]]:
                 "actions": actions, "actions_verified": actions,
                 "all_indicators_on_target": True, "required_sustain_days": 90,
                 "sustained_days": rng.randint(90, 200), "required_reaudits": rng.randint(0, 2),
-                "reaudits_in_run": 2, "learning_required": True, "learning_summary": True,
+                "reaudit_intervals_in_run": 2, "learning_required": True, "learning_summary": True,
                 "learning_embedded_places": rng.randint(1, 4), "signer_level_rank": 2,
                 "required_signoff_level_rank": rng.choice([None, 1, 2]),
                 "signer_in_required_group": True}
@@ -94,7 +94,7 @@ def fact_sets(n: int, seed: int) -> list[dict[str, Any]]:
                 "required_sustain_days": maybe(rng.choice([30, 60, 90, 180])),
                 "sustained_days": maybe(rng.randint(0, 200)),
                 "required_reaudits": maybe(rng.randint(0, 3)),
-                "reaudits_in_run": maybe(rng.randint(0, 3)),
+                "reaudit_intervals_in_run": maybe(rng.randint(0, 3)),
                 "learning_required": maybe(rng.random() < 0.8),
                 "learning_summary": maybe(rng.random() < 0.6),
                 "learning_embedded_places": maybe(rng.randint(0, 3)),
@@ -122,7 +122,7 @@ def python_closure(f: dict[str, Any]) -> list[str]:
     g = f.get
     actions, verified, on_target = g("actions"), g("actions_verified"), g("all_indicators_on_target")
     sustained, sustain_needed = g("sustained_days"), g("required_sustain_days")
-    reaudits, reaudits_needed = g("reaudits_in_run"), g("required_reaudits")
+    reaudits, reaudits_needed = g("reaudit_intervals_in_run"), g("required_reaudits")
     places, signer, level_needed = g("learning_embedded_places"), g("signer_level_rank"), \
         g("required_signoff_level_rank")
     met = []

@@ -196,3 +196,14 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
         return int(done.value.code or 0), out, err
 
     return run
+
+
+def plan_evidence(rt: Runtime, plan_id: str) -> list[int]:
+    """The ids of a plan's recorded evidence: what a closure or step-down sign-off reviews."""
+    from sqlmodel import col, select
+
+    from qip_flow.store.models import Evidence
+
+    with rt.db.read() as session:
+        return list(session.exec(select(Evidence.id).where(Evidence.plan_id == plan_id)
+                                 .order_by(col(Evidence.id))).all())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import snapshot
+from conftest import plan_evidence, snapshot
 from sqlmodel import col, select
 
 from qip_flow import SHIPPED_CONFIG
@@ -121,7 +121,8 @@ def close_safeguarding(rt: Runtime, by: str) -> lifecycle.EventResult:
         rt, SAFEGUARDING, "closure", by=by, meeting="Safeguarding governance group 2026-07-28",
         evidence_reviewed=["Safeguarding record re-audits April and July",
                            "Incident panel outcomes", "Supervision evidence"],
-        residual_risks=["Agency night staff: threshold guide in agency induction pack"],
+        evidence_ids=plan_evidence(rt, SAFEGUARDING),
+        residual_risks=["Agency night staff :: threshold guide in agency induction pack"],
         learning_embedded=["Induction", "Supervision framework"])
 
 
@@ -146,7 +147,7 @@ def test_the_safeguarding_qip_closes_only_after_three_months_two_reaudits_and_le
     assert f"Can't close plan {p}" in early
     assert "sustained — " in early and "[rule closure.sustained]" in early
     assert "sustained_days = 56, required_sustain_days = 90" in early
-    assert "reaudits_in_run = 1, required_reaudits = 2" in early
+    assert "reaudit_intervals_in_run = 1, required_reaudits = 2" in early
     assert "[rule closure.learning]" in early
     assert "[rule closure.signoff-group]" not in early
     assert plan_row(rt, p).state == "closure_review"
@@ -186,8 +187,9 @@ def test_the_safeguarding_qip_closes_only_after_three_months_two_reaudits_and_le
     assert signoff.meeting_reference == "Safeguarding governance group 2026-07-28"
     assert signoff.evidence_reviewed == ["Safeguarding record re-audits April and July",
                                          "Incident panel outcomes", "Supervision evidence"]
+    assert signoff.evidence_ids == plan_evidence(rt, p) and len(signoff.evidence_ids) == 4
     assert signoff.residual_risks == [
-        "Agency night staff: threshold guide in agency induction pack"]
+        "Agency night staff :: threshold guide in agency induction pack"]
     assert signoff.learning_embedded == ["Induction", "Supervision framework"]
     (close,) = events(rt, p, "close")
     closure = close.detail["decisions"]["closure"]
@@ -225,7 +227,8 @@ def test_the_care_planning_qip_steps_down_and_reopens_when_the_audit_slips(
     care_planning_sustaining(rt)
     rt.clock.set("2026-05-05")
     assert assess.explain(rt, p)["step_down_preferred"] == ["monitoring.step-down-care-planning"]
-    lifecycle.sign_off(rt, p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05")
+    lifecycle.sign_off(rt, p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
+                       evidence_ids=plan_evidence(rt, p), no_residual_risk=True)
     plan = plan_row(rt, p)
     assert plan.state == "monitoring"
     assert plan.monitoring_until is not None

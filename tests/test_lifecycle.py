@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import snapshot
+from conftest import plan_evidence, snapshot
 from sqlmodel import col, select
 
 from qip_flow import SHIPPED_CONFIG
@@ -317,10 +317,11 @@ def test_the_safeguarding_governance_group_closes_the_safeguarding_plan(loaded: 
 
     evidence = ["Safeguarding record re-audits April and July", "Incident panel outcomes",
                 "Supervision evidence"]
-    risks = ["Agency night staff: threshold guide in agency induction pack"]
+    risks = ["Agency night staff :: threshold guide in agency induction pack"]
     learning = ["Induction", "Supervision framework"]
     lifecycle.sign_off(loaded, p, "closure", by="lokafor",
                        meeting="Safeguarding governance group 2026-08-04",
+                       evidence_ids=plan_evidence(loaded, p)[:2],
                        evidence_reviewed=evidence, residual_risks=risks,
                        learning_embedded=learning)
     plan = plan_row(loaded, p)
@@ -364,7 +365,9 @@ def test_care_planning_is_stepped_down_and_closed_after_the_monitoring_period(
     loaded.clock.set("2026-05-05")
     assert "Jaya Patel is at manager level; this needs senior level or above" in refused(
         loaded, lambda: lifecycle.sign_off(loaded, p, "step_down", by="jpatel"))
-    lifecycle.sign_off(loaded, p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05")
+    lifecycle.sign_off(loaded, p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
+                       evidence_ids=plan_evidence(loaded, p),
+                       residual_risks=["Care plans missed after discharge :: monthly audit"])
     plan = plan_row(loaded, p)
     assert plan.state == "monitoring"
     assert plan.monitoring_until is not None
@@ -382,7 +385,9 @@ def test_care_planning_is_stepped_down_and_closed_after_the_monitoring_period(
     assess.record_learning(loaded, p, by="jpatel", summary="Plans must be reviewed when needs "
                            "change, not on a calendar", embedded_in=["Discharge procedure"])
     lifecycle.sign_off(loaded, p, "closure", by="rmensah", meeting="Quality committee 2026-11-06",
+                       evidence_ids=plan_evidence(loaded, p)[:1],
                        evidence_reviewed=["Six months of monthly care plan audits"],
+                       no_residual_risk=True,
                        learning_embedded=["Care plan review trigger in discharge procedure"])
     assert plan_row(loaded, p).state == "closed"
 

@@ -460,8 +460,8 @@ def test_board_pack_says_why_a_plan_is_blocked_and_when_it_is_ready(
     page = reports.text("board", board, "html")
     row = re.search(r'data-plan="QIP-2026-021" data-verdict="blocked">(.*?)</tr>', page, re.S)
     assert row and f"sustained_days = {facts['sustained_days']}," in row[1]
-    assert f"reaudits_in_run = {facts['reaudits_in_run']}," in row[1]
-    assert facts["reaudits_in_run"] == 1
+    assert f"reaudit_intervals_in_run = {facts['reaudit_intervals_in_run']}," in row[1]
+    assert facts["reaudit_intervals_in_run"] == 1
     assert metric(page, "blocked") == "1"
     assert "QIP-2026-021</b> cannot close yet: sustained, re-audits unmet." in page
 

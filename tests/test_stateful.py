@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import drop_postgres_schema, make_postgres_database, require_postgres, snapshot
+from conftest import (
+    drop_postgres_schema,
+    make_postgres_database,
+    plan_evidence,
+    require_postgres,
+    snapshot,
+)
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -141,7 +147,8 @@ class Governance(RuleBasedStateMachine):
     def sign(self, plan: str, purpose: str, by: str) -> None:
         self.attempt(lambda: lifecycle.sign_off(
             self.rt, plan, purpose, by=by, meeting="Quality committee",
-            evidence_reviewed=["Monthly audits"], residual_risks=["New starters"],
+            evidence_ids=plan_evidence(self.rt, plan)[:1], evidence_reviewed=["Monthly audits"],
+            residual_risks=["New starters :: induction competency check"],
             learning_embedded=["Induction"]))
 
     # --- rules ---------------------------------------------------------------------------

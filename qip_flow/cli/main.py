@@ -223,6 +223,25 @@ def do_event(
     _moved(st, result)
 
 
+Meeting = Annotated[str, typer.Option(help="Meeting reference, e.g. 'Board 2026-02-10'.")]
+EvidenceIds = Annotated[list[int] | None, typer.Option(
+    "--evidence", help="Id of an item of the plan's recorded evidence that was reviewed "
+    "(`qip show PLAN` lists them; repeatable).")]
+EvidenceNotes = Annotated[list[str] | None, typer.Option(
+    "--evidence-note", "--evidence-reviewed",
+    help="Other evidence reviewed, in words; counts only beside an --evidence item "
+    "(repeatable).")]
+ResidualRisks = Annotated[list[str] | None, typer.Option(
+    "--residual-risk", help="'risk :: how it is monitored' (repeatable).")]
+NoResidualRisk = Annotated[bool, typer.Option(
+    "--no-residual-risk", help="State that no residual risk remains.")]
+LearningEmbedded = Annotated[list[str] | None, typer.Option(
+    "--learning-embedded", "--learning", help="Where learning is embedded (repeatable).")]
+RecordFile = Annotated[Path | None, typer.Option(
+    "--record", help="A sign-off record YAML file (`qip schema signoff-record`); options add "
+    "to it.")]
+
+
 @app.command()
 def signoff(
     ctx: typer.Context,
@@ -230,20 +249,24 @@ def signoff(
     purpose: Annotated[str, typer.Option("--for", help="approval, closure or step_down.")],
     by: Annotated[str, typer.Option(help="Who signs off (their id).")],
     group: Annotated[str | None, typer.Option(help="The governance group signing.")] = None,
-    meeting: Annotated[str, typer.Option(help="Meeting reference, e.g. 'Board 2026-02-10'.")] = "",
-    evidence_reviewed: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
-    residual_risk: Annotated[list[str] | None, typer.Option(
-        help="A residual risk and how it is monitored (repeatable).")] = None,
-    learning: Annotated[list[str] | None, typer.Option(
-        help="Where learning was embedded (repeatable).")] = None,
+    meeting: Meeting = "",
+    evidence: EvidenceIds = None,
+    evidence_note: EvidenceNotes = None,
+    residual_risk: ResidualRisks = None,
+    no_residual_risk: NoResidualRisk = False,
+    learning_embedded: LearningEmbedded = None,
+    record: RecordFile = None,
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Record a sign-off and make the move it authorises (approve, close, step down)."""
+    """Record a sign-off and make the move it authorises (approve, close, step down). Closure
+    and step-down sign-offs record the meeting, the evidence reviewed, residual risks and (for
+    closure) where learning is embedded, as the closure rules ask."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
         st.runtime(writes=True), plan_id, purpose, by=by, group=group, meeting=meeting,
-        evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
-        learning_embedded=learning or [], note=note)
+        evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
+        residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
+        learning_embedded=learning_embedded or [], record_file=record, note=note)
     _moved(st, result)
 
 
@@ -410,20 +433,23 @@ def close(
     ctx: typer.Context,
     plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
     by: Annotated[str, typer.Option(help="Who signs closure (their id).")],
-    meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
-    evidence_reviewed: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
-    residual_risk: Annotated[list[str] | None, typer.Option(
-        help="A residual risk and how it is monitored (repeatable).")] = None,
-    learning: Annotated[list[str] | None, typer.Option(
-        help="Where learning was embedded (repeatable).")] = None,
+    meeting: Meeting = "",
+    evidence: EvidenceIds = None,
+    evidence_note: EvidenceNotes = None,
+    residual_risk: ResidualRisks = None,
+    no_residual_risk: NoResidualRisk = False,
+    learning_embedded: LearningEmbedded = None,
+    record: RecordFile = None,
 ) -> None:
-    """Close a plan: only if every closure criterion holds and the person has the authority;
-    otherwise exit 1 with every unmet criterion, and nothing changes."""
+    """Close a plan: only if every closure criterion holds, the person has the authority and
+    the sign-off record is complete; otherwise exit 1 naming every unmet criterion and every
+    missing part of the record, and nothing changes."""
     st = state_of(ctx)
     result = lifecycle.sign_off(
         st.runtime(writes=True), plan_id, "closure", by=by, meeting=meeting,
-        evidence_reviewed=evidence_reviewed or [], residual_risks=residual_risk or [],
-        learning_embedded=learning or [])
+        evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
+        residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
+        learning_embedded=learning_embedded or [], record_file=record)
     _moved(st, result)
 
 
@@ -473,18 +499,34 @@ def learning_summary(
 @app.command()
 def vary(
     ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
     by: Annotated[str, typer.Option(help="Who signs the variation.")],
-    set_: Annotated[list[str], typer.Option("--set", help="field=value, e.g. sustain_days=120, "
-                                            "signoff.group=Board (repeatable).")],
     reason: Annotated[str, typer.Option(help="Why the criteria change.")],
+    plan_ids: Annotated[list[str] | None, typer.Argument(metavar="[PLAN]...")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="field=value, e.g. sustain_days=120, signoff.group=Board "
+        "(repeatable).")] = None,
+    adopt_rules: Annotated[bool, typer.Option(
+        "--adopt-rules", help="Pin the closure rules in force now (criteria and sign-off "
+        "settings) in place of the ones pinned at approval.")] = False,
+    all_pinned_to: Annotated[str | None, typer.Option(
+        "--all-pinned-to", metavar="VERSION", help="Every live plan pinned to these closure "
+        "rules (`qip explain PLAN` names the version; 'unpinned' for plans approved before "
+        "whole tests were pinned).")] = None,
     meeting: Annotated[str, typer.Option(help="Meeting reference.")] = "",
 ) -> None:
-    """Change pinned closure criteria: a variation signed off like closure."""
+    """Change pinned closure criteria, or adopt the closure rules in force, on one plan or
+    many: a variation signed with each plan's authority (its approval level when the sign-off
+    or the rules change); all plans are varied or none."""
+    from qip_flow.services.pinning import vary_plans
+
     st = state_of(ctx)
-    result = lifecycle.sign_off(st.runtime(writes=True), plan_id, "variation", by=by, meeting=meeting,
-                                reason=reason, variation=assess.parse_variation(set_))
-    _moved(st, result)
+    varied = vary_plans(st.runtime(writes=True), plan_ids or [], by=by, reason=reason,
+                        changes=assess.parse_variation(set_ or []), adopt_rules=adopt_rules,
+                        meeting=meeting, all_pinned_to=all_pinned_to)
+    if st.json:
+        render.emit_json({"varied": varied})
+    else:
+        render.console.print(f"varied {len(varied)} plan(s): {', '.join(varied)}")
 
 
 @app.command()

@@ -93,10 +93,19 @@ def show_plan(d: dict[str, Any]) -> None:
               [[i["ref"], i["name"], f"{'≥' if i['direction'] == 'up' else '≤'} {i['target']}",
                 i["baseline"], (f"{i['measurements'][-1]['value']} on {i['measurements'][-1]['on']}"
                                 if i["measurements"] else "–")] for i in d["indicators"]])
+    if d["recorded_evidence"]:
+        table("Recorded evidence (ids for a sign-off's --evidence)",
+              ["id", "on", "what", "reference", "action", "by"],
+              [[e["id"], e["on"], e["description"], e["reference"],
+                (e["action_id"] or "").rpartition("/")[2], e["by_id"]]
+               for e in d["recorded_evidence"]])
     if d["signoffs"]:
-        table("Sign-offs", ["purpose", "by", "level", "group", "on", "meeting"],
-              [[s["purpose"], s["by_id"], s["level"], s["group"], s["on"], s["meeting_reference"]]
-               for s in d["signoffs"]])
+        table("Sign-offs", ["purpose", "by", "level", "group", "on", "meeting", "evidence",
+                            "residual risks", "learning embedded"],
+              [[s["purpose"], s["by_id"], s["level"], s["group"], s["on"], s["meeting_reference"],
+                ", ".join([*map(str, s["evidence_ids"]), *s["evidence_reviewed"]]),
+                "none" if s["no_residual_risk"] else "; ".join(s["residual_risks"]),
+                "; ".join(s["learning_embedded"])] for s in d["signoffs"]])
     history(d["history"])
 
 
@@ -124,6 +133,8 @@ def explanation(result: dict[str, Any]) -> None:
     pinned = "pinned at approval" if result["criteria_pinned"] else "not yet pinned (draft)"
     console.print(f"[bold]{esc(result['plan'])}[/bold] ({esc(result['state'])}), rules "
                   f"{esc(result['rules_version'])}; closure criteria {pinned}")
+    console.print(f"Closure test {esc(result['closure_rules_version'])}: "
+                  f"{esc(result['closure_rules_note'])}")
     rows = []
     def shown(v: Any) -> str:
         return "missing" if v is None else json.dumps(v)

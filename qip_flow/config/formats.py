@@ -123,6 +123,9 @@ class ClosureSpec(_Strict):
     sustain_days: int | None = Field(
         None, ge=0, le=MAX_DAYS, description="How long the indicators must stay on target.")
     reaudits: int | None = Field(None, ge=0, le=MAX_COUNT, description="How many re-audits must confirm it.")
+    reaudit_gap_days: int | None = Field(
+        None, ge=1, le=MAX_DAYS, description="Days re-audits must be apart to count as separate "
+                                             "intervals (default 28); closer entries count once.")
     signoff: SignoffAuthority | None = None
     learning_required: bool | None = None
     monitoring_days: int | None = Field(
@@ -161,9 +164,31 @@ class PlanFile(_Strict):
         return CADENCES[value] if isinstance(value, str) else value
 
 
+class ResidualRiskSpec(_Strict):
+    risk: str = Field(min_length=1, description="The risk that remains.")
+    monitored: str = Field(min_length=1, description="How it is monitored, and by whom.")
+
+
+class SignoffRecordFile(_Strict):
+    """A sign-off record written before the meeting ends (`qip close --record FILE.yaml`)."""
+
+    meeting: str = Field("", description="The meeting reference, e.g. 'Board 2026-07-28'.")
+    evidence: list[int] = Field(default_factory=list,
+                                description="Ids of the plan's recorded evidence reviewed "
+                                            "(`qip show PLAN` lists them).")
+    evidence_note: list[str] = Field(default_factory=list,
+                                     description="Free-text notes on other evidence reviewed; "
+                                                 "count only beside a chosen item.")
+    residual_risks: list[ResidualRiskSpec] = Field(default_factory=list)
+    no_residual_risk: bool = Field(False, description="State that no residual risk remains.")
+    learning_embedded: list[str] = Field(default_factory=list,
+                                         description="Where the learning is embedded.")
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
     "organisation": OrganisationFile,
     "plan": PlanFile,
+    "signoff-record": SignoffRecordFile,
 }
 
 

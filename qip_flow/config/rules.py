@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -232,6 +232,34 @@ SEPARATION_RULES = {
 SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation")
 
 
+SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
+SIGNOFF_PARTS: dict[str, str] = {
+    "meeting": "a meeting reference (--meeting)",
+    "evidence_reviewed": "the evidence reviewed, chosen from the plan's recorded evidence "
+                         "(--evidence ID; `qip show PLAN` lists the ids)",
+    "residual_risks": "the residual risks, each with how it is monitored (--residual-risk "
+                      "'risk :: how monitored'), or --no-residual-risk",
+    "learning_embedded": "where the learning is embedded (--learning-embedded)",
+}
+
+
+class SignoffSettings(_Strict):
+    """What a sign-off must record, and how a default sign-off group reaches a plan. Kept in
+    the closure rules file, so a plan pins them with its closure test."""
+
+    record: dict[str, list[SignoffPart]] = Field(
+        default_factory=lambda: {
+            "closure": ["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"],
+            "step_down": ["meeting", "evidence_reviewed", "residual_risks"]},
+        description="Per sign-off purpose (closure, step_down, …): the parts its record must "
+                    "have — meeting, evidence_reviewed, residual_risks, learning_embedded.")
+    default_group: Literal["if_someone_can_sign", "always", "never"] = Field(
+        "if_someone_can_sign",
+        description="When a plan names no sign-off group, whether a default group from "
+                    "`closure_defaults` applies: only if someone in the organisation could sign "
+                    "for it (default), always (approval is then refused if nobody can), never.")
+
+
 class RulesFile(_Strict):
     ruleset: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
@@ -245,10 +273,14 @@ class RulesFile(_Strict):
     separation: SeparationSettings | None = Field(
         None, description="Separation of duties; at most one rules file may carry it. Left out, "
                           "every separation rule is on.")
+    signoff: SignoffSettings | None = Field(
+        None, description="Sign-off record settings; only in the file holding the closure "
+                          "criteria (outcome `criterion`).")
     rules: list[RuleDef] = Field(min_length=1)
     examples: list[ExampleDef] = Field(default_factory=list)
     path: str = Field("", exclude=True)
     digest: str = Field("", exclude=True)
+    text: str = Field("", exclude=True)
 
 
 def iter_leaves(cond: Condition) -> Iterator[Leaf]:
@@ -280,6 +312,7 @@ class RuleBook:
     variation_minimums: VariationMinimums = field(default_factory=VariationMinimums)
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     separation_file: str = "built-in default"
+    signoff: SignoffSettings = field(default_factory=SignoffSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -297,6 +330,12 @@ class RuleBook:
     def separation_rule(self, setting: str) -> str:
         """How a refusal names a separation rule: its id and the file that sets it."""
         return f"rule {SEPARATION_RULES[setting]}, {self.separation_file}"
+        self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
+
+    def closure_file(self) -> RulesFile | None:
+        """The one file holding the closure criteria: what a plan pins at approval."""
+        return next((f for f in self.files
+                     if any(r.then.outcome == "criterion" for r in f.rules)), None)
 
     def for_outcome(self, subject: str, *outcomes: str) -> list[RuleDef]:
         key = (subject, outcomes)
@@ -451,18 +490,33 @@ def load_rules(folder: Path, vocab: Vocabulary,
         list(texts) if texts is not None else [(p, None) for p in sorted(folder.glob("*.yaml"))])
     if not sources:
         raise InvalidDefinition(f"{folder}: no rules files (*.yaml) found")
+    readers = [lambda p=p, t=t: (read_yaml(p, error=InvalidDefinition) if t is None
+                                 else parse_yaml(p, t, error=InvalidDefinition))
+               for p, t in sources]
+    return check_rules(readers, vocab, where=str(folder))
+
+
+def load_pinned_rules(text: str, label: str, vocab: Vocabulary) -> RuleBook:
+    """A closure rules file a plan pinned at approval, checked as a book of its own."""
+    return check_rules([lambda: parse_yaml(Path(label), text, error=InvalidDefinition)],
+                       vocab, where=label)
+
+
+def check_rules(readers: list[Callable[[], YamlDocument]], vocab: Vocabulary, *,
+                where: str) -> RuleBook:
+    """Read and check rules documents; refuse all of them on any problem."""
     problems: list[str] = []
     files: list[RulesFile] = []
     docs: dict[str, YamlDocument] = {}
-    for path, text in sources:
+    for reader in readers:
         try:
-            doc = (read_yaml(path, error=InvalidDefinition) if text is None
-                   else parse_yaml(path, text, error=InvalidDefinition))
+            doc = reader()
+            path = doc.path
             rf = validate(doc, RulesFile, error=InvalidDefinition, what="rules file")
         except InvalidDefinition as exc:
             problems.extend(exc.details or [exc.message])
             continue
-        rf.path, rf.digest = str(path), doc.digest
+        rf.path, rf.digest, rf.text = str(path), doc.digest, doc.text
         docs[rf.ruleset] = doc
         files.append(rf)
     seen_rules: dict[str, str] = {}
@@ -473,6 +527,14 @@ def load_rules(folder: Path, vocab: Vocabulary,
         if len(holders) > 1:
             problems.append(f"{holders[1]}: `{block}:` is also set in {holders[0]}; keep the "
                             f"{block.replace('_', ' ')} settings in one rules file")
+    holding = [rf.path for rf in files if any(r.then.outcome == "criterion" for r in rf.rules)]
+    if len(holding) > 1:
+        problems.append(f"{holding[1]}: closure criteria (outcome `criterion`) are also in "
+                        f"{holding[0]}; keep them in one rules file, which a plan pins whole")
+    for rf in files:
+        if rf.signoff and rf.path not in holding[:1]:
+            problems.append(f"{rf.path}: `signoff:` belongs in the file holding the closure "
+                            f"criteria ({holding[0] if holding else 'none yet'})")
     for rf in files:
         doc = docs[rf.ruleset]
         checker = _Checker(doc, vocab)
@@ -518,7 +580,7 @@ def load_rules(folder: Path, vocab: Vocabulary,
                                 f"{rule_ids[rid].subject}s, this example about {subject}s")
         problems.extend(checker.problems)
     if problems:
-        raise InvalidDefinition(f"{folder}: the rules have errors; nothing was applied",
+        raise InvalidDefinition(f"{where}: the rules have errors; nothing was applied",
                                 details=problems)
     version = hashlib.sha256("".join(f.digest for f in files).encode()).hexdigest()[:12]
     return RuleBook(files, f"rules@{version}")

@@ -35,6 +35,7 @@ FREQUENCY = re.compile(
     re.IGNORECASE)
 WINDOW_DAYS = 90
 SHIFT_POINTS = 6
+DEFAULT_REAUDIT_GAP_DAYS = 28
 
 
 def level_rank(level: str | None) -> int | None:
@@ -53,7 +54,7 @@ def effective_criteria(plan: Plan, defaults: dict[str, Any]) -> dict[str, Any]:
 def tighten(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """Merge two sets of criteria, keeping the stricter value of each."""
     merged = dict(own)
-    for key in ("sustain_days", "reaudits", "monitoring_days"):
+    for key in ("sustain_days", "reaudits", "reaudit_gap_days", "monitoring_days"):
         values = [v for v in (defaults.get(key), own.get(key)) if v is not None]
         if values:
             merged[key] = max(values)
@@ -86,17 +87,29 @@ class IndicatorRun:
     run_days: int
     run_measurements: int
     reaudits_in_run: int
+    reaudit_intervals_in_run: int
     spc_shift: bool
     deteriorating: bool
     latest_on: str | None = None
+
+
+def reaudit_intervals(days: Iterable[date], gap_days: int) -> int:
+    """Re-audits at distinct intervals: each counts only if it falls at least ``gap_days``
+    after the last one counted, so same-day or too-close entries count once."""
+    counted: date | None = None
+    intervals = 0
+    for day in sorted(days):
+        if counted is None or (day - counted).days >= gap_days:
+            counted, intervals = day, intervals + 1
+    return intervals
 
 
 def on_target(indicator: Indicator, value: float) -> bool:
     return value >= indicator.target if indicator.direction == "up" else value <= indicator.target
 
 
-def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], today: date
-                  ) -> IndicatorRun:
+def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], today: date,
+                  *, reaudit_gap_days: int = DEFAULT_REAUDIT_GAP_DAYS) -> IndicatorRun:
     points = sorted(measurements, key=lambda m: (m.on, m.id or 0))
     hits = [on_target(indicator, m.value) for m in points]
     run: list[Measurement] = []
@@ -126,11 +139,13 @@ def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], tod
         "run_measurements": len(run),
         "run_days": run_days,
         "reaudits_in_run": sum(1 for m in run if m.reaudit),
+        "reaudit_intervals_in_run": reaudit_intervals((m.on for m in run if m.reaudit),
+                                                      reaudit_gap_days),
         "spc_shift": shift >= SHIFT_POINTS,
         "deteriorating": deteriorating,
     }
     return IndicatorRun(facts, latest, run_days, len(run), facts["reaudits_in_run"],
-                        shift >= SHIFT_POINTS, deteriorating,
+                        facts["reaudit_intervals_in_run"], shift >= SHIFT_POINTS, deteriorating,
                         points[-1].on.isoformat() if points else None)
 
 
@@ -253,6 +268,7 @@ class FactBuilder:
                  data: dict[str, PlanData] | None = None) -> None:
         self.session, self.now = session, now
         self.data = data if data is not None else {}
+        self._people: Signers | None = None
 
     def data_for(self, plan: Plan) -> PlanData:
         if plan.id not in self.data:
@@ -265,10 +281,20 @@ class FactBuilder:
         return [action_facts(a, plan, self.now, revisions=d.revisions[a.id],
                              evidence=d.evidence[a.id]) for a in d.actions]
 
-    def indicators(self, plan: Plan) -> dict[str, IndicatorRun]:
+    def indicators(self, plan: Plan, criteria: dict[str, Any] | None = None
+                   ) -> dict[str, IndicatorRun]:
         d = self.data_for(plan)
         today = self.now.date()
-        return {i.ref: indicator_run(i, d.measurements[i.id], today) for i in d.indicators}
+        gap = reaudit_gap(criteria if criteria is not None else plan.closure_criteria or {})
+        return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap)
+                for i in d.indicators}
+
+    def people(self) -> Signers:
+        """Who in the organisation could sign, read once per builder."""
+        if self._people is None:
+            self._people = Signers(self.session.exec(
+                select(Person.id, Person.level, Person.groups)).all())
+        return self._people
 
     def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
              signer: Person | None = None,
@@ -280,7 +306,7 @@ class FactBuilder:
         actions = self.actions(plan) if actions is None else actions
         criteria = dict(plan.closure_criteria or {}) if criteria is None else criteria
         findings, signoffs, learning = d.findings, d.signoffs, d.learning
-        runs = self.indicators(plan)
+        runs = self.indicators(plan, criteria)
         closure_refs = criteria.get("indicators") or list(runs)
         closure_runs = [runs[r] for r in closure_refs if r in runs]
         last_change = max([plan.updated_at, *(now - timedelta(days=a["days_since_update"])
@@ -290,6 +316,7 @@ class FactBuilder:
         on_target_runs = [r for r in closure_runs if r.on_target_latest]
         shortest = min(closure_runs, key=lambda r: r.run_days) if closure_runs else None
         fewest_reaudits = min((r.reaudits_in_run for r in closure_runs), default=0)
+        fewest_intervals = min((r.reaudit_intervals_in_run for r in closure_runs), default=0)
         facts: dict[str, Any] = {
             "plan_id": plan.id,
             "state": plan.state,
@@ -328,6 +355,8 @@ class FactBuilder:
             "sustained_days": shortest.run_days if shortest else 0,
             "sustained_measurements": min((r.run_measurements for r in closure_runs), default=0),
             "reaudits_in_run": fewest_reaudits,
+            "reaudit_intervals_in_run": fewest_intervals,
+            "sponsor_level": self.people().level_of(plan.sponsor_id),
             "spc_shift": bool(closure_runs) and all(r.spc_shift for r in closure_runs),
             "any_deteriorating": any(r.deteriorating for r in closure_runs),
             "indicators_off_target": sum(1 for r in closure_runs if r.on_target_latest is False),
@@ -352,15 +381,53 @@ class FactBuilder:
         facts["actions_slipped"] = sum(
             1 for a in d.actions
             if a.state not in DONE and a.due and a.baseline_due and a.due > a.baseline_due)
-        facts.update(criteria_facts(criteria, signer))
+        facts.update(criteria_facts(criteria, signer, self.people()))
         return facts
 
 
-def criteria_facts(criteria: dict[str, Any], signer: Person | None) -> dict[str, Any]:
+def reaudit_gap(criteria: dict[str, Any]) -> int:
+    """Days re-audits must be apart to count as separate intervals."""
+    gap = criteria.get("reaudit_gap_days")
+    return DEFAULT_REAUDIT_GAP_DAYS if gap is None else int(gap)
+
+
+def can_sign(level: str | None, groups: Sequence[str] | None, required_level: str | None,
+             required_group: str | None) -> bool:
+    """A person at ``level`` in ``groups`` holds the authority a sign-off names."""
+    if required_group and required_group not in (groups or []):
+        return False
+    return not required_level or (level_rank(level) or 0) >= (level_rank(required_level) or 0)
+
+
+class Signers:
+    """The organisation's people as far as authority goes: level and groups."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, list[str]]]) -> None:
+        self.rows = {pid: (level, list(groups or [])) for pid, level, groups in rows}
+        self._counts: dict[tuple[str | None, str | None], int] = {}
+
+    def level_of(self, person_id: str | None) -> str | None:
+        row = self.rows.get(person_id or "")
+        return row[0] if row else None
+
+    def count(self, level: str | None, group: str | None) -> int:
+        """How many people could sign at ``level`` in ``group``."""
+        key = (level, group)
+        if key not in self._counts:
+            self._counts[key] = sum(1 for lv, groups in self.rows.values()
+                                    if can_sign(lv, groups, level, group))
+        return self._counts[key]
+
+
+def criteria_facts(criteria: dict[str, Any], signer: Person | None,
+                   people: Signers | None = None) -> dict[str, Any]:
     """The facts that depend on the closure criteria and on who is signing."""
     signoff = criteria.get("signoff") or {}
     group = signoff.get("group")
     return {
+        "required_reaudit_gap_days": reaudit_gap(criteria),
+        "closure_signers": people.count(signoff.get("level"), group)
+        if people is not None and signoff else None,
         "has_closure_criteria": all(criteria.get(k) not in (None, "", [])
                                     for k in ("success", "indicators", "sustain_days", "signoff")),
         "required_sustain_days": criteria.get("sustain_days"),

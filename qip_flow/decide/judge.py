@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, select
 
-from qip_flow.config.rules import SeparationSettings
+from qip_flow.config.rules import SeparationSettings, SignoffSettings, Vocabulary
+from qip_flow.decide import pinned
 from qip_flow.decide.decisions import ClosureDecision, CredibilityFinding, Decide
 from qip_flow.decide.facts import FactBuilder, criteria_facts, effective_criteria, level_rank
 from qip_flow.store.models import Person, Plan
@@ -41,6 +42,10 @@ class Judge(Protocol):
 
     def criteria(self, plan: Plan) -> dict[str, Any]: ...
 
+    def pin_closure_test(self) -> str | None: ...
+
+    def signoff_settings(self, plan: Plan) -> SignoffSettings: ...
+
     def closure(self, plan: Plan, signer: Person) -> Verdict: ...
 
     def step_down(self, plan: Plan) -> Verdict: ...
@@ -54,9 +59,9 @@ class Judge(Protocol):
 class RulesJudge:
     """The :class:`Judge` over the rules in force, for one moment and one open session."""
 
-    def __init__(self, decide: Decide, session: Session, now: datetime,
+    def __init__(self, decide: Decide, vocabulary: Vocabulary, session: Session, now: datetime,
                  builder: FactBuilder | None = None) -> None:
-        self.decide, self.session, self.now = decide, session, now
+        self.decide, self.vocabulary, self.session, self.now = decide, vocabulary, session, now
         self.builder = builder or FactBuilder(session, now)
 
     @property
@@ -77,24 +82,60 @@ class RulesJudge:
         facts = self.builder.plan(plan, signer=signer, actions=actions)
         if (plan.closure_criteria or {}).get("pinned_at"):
             return facts, dict(plan.closure_criteria)
-        criteria = effective_criteria(plan, self.decide.defaults(facts))
+        defaults = self.decide.defaults(facts)
+        dropped = self.unusable_default_group(plan, defaults)
+        if dropped:
+            defaults = {k: v for k, v in defaults.items() if k != "signoff_group"}
+            facts["default_signoff_group_dropped"] = dropped
+        criteria = effective_criteria(plan, defaults)
         # defaults never name indicators, so only the facts that read the criteria change
-        facts.update(criteria_facts(criteria, signer))
+        facts.update(criteria_facts(criteria, signer, self.builder.people()))
         return facts, criteria
+
+    def unusable_default_group(self, plan: Plan, defaults: dict[str, Any]) -> str | None:
+        """The default sign-off group the rules would give a plan that names none, when the
+        closure rules' `signoff.default_group` says it must not (nobody could sign for it, or
+        never); None when the default applies or there is none."""
+        group = defaults.get("signoff_group")
+        own = (plan.closure_criteria or {}).get("signoff") or {}
+        if not group or own.get("group"):
+            return None
+        policy = self.decide.book.signoff.default_group
+        if policy == "always":
+            return None
+        if policy == "never":
+            return str(group)
+        level = own.get("level") or None
+        return str(group) if self.builder.people().count(level, group) == 0 else None
 
     def criteria(self, plan: Plan) -> dict[str, Any]:
         return self.plan_facts(plan)[1]
 
+    def closure_test(self, plan: Plan) -> Decide:
+        """The decisions that judge ``plan``'s closure: its pinned test, else the rules in force."""
+        return pinned.closure_test(self.decide, self.vocabulary, self.session, plan)
+
+    def pin_closure_test(self) -> str | None:
+        """Keep the closure rules in force (once per version) and return their version."""
+        return pinned.pin_current(self.decide.book, self.session, self.now)
+
+    def signoff_settings(self, plan: Plan) -> SignoffSettings:
+        """What a sign-off on ``plan`` must record, from its pinned closure test."""
+        return self.closure_test(plan).book.signoff
+
     def closure_decision(self, plan: Plan, signer: Person | None = None) -> ClosureDecision:
-        """Decided without the per-condition explanation; decided again with it only when
-        some criterion is unmet, so a refusal can say exactly why."""
+        """Decided by the plan's pinned closure test without the per-condition explanation;
+        decided again with it only when some criterion is unmet, so a refusal can say exactly
+        why."""
         facts, _ = self.plan_facts(plan, signer=signer)
-        decision = self.decide.closure(facts)
-        return decision if decision.met else self.decide.closure(facts, explain=True)
+        test = self.closure_test(plan)
+        decision = test.closure(facts)
+        return decision if decision.met else test.closure(facts, explain=True)
 
     def closure(self, plan: Plan, signer: Person) -> Verdict:
         decision = self.closure_decision(plan, signer)
-        return Verdict(decision.met, [c.describe() for c in decision.unmet], decision.as_dict())
+        return Verdict(decision.met, [c.describe() for c in decision.unmet],
+                       {**decision.as_dict(), "closure_rules_version": plan.closure_rules_version})
 
     def step_down(self, plan: Plan) -> Verdict:
         facts, _ = self.plan_facts(plan)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qip_flow.store.models import LEVELS
+
 SUBJECTS = ("plan", "action", "indicator")
 
 
@@ -78,14 +80,27 @@ PLAN_FACTS = _facts("plan", [
     ("sustained_days", int, "Days the closure indicators have all been on target: the shortest "
                             "current on-target run, from its first to its latest measurement."),
     ("sustained_measurements", int, "Measurements in the shortest current on-target run."),
-    ("reaudits_in_run", int, "Re-audits during the shortest on-target run (fewest across the "
-                             "closure indicators)."),
+    ("reaudits_in_run", int, "Re-audit entries during the shortest on-target run (fewest "
+                             "across the closure indicators), however close together."),
+    ("reaudit_intervals_in_run", int, "Re-audits at distinct intervals in that run: an entry "
+                                      "counts only if it is at least required_reaudit_gap_days "
+                                      "after the last one counted (same-day entries count "
+                                      "once); fewest across the closure indicators."),
     ("spc_shift", bool, "Every closure indicator shows a shift: six or more consecutive points on "
                         "the improved side of the baseline median."),
     ("any_deteriorating", bool, "A closure indicator was on target and its latest value is not."),
     ("indicators_off_target", int, "Closure indicators whose latest value is off target."),
     ("required_sustain_days", int, "Pinned criterion: days improvement must be sustained."),
     ("required_reaudits", int, "Pinned criterion: re-audits that must confirm it."),
+    ("required_reaudit_gap_days", int, "Pinned criterion: days re-audits must be apart to count "
+                                       "as separate intervals (28 unless the criteria say)."),
+    ("closure_signers", int, "People in the organisation who could sign closure under the "
+                             "criteria (at the level, in the group); missing when no sign-off "
+                             "is named."),
+    ("default_signoff_group_dropped", str, "The default sign-off group the rules would have "
+                                           "given this draft, left out because nobody could "
+                                           "sign for it (closure rules `signoff.default_group`)."),
+    ("sponsor_level", str, "The senior sponsor's level (operational, manager, senior, board)."),
     ("learning_required", bool, "Pinned criterion: a learning summary is required to close."),
     ("required_signoff_level_rank", int, "Pinned criterion: sign-off level as a rank "
                                          "(operational 0, manager 1, senior 2, board 3)."),
@@ -147,6 +162,8 @@ INDICATOR_FACTS = _facts("indicator", [
     ("run_measurements", int, "Measurements in the current on-target run."),
     ("run_days", int, "Days from the first to the latest measurement of the current on-target run."),
     ("reaudits_in_run", int, "Re-audits within the current on-target run."),
+    ("reaudit_intervals_in_run", int, "Re-audits at distinct intervals within that run (at "
+                                      "least the criteria's re-audit gap apart)."),
     ("spc_shift", bool, "Six or more consecutive points on the improved side of the baseline "
                         "median."),
     ("deteriorating", bool, "It was on target before and its latest value is not."),
@@ -177,7 +194,10 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                "Default closure criteria for plans the rule matches; a plan may tighten them. "
                "When several rules match, the strictest value of each wins.",
                (ParamDef("sustain_days", int, "Days improvement must be sustained.", False),
-                ParamDef("reaudits", int, "Re-audits that must confirm it.", False),
+                ParamDef("reaudits", int, "Re-audits, at distinct intervals, that must "
+                                          "confirm it.", False),
+                ParamDef("reaudit_gap_days", int, "Days re-audits must be apart to count as "
+                                                  "separate intervals.", False),
                 ParamDef("signoff_level", str, "Sign-off level.", False,
                          ("operational", "manager", "senior", "board")),
                 ParamDef("signoff_group", str, "Group that must sign off.", False),
@@ -221,6 +241,7 @@ class EngineVocabulary:
             ("plan", "source_type"): {"inspection", "audit", "complaint", "incident",
                                       "safeguarding", "other"},
             ("indicator", "direction"): {"up", "down"},
+            ("plan", "sponsor_level"): set(LEVELS),
         }
 
     def fact_type(self, subject: str, name: str) -> type | None:

@@ -771,8 +771,10 @@ class _Reader:
                  ) -> tuple[list[CriterionLine], dict[str, Any]]:
         """The closure criteria judged now, exactly as ``qip explain`` judges them (the same
         facts path, fed in bulk when a ``builder`` holds a batch's data)."""
+        from qip_flow.services.pinning import closure_test
+
         facts, criteria = assess.plan_facts(self.rt, self.session, plan, builder=builder)
-        decision = self.rt.decide.closure(facts, explain=True)
+        decision = closure_test(self.rt, self.session, plan).closure(facts, explain=True)
         return self.criterion_lines(decision.as_dict()), criteria
 
     def criterion_lines(self, closure: dict[str, Any]) -> list[CriterionLine]:
@@ -900,9 +902,18 @@ class _Reader:
         return out
 
     def signoff_line(self, s: SignOff) -> SignoffLine:
+        """A sign-off as its record reads: the evidence items chosen (then any notes beside
+        them), each residual risk with how it is monitored, or the no-residual-risk statement."""
+        chosen = self.session.exec(select(Evidence).where(
+            col(Evidence.id).in_(s.evidence_ids or [])).order_by(col(Evidence.id))).all()
+        evidence = [f"{e.description}" + (f" ({e.reference})" if e.reference else "")
+                    + f", {e.on.isoformat()}" for e in chosen]
+        risks = [r.replace(" :: ", " — monitored by: ") for r in s.residual_risks]
+        if s.no_residual_risk:
+            risks = ["No residual risk (stated at sign-off)"]
         return SignoffLine(s.purpose, self.name(s.by_id), self.role(s.by_id), s.level, s.group,
-                           s.on, s.meeting_reference, list(s.evidence_reviewed),
-                           list(s.residual_risks), list(s.learning_embedded))
+                           s.on, s.meeting_reference, [*evidence, *s.evidence_reviewed],
+                           risks, list(s.learning_embedded))
 
     def recorded_closure(self, plan_ids: Sequence[str]) -> dict[str, AuditEvent]:
         """The audit event of each plan's latest closure: it holds the criteria as judged."""

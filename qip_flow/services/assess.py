@@ -34,7 +34,7 @@ RULES_ACTOR = "qip-rules"
 
 def judge(rt: Runtime, session: Session, *, builder: FactBuilder | None = None) -> RulesJudge:
     """The rules in force, for the clock's now, as the workflow's guards and effects see them."""
-    return RulesJudge(rt.decide, session, rt.clock.now(), builder)
+    return RulesJudge(rt.decide, rt.vocabulary, session, rt.clock.now(), builder)
 
 
 def plan_facts(rt: Runtime, session: Session, plan: Plan, *, signer: Person | None = None,
@@ -162,16 +162,21 @@ def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: i
 def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str, Any]:
     """Every closure criterion met or unmet with its facts, the RAG and what the rules prefer."""
     from qip_flow.services.lifecycle import get_person, get_plan
+    from qip_flow.services.pinning import closure_test, current_version
 
     with rt.db.read() as session:
         plan = get_plan(session, plan_id)
         person = get_person(session, signer) if signer else None
         facts, criteria = plan_facts(rt, session, plan, signer=person)
-        closure = rt.decide.closure(facts, explain=True)
+        closure = closure_test(rt, session, plan).closure(facts, explain=True)
         rag = rt.decide.rag(facts)
         monitoring = rt.decide.monitoring(facts)
+    pinned = plan.closure_rules_version
     return {
         "plan": plan.id, "state": plan.state, "rules_version": rt.rules.version,
+        "closure_rules_version": pinned or current_version(rt),
+        "closure_rules_pinned": pinned is not None,
+        "closure_rules_note": closure_rules_note(plan, pinned, current_version(rt)),
         "criteria_pinned": bool(criteria.get("pinned_at")),
         "closure_criteria": {k: v for k, v in criteria.items() if k != "pinned_at"},
         "closure": closure.as_dict(),
@@ -180,6 +185,19 @@ def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str
         "reopen": [r.id for r in monitoring.outcomes("reopen")],
         "facts": facts,
     }
+
+
+def closure_rules_note(plan: Plan, pinned: str | None, current: str | None) -> str:
+    """Which closure test judged the plan, in words."""
+    if pinned is None and plan.approved_at is None:
+        return f"judged by the closure rules in force ({current}); pinned at approval"
+    if pinned is None:
+        return (f"approved before closure rules were pinned whole: judged by the rules in force "
+                f"({current}) until `qip vary {plan.id} --adopt-rules` pins them")
+    if pinned != current:
+        return (f"judged by its pinned closure rules ({pinned}); the rules in force "
+                f"({current}) reach it only through `qip vary {plan.id} --adopt-rules`")
+    return f"judged by its pinned closure rules ({pinned}), still those in force"
 
 
 def lint_plan(rt: Runtime, plan_id: str) -> list[CredibilityFinding]:

@@ -28,7 +28,7 @@ from qip_flow.services import assess, lifecycle, loading, notifications
 from qip_flow.services.assess import RULES_ACTOR
 from qip_flow.store import audit, checkpoints, keys
 from qip_flow.store.db import Database
-from qip_flow.store.models import Delivery, Notification, Person
+from qip_flow.store.models import Delivery, Evidence, Notification, Person
 
 DEMO_ACTOR = "demo"
 EXAMPLES = SHIPPED_CONFIG / "examples"
@@ -133,6 +133,12 @@ class Timeline:
         self.do(plan, "review", by=by, note=f"Monthly governance review {day}")
         self.measure(plan, values, reaudit=reaudit)
 
+    def evidence(self, plan: str) -> list[int]:
+        """Every item of evidence recorded on the plan: what the meeting reviewed."""
+        with self.rt.db.read() as session:
+            return list(session.exec(select(Evidence.id).where(Evidence.plan_id == plan)
+                                     .order_by(col(Evidence.id))).all())
+
     def learn(self, plan: str, *, by: str, summary: str, embedded_in: list[str]) -> None:
         assess.record_learning(self.rt, plan, by=by, summary=summary, embedded_in=embedded_in)
         self.say(f"{plan}  learning summary recorded; embedded in {', '.join(embedded_in)}")
@@ -217,13 +223,16 @@ def medication(t: Timeline) -> Iterator[str]:
     yield "2026-07-21"
     t.do(p, "request_closure", by="jpatel")
     t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="dadeyemi"),
-                     "closure needs a learning summary first")
+                     "a closure sign-off with no record: no meeting, evidence, residual risks "
+                     "or learning — and no learning summary yet")
     t.learn(p, by="jpatel", summary="Audit frequency must follow risk, not habit; competency "
             "is reassessed, not assumed", embedded_in=["Medicines induction",
                                                       "Senior support worker supervision"])
     t.sign(p, "closure", by="dadeyemi", meeting="Quality committee 2026-07-21",
-           evidence_reviewed=["Weekly and monthly MAR audits Jan–Jul", "Two re-audits"],
-           residual_risks=["New starters: covered by induction competency check"],
+           evidence_ids=t.evidence(p),
+           evidence_reviewed=["Weekly and monthly MAR audits Jan–Jul, two re-audits"],
+           residual_risks=["New starters not yet assessed :: competency check in medicines "
+                           "induction, reported to the quality committee monthly"],
            learning_embedded=["Medicines induction", "Senior support worker supervision"],
            why="closed with evidence, residual risks and learning recorded")
 
@@ -262,7 +271,14 @@ def safeguarding(t: Timeline) -> Iterator[str]:
     yield "2026-06-23"
     t.do(p, "request_closure", by="tbrennan",
                           why="closure report after two months on target")
-    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="lokafor"),
+    closure_record = {"meeting": "Safeguarding governance group 2026-06-23",
+                      "evidence_ids": t.evidence(p),
+                      "residual_risks": ["Agency night staff unfamiliar with thresholds :: "
+                                         "threshold guide in the agency induction pack, "
+                                         "spot-checked monthly"],
+                      "learning_embedded": ["Induction", "Supervision framework"]}
+    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="lokafor",
+                                                   **closure_record),
                      "two months is not three, and only one re-audit so far")
     t.explain(p)
     t.do(p, "send_back", by="lokafor", reason="Sustain for three months; re-audit in July")
@@ -271,13 +287,13 @@ def safeguarding(t: Timeline) -> Iterator[str]:
     yield "2026-07-28"
     t.do(p, "request_closure", by="tbrennan",
                           why="closure report to the safeguarding governance group")
-    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="rmensah"),
+    closure_record["meeting"] = "Safeguarding governance group 2026-07-28"
+    t.expect_refusal(p, lambda: lifecycle.sign_off(t.rt, p, "closure", by="rmensah",
+                                                   **closure_record),
                      "a senior manager outside the group cannot close it")
-    t.sign(p, "closure", by="lokafor", meeting="Safeguarding governance group 2026-07-28",
+    t.sign(p, "closure", by="lokafor", **closure_record,
            evidence_reviewed=["Safeguarding record re-audits April and July",
-                              "Incident panel outcomes", "Supervision evidence"],
-           residual_risks=["Agency night staff: threshold guide in agency induction pack"],
-           learning_embedded=["Induction", "Supervision framework"],
+                              "Incident panel outcomes"],
            why="the safeguarding governance group signed off closure")
 
 
@@ -300,7 +316,11 @@ def care_planning(t: Timeline) -> Iterator[str]:
         yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
     yield "2026-05-05"
     t.sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-05-05",
-                            why="care planning becomes a standing audit theme for six months")
+           evidence_ids=t.evidence(p),
+           residual_risks=["Care plans not reviewed after a change :: standing monthly care "
+                           "plan audit for six months, deterioration escalated to the quality "
+                           "committee"],
+           why="care planning becomes a standing audit theme for six months")
     for day, value in (("2026-06-03", 94), ("2026-07-01", 92)):
         yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
     yield from t.month(p, "2026-07-29", {"plan-audit": 81}, by="jpatel")
@@ -314,7 +334,10 @@ def care_planning(t: Timeline) -> Iterator[str]:
         yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
     yield "2026-11-04"
     t.sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-11-04",
-                            why="back to routine monitoring for six months")
+           evidence_ids=t.evidence(p), evidence_reviewed=["Audits August to October"],
+           residual_risks=["Agency staff missing the review trigger :: trigger in the agency "
+                           "induction pack; monthly audit"],
+           why="back to routine monitoring for six months")
 
 
 def board_oversight(t: Timeline) -> Iterator[str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -128,7 +129,9 @@ def _record_inputs(session: Session, subject: Subject) -> None:
         session.add(SignOff(plan_id=plan_id, purpose=s.purpose, by_id=inputs.by.id,
                             level=inputs.by.level, group=s.group, on=inputs.now.date(),
                             meeting_reference=s.meeting_reference,
-                            evidence_reviewed=s.evidence_reviewed, residual_risks=s.residual_risks,
+                            evidence_reviewed=s.evidence_reviewed, evidence_ids=s.evidence_ids,
+                            residual_risks=s.residual_risks,
+                            no_residual_risk=s.no_residual_risk,
                             learning_embedded=s.learning_embedded, at=inputs.now))
 
 
@@ -195,6 +198,7 @@ def fire_event(
                              due=due, evidence=parse_evidence(evidence, now.date()),
                              signoff=signoff, variation=variation or {})
         if plan is not None and signoff is not None:
+            check_signoff_record(session, plan, signoff)
             _signoff_group(rt, plan, inputs.by, event, signoff)
         if plan is not None and variation:
             from qip_flow.services.assess import check_variation
@@ -220,6 +224,53 @@ def _signoff_group(rt: Runtime, plan: Plan, person: Person, event_name: str,
         signoff.group = wanted
 
 
+RISK_SEPARATOR = "::"
+
+
+def parse_residual_risk(text: str) -> str:
+    """``"Agency night staff :: threshold guide in agency induction"`` — a residual risk and
+    how it is monitored, both given."""
+    risk, sep, monitored = text.partition(RISK_SEPARATOR)
+    if not sep or not risk.strip() or not monitored.strip():
+        raise InvalidInput(f"--residual-risk: '{text}' should be 'risk {RISK_SEPARATOR} how it "
+                           "is monitored', e.g. 'Agency night staff :: threshold guide in the "
+                           "agency induction pack, checked monthly'")
+    return f"{risk.strip()} {RISK_SEPARATOR} {monitored.strip()}"
+
+
+def read_signoff_record(path: Path) -> SignoffInput:
+    """A sign-off record file (`--record FILE.yaml`), checked like every file we read."""
+    from qip_flow.config.formats import SignoffRecordFile
+    from qip_flow.config.source import read_yaml, validate
+
+    spec = validate(read_yaml(path, error=InvalidInput), SignoffRecordFile, error=InvalidInput,
+                    what="sign-off record")
+    return SignoffInput(purpose="", meeting_reference=spec.meeting,
+                        evidence_reviewed=list(spec.evidence_note), evidence_ids=spec.evidence,
+                        residual_risks=[f"{r.risk} {RISK_SEPARATOR} {r.monitored}"
+                                        for r in spec.residual_risks],
+                        no_residual_risk=spec.no_residual_risk,
+                        learning_embedded=list(spec.learning_embedded))
+
+
+def check_signoff_record(session: Session, plan: Plan, record: SignoffInput) -> None:
+    """Bad input in a sign-off record: evidence that is not this plan's, a residual risk
+    without how it is monitored, or risks beside "no residual risk"."""
+    record.residual_risks = [parse_residual_risk(r) for r in record.residual_risks]
+    if record.residual_risks and record.no_residual_risk:
+        raise InvalidInput("--no-residual-risk: residual risks are also given; state one or "
+                           "the other")
+    held = {e.id: e for e in session.exec(select(Evidence).where(Evidence.plan_id == plan.id))}
+    unknown = [i for i in record.evidence_ids if i not in held]
+    if unknown:
+        listed = ", ".join(f"{i} ({e.description})" for i, e in sorted(held.items())) or "none yet"
+        raise InvalidInput(f"--evidence: {', '.join(map(str, unknown))} is not evidence recorded "
+                           f"on plan {plan.id}; its evidence: {listed}")
+    record.evidence_ids = list(dict.fromkeys(record.evidence_ids))
+    record.evidence_reviewed = [n.strip() for n in record.evidence_reviewed if n.strip()]
+    record.learning_embedded = [w.strip() for w in record.learning_embedded if w.strip()]
+
+
 def sign_off(
     rt: Runtime,
     plan_id: str,
@@ -228,26 +279,34 @@ def sign_off(
     by: str,
     group: str | None = None,
     meeting: str = "",
+    evidence_ids: Sequence[int] = (),
     evidence_reviewed: Sequence[str] = (),
     residual_risks: Sequence[str] = (),
+    no_residual_risk: bool = False,
     learning_embedded: Sequence[str] = (),
+    record_file: Path | None = None,
     note: str | None = None,
     reason: str | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
 ) -> EventResult:
     """Record a sign-off and fire the workflow event that it authorises (approve, close,
-    step_down, …, as the plan workflow file declares)."""
+    step_down, …, as the plan workflow file declares). The record may come from a file and
+    the options together."""
     wf = rt.workflows.defs["plan"]
     event = wf.signoff_event(purpose)
     if event is None:
         purposes = ", ".join(e.signoff for e in wf.events if e.signoff)
         raise InvalidInput(f"--for: '{purpose}' is not a sign-off in {wf.path}; use one of "
                            f"{purposes}")
-    signoff = SignoffInput(purpose=purpose, group=group, meeting_reference=meeting,
-                           evidence_reviewed=list(evidence_reviewed),
-                           residual_risks=list(residual_risks),
-                           learning_embedded=list(learning_embedded))
+    signoff = read_signoff_record(record_file) if record_file else SignoffInput(purpose="")
+    signoff.purpose, signoff.group = purpose, group
+    signoff.meeting_reference = meeting or signoff.meeting_reference
+    signoff.evidence_ids += list(evidence_ids)
+    signoff.evidence_reviewed += list(evidence_reviewed)
+    signoff.residual_risks += list(residual_risks)
+    signoff.no_residual_risk = signoff.no_residual_risk or no_residual_risk
+    signoff.learning_embedded += list(learning_embedded)
     return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
                       variation=variation, expected_version=expected_version)
 

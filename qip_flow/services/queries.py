@@ -158,6 +158,8 @@ def show(session: Session, entity_id: str) -> dict[str, Any]:
     d["evidence"] = [row_dict(e) for e in session.exec(
         select(Evidence).where(Evidence.plan_id == plan.id, col(Evidence.action_id).is_(None))
         .order_by(col(Evidence.id))).all()]
+    d["recorded_evidence"] = [row_dict(e) for e in session.exec(
+        select(Evidence).where(Evidence.plan_id == plan.id).order_by(col(Evidence.id))).all()]
     d["history"] = entity_history(session, plan.id)
     return d
 

@@ -66,6 +66,9 @@ class Plan(SQLModel, table=True):
     state: str = Field(index=True)
     rag: str | None = None
     closure_criteria: dict[str, Any] = _json_dict()
+    # the closure test pinned at approval (a ClosureRules version); None: approved before
+    # whole tests were pinned, judged by the rules in force until a variation pins them
+    closure_rules_version: str | None = None
     spec_digest: str = ""
     created_at: datetime = _when()
     updated_at: datetime = _when()
@@ -83,6 +86,15 @@ class Plan(SQLModel, table=True):
     version: int = 0
     changed_by: str | None = None
     changed_at: datetime | None = _when(default=None)
+
+
+class ClosureRules(SQLModel, table=True):
+    """A closure rules file exactly as a plan pinned it, kept once per version."""
+
+    version: str = Field(primary_key=True)
+    ruleset: str
+    text: str
+    first_pinned_at: datetime = _when()
 
 
 class Finding(SQLModel, table=True):
@@ -177,8 +189,10 @@ class SignOff(SQLModel, table=True):
     decision: str = "approved"
     on: date
     meeting_reference: str = ""
-    evidence_reviewed: list[str] = _json_list()
-    residual_risks: list[str] = _json_list()
+    evidence_reviewed: list[str] = _json_list()  # free-text notes beside the chosen items
+    evidence_ids: list[int] = _json_list()  # Evidence rows of the plan that were reviewed
+    residual_risks: list[str] = _json_list()  # "risk :: how it is monitored"
+    no_residual_risk: bool = False
     learning_embedded: list[str] = _json_list()
     at: datetime = _when()
 
@@ -324,6 +338,7 @@ __all__ = [
     "Action",
     "AuditEvent",
     "AuditHead",
+    "ClosureRules",
     "DatabaseSetting",
     "DueRevision",
     "Evidence",

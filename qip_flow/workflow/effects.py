@@ -14,6 +14,7 @@ EFFECTS: dict[str, dict[str, Effect]] = {"plan": {}, "action": {}}
 
 DEFAULT_MONITORING_DAYS = 182
 DEFAULT_LEARNING_REVIEW_DAYS = 90
+ADOPT_RULES = "closure_rules"  # a variation key: pin the closure rules in force now
 
 
 def effect(kind: str) -> Callable[[Effect], Effect]:
@@ -36,11 +37,13 @@ def _action(s: Subject) -> Action:
 
 @effect("plan")
 def pin_closure_criteria(s: Subject) -> None:
-    """Fix the closure criteria as approved — the plan's own, tightened by the rules' defaults
-    for its theme and source — with the rules version; changing them later is a variation."""
+    """Fix the closure test as approved: the criteria (the plan's own, tightened by the rules'
+    defaults for its theme and source) and the closure rules file whole, with its version;
+    changing either later is a variation."""
     plan = _plan(s)
     plan.closure_criteria = {**s.judge.criteria(plan), "pinned_at": s.inputs.now.isoformat(),
                              "rules_version": s.judge.rules_version}
+    plan.closure_rules_version = s.judge.pin_closure_test()
     plan.approved_at = s.inputs.now
 
 
@@ -99,12 +102,20 @@ def record_learning_review(s: Subject) -> None:
 
 @effect("plan")
 def apply_variation(s: Subject) -> None:
-    """Change pinned closure criteria; the before and after are kept in the audit trail."""
+    """Change pinned closure criteria, or adopt the closure rules in force (a new pinned
+    test); the before and after are kept in the audit trail."""
     plan = _plan(s)
+    changes = dict(s.inputs.variation)
     before = dict(plan.closure_criteria or {})
-    plan.closure_criteria = {**before, **s.inputs.variation}
-    s.decisions["variation"] = {"before": {k: before.get(k) for k in s.inputs.variation},
-                                "after": s.inputs.variation}
+    record: dict[str, dict[str, object]] = {"before": {}, "after": {}}
+    if changes.pop(ADOPT_RULES, None):
+        record["before"][ADOPT_RULES] = plan.closure_rules_version
+        plan.closure_rules_version = s.judge.pin_closure_test()
+        record["after"][ADOPT_RULES] = plan.closure_rules_version
+    plan.closure_criteria = {**before, **changes}
+    record["before"].update({k: before.get(k) for k in changes})
+    record["after"].update(changes)
+    s.decisions["variation"] = record
 
 
 @effect("action")

@@ -150,6 +150,52 @@ def signoff_authority(s: Subject, params: dict[str, Any]) -> str | None:
     return authority_problem(s.inputs.by, level, group)
 
 
+def approval_level(s: Subject) -> str | None:
+    """The level the plan was approved at: its approval sign-off's, else the level the
+    workflow's approval asks for."""
+    from qip_flow.store.models import SignOff
+
+    signed = s.session.exec(select(SignOff.level).where(
+        SignOff.plan_id == s.row.id, SignOff.purpose == "approval")
+        .order_by(col(SignOff.id).desc())).first()
+    if signed:
+        return signed
+    approve = s.runtime.workflows.defs["plan"].signoff_event("approval")
+    levels = [g.params.get("level") for g in (approve.guards if approve else [])
+              if g.name == "signoff_authority" and g.params.get("level")]
+    return levels[0] if levels else None
+
+
+@guard("plan")
+def variation_authority(s: Subject, _: dict[str, Any]) -> str | None:
+    """A variation is signed with the authority the criteria name for closure; one that changes
+    the sign-off itself, or adopts the closure rules in force, is signed at the level the plan
+    was approved at (so a plan pinned to a group nobody belongs to can still be mended). The
+    varied sign-off must name authority someone in the organisation holds."""
+    from qip_flow.decide.facts import FactBuilder
+    from qip_flow.workflow.effects import ADOPT_RULES
+
+    changes = s.inputs.variation
+    current = (_plan(s).closure_criteria or {}).get("signoff") or {}
+    if "signoff" in changes or ADOPT_RULES in changes:
+        level = approval_level(s)
+        problem = authority_problem(s.inputs.by, level, None)
+        if problem:
+            problem += (f" (a variation of the sign-off or of the closure rules is signed at the "
+                        f"level the plan was approved at: {level})")
+    else:
+        problem = authority_problem(s.inputs.by, current.get("level"), current.get("group"))
+    wanted = changes.get("signoff")
+    if wanted and FactBuilder(s.session, s.inputs.now).people().count(
+            wanted.get("level"), wanted.get("group")) == 0:
+        named = " at ".join(str(v) for v in (wanted.get("group"), wanted.get("level") and
+                                            f"{wanted['level']} level") if v)
+        nobody = (f"nobody in the organisation could sign as {named}: name a group or level "
+                  "someone holds")
+        problem = f"{problem}; {nobody}" if problem else nobody
+    return problem
+
+
 @guard("action")
 def has_evidence(s: Subject, _: dict[str, Any]) -> str | None:
     """The action has evidence: given with this event or attached before."""
@@ -232,13 +278,32 @@ def due_date_changes(s: Subject, _: dict[str, Any]) -> str | None:
 
 @guard("plan")
 def closure_criteria_met(s: Subject, _: dict[str, Any]) -> str | None:
-    """Every closure criterion in the rules holds for this plan, with the person signing now
-    (see `qip explain PLAN`)."""
+    """Every closure criterion of the plan's pinned closure test holds for this plan, with the
+    person signing now (see `qip explain PLAN`)."""
     verdict = s.judge.closure(_plan(s), s.inputs.by)
     s.decisions["closure"] = verdict.record
     if verdict.holds:
         return None
     return "closure criteria not met:" + "".join(f"\n      · {r}" for r in verdict.reasons)
+
+
+@guard("plan")
+def signoff_record_complete(s: Subject, _: dict[str, Any]) -> str | None:
+    """The sign-off records every part the plan's closure rules ask of this purpose
+    (`signoff.record`: a meeting reference, the evidence reviewed chosen from the plan's
+    evidence, residual risks with how each is monitored or "no residual risk", where learning
+    is embedded); every missing part is named at once."""
+    from qip_flow.config.rules import SIGNOFF_PARTS
+
+    record = s.inputs.signoff
+    if record is None:
+        return None
+    parts = s.judge.signoff_settings(_plan(s)).record.get(record.purpose, [])
+    missing = record.missing(list(parts))
+    if not missing:
+        return None
+    return (f"the {record.purpose.replace('_', '-')} sign-off record is incomplete; it needs:"
+            + "".join(f"\n      · {SIGNOFF_PARTS[part]}" for part in missing))
 
 
 @guard("plan")

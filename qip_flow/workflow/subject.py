@@ -36,9 +36,19 @@ class SignoffInput:
     purpose: str
     group: str | None = None
     meeting_reference: str = ""
-    evidence_reviewed: list[str] = field(default_factory=list)
-    residual_risks: list[str] = field(default_factory=list)
+    evidence_reviewed: list[str] = field(default_factory=list)  # free-text notes
+    evidence_ids: list[int] = field(default_factory=list)  # chosen from the plan's evidence
+    residual_risks: list[str] = field(default_factory=list)  # "risk :: how monitored"
+    no_residual_risk: bool = False
     learning_embedded: list[str] = field(default_factory=list)
+
+    def missing(self, parts: list[str]) -> list[str]:
+        """The parts of ``parts`` (closure rules `signoff.record`) this record lacks."""
+        have = {"meeting": bool(self.meeting_reference.strip()),
+                "evidence_reviewed": bool(self.evidence_ids),
+                "residual_risks": bool(self.residual_risks) or self.no_residual_risk,
+                "learning_embedded": bool(self.learning_embedded)}
+        return [part for part in parts if not have.get(part, False)]
 
 
 @dataclass
