@@ -30,8 +30,14 @@ from qip_flow.store.models import (
 )
 
 DONE = ("completed", "verified")
+# What makes an action measurable: a number or a date, a frequency, or "every/each" with a
+# unit of time or of care ("every shift"). Quantifiers alone ("all staff", "each person") say
+# who, not how much or by when, so they do not count.
 FREQUENCY = re.compile(
-    r"\d|\b(daily|weekly|fortnightly|monthly|quarterly|annually|yearly|every|each|all)\b",
+    r"\d|\b(daily|weekly|fortnightly|monthly|quarterly|annually|yearly"
+    r"|january|february|march|april|(by|in|before|until)\s+may|june|july|august|september|october|november|december"
+    r"|(every|each)\s+(other\s+)?(day|week|fortnight|month|quarter|year|shift|visit|handover"
+    r"|audit|supervision|medicines?\s+round))\b",
     re.IGNORECASE)
 WINDOW_DAYS = 90
 SHIFT_POINTS = 6

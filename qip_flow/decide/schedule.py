@@ -10,8 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from qip_flow.config.rules import FactRef, RuleBook
+from qip_flow.config.rules import WEEKDAYS, DeliverySettings, FactRef, RuleBook
 from qip_flow.decide.calendar import calendar
 from qip_flow.store.models import Plan
 
@@ -113,3 +114,29 @@ class Schedule:
             candidates.append(plan.monitoring_until.date())
         future = [d for d in candidates if d > today]
         return datetime.combine(min(future), CHECK_TIME, tzinfo=UTC) if future else None
+
+
+def working_moment(settings: DeliverySettings, moment: datetime) -> datetime:
+    """``moment``, or the start of the next working hours on a working day (the reminders
+    rules' ``working_hours``, ``working_days`` and ``bank_holidays``): a reminder decided on a
+    Saturday or on Christmas Day waits for the next working morning."""
+    days = {WEEKDAYS.index(d) for d in settings.working_days}
+    if settings.working_hours is None and len(days) == 7 and settings.bank_holidays == "none":
+        return moment
+    zone = ZoneInfo(settings.timezone)
+    start, end = time.min, None
+    if settings.working_hours:
+        start_s, end_s = settings.working_hours.split("-")
+        start, end = time.fromisoformat(start_s), time.fromisoformat(end_s)
+    cal = calendar()
+    local = moment.astimezone(zone)
+    for _ in range(366):
+        day = local.date()
+        working = day.weekday() in days and not (
+            settings.bank_holidays == "england-and-wales" and cal.is_bank_holiday(day))
+        if working and local.time() < start:
+            local = datetime.combine(day, start, tzinfo=zone)
+        if working and (end is None or local.time() < end):
+            return moment if local == moment.astimezone(zone) else local.astimezone(UTC)
+        local = datetime.combine(day + timedelta(days=1), start, tzinfo=zone)
+    return moment  # no working day in a year: the settings allow none; send rather than hold

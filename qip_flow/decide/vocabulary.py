@@ -116,8 +116,10 @@ ACTION_FACTS = _facts("action", [
     ("has_owner", bool, "A named owner is set."),
     ("has_due", bool, "A due date is set."),
     ("first_word", str, "The first word of the description, lower case (to spot vague verbs)."),
-    ("measurable", bool, "The description contains a number, a date or a frequency word "
-                         "(daily, weekly, monthly, quarterly, annually, every, all, each)."),
+    ("measurable", bool, "The description contains a number, a date (a month's name counts), "
+                         "a frequency word (daily, weekly, monthly, quarterly, annually) or "
+                         "'every'/'each' with a unit (every shift, each month). 'All staff' "
+                         "alone is not measurable: it says who, not how many or by when."),
     ("words", int, "Words in the description."),
     ("systemic", bool, "Marked as changing a system rather than one instance."),
     ("has_finding", bool, "Linked to a finding."),

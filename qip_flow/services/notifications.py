@@ -25,6 +25,7 @@ from sqlmodel import Session, col, or_, select
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
+from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import render
@@ -152,6 +153,17 @@ def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
 
 
 def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
+    """``moment``, or the first later moment outside the channel's quiet hours and inside the
+    working hours of a working day (:func:`working_moment`)."""
+    for _ in range(4):
+        later = working_moment(settings, _after_quiet_hours(settings, kind, moment))
+        if later == moment:
+            break
+        moment = later
+    return moment
+
+
+def _after_quiet_hours(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
     """``moment``, or the end of the channel's quiet hours if it falls inside them."""
     span = settings.quiet_hours.get(kind)
     if not span:
