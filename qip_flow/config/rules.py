@@ -240,10 +240,13 @@ class RuleBook:
 
 
 def _type_name(kind: type) -> str:
-    return {str: "text", int: "a whole number", bool: "true or false", float: "a number"}[kind]
+    return {str: "text", int: "a whole number", bool: "true or false", float: "a number",
+            list: "a list of whole numbers"}[kind]
 
 
 def _fits(kind: type, value: Any) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(_fits(int, v) for v in value)
     if kind is bool:
         return isinstance(value, bool)
     if kind in (int, float):

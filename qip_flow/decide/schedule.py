@@ -33,7 +33,11 @@ TIME_FACTS: dict[str, tuple[str, str, int]] = {
     "days_to_next_review": ("review", "days", -1),
     "learning_review_overdue_days": ("learning", "days", 1),
     "monitoring_days_left": ("monitoring", "days", -1),
+    "working_days_since_reopened": ("reopened", "working", 1),
+    "measurement_overdue_days": ("measurement", "days", 1),
 }
+# anchor → the plan fact giving its date, for anchors that are not a column of the plan
+FACT_ANCHORS = {"measurement": "measurement_due_date"}
 TIME_SENSITIVE_OUTCOMES = ("notify", "rag")
 
 
@@ -91,8 +95,8 @@ class Schedule:
             out.append(cal.add(day, offset) if kind == "working" else day + timedelta(days=offset))
         return out
 
-    def next_check(self, plan: Plan, actions: list[dict[str, Any]], now: datetime
-                   ) -> datetime | None:
+    def next_check(self, plan: Plan, actions: list[dict[str, Any]], now: datetime,
+                   plan_facts: dict[str, Any] | None = None) -> datetime | None:
         """The first day after today on which a time-based rule could change its verdict."""
         today = now.date()
         candidates: list[date] = []
@@ -112,6 +116,11 @@ class Schedule:
         if plan.monitoring_until:
             candidates += self._dates("monitoring", plan.monitoring_until.date())
             candidates.append(plan.monitoring_until.date())
+        if plan.reopened_at:
+            candidates += self._dates("reopened", plan.reopened_at.date())
+        for anchor, fact in FACT_ANCHORS.items():
+            if (plan_facts or {}).get(fact):
+                candidates += self._dates(anchor, date.fromisoformat(plan_facts[fact]))
         future = [d for d in candidates if d > today]
         return datetime.combine(min(future), CHECK_TIME, tzinfo=UTC) if future else None
 

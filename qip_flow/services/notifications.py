@@ -30,6 +30,7 @@ from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import render
 from qip_flow.runtime import Runtime
+from qip_flow.services.recipients import plan_recipients
 from qip_flow.store import audit
 from qip_flow.store.models import (
     Action,
@@ -145,6 +146,8 @@ def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
         ids = [context.line_manager(owner_id) or plan.sponsor_id]
     elif decision.to == "group" and decision.group:
         ids = context.members(decision.group)
+    else:
+        ids = plan_recipients(context, plan, decision)
     if decision.kind == "escalation" and owner_id in ids:
         # an escalation goes over the owner's head, never back to them
         manager = context.line_manager(owner_id)

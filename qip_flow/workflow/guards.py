@@ -208,9 +208,12 @@ def step_down_preferred(s: Subject, _: dict[str, Any]) -> str | None:
         rules = s.runtime.rules.for_outcome("plan", "step_down")
         why = "; ".join(r.description for r in rules) or "no step_down rule is defined"
         return f"the rules do not prefer step-down for this plan now ({why})"
+    cadences = [r.then.params["measure_every_days"] for r in fired
+                if r.then.params.get("measure_every_days")]
     s.decisions["step_down"] = {"rules": [r.id for r in fired],
                                 "monitoring_days": max(r.then.params["monitoring_days"]
                                                        for r in fired),
+                                "measure_every_days": min(cadences, default=None),
                                 "rules_version": s.runtime.rules.version}
     return None
 
