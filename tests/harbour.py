@@ -17,9 +17,11 @@ from qip_flow.store.db import Database
 ORGANISATION = """\
 people:
   - {id: hbrooks, name: Hannah Brooks, email: hannah.brooks@harbour.example, level: board, groups: [Board]}
-  - {id: tmorgan, name: Tom Morgan, email: tom.morgan@harbour.example, level: senior, line_manager: hbrooks, groups: [Adult safeguarding panel]}
+  - {id: tmorgan, name: Tom Morgan, email: tom.morgan@harbour.example, level: senior,
+     line_manager: hbrooks, groups: [Adult safeguarding panel]}
   - {id: ncole, name: Nadia Cole, email: nadia.cole@harbour.example, level: manager, line_manager: tmorgan}
-  - {id: pgrant, name: Priya Grant, email: priya.grant@harbour.example, level: manager, line_manager: tmorgan, groups: [Adult safeguarding panel]}
+  - {id: pgrant, name: Priya Grant, email: priya.grant@harbour.example, level: manager,
+     line_manager: tmorgan, groups: [Adult safeguarding panel]}
   - {id: ebell, name: Ed Bell, email: ed.bell@harbour.example, level: operational, line_manager: ncole}
   - {id: sfox, name: Sam Fox, email: sam.fox@harbour.example, level: operational, line_manager: ncole}
 services:
