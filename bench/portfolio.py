@@ -367,7 +367,7 @@ class _Schedule:
     def __init__(self, rt: Runtime, now: datetime) -> None:
         self.rt, self.now, self.today = rt, now, now.date() + timedelta(days=1)
         self.empty = SimpleNamespace(next_review_at=None, learning_review_due=None,
-                                     monitoring_until=None)
+                                     monitoring_until=None, reopened_at=None)
         self.neutral_update = 3650  # an update ten years ago crosses nothing any more
         self._due: dict[date, datetime | None] = {}
         self._update: dict[int, datetime | None] = {}
@@ -649,7 +649,7 @@ class Generator:
                 days=criteria.get("monitoring_days") or 182)
         plan = SimpleNamespace(id=plan_id, state=state, approved_at=approved,
                                next_review_at=next_review, learning_review_due=learning_due,
-                               monitoring_until=monitoring_until)
+                               monitoring_until=monitoring_until, reopened_at=None)
 
         if due and not self._make_due(open_actions, approved):
             # nothing open to remind about: the governance or learning review is what is due

@@ -25,8 +25,11 @@ QUERY = """
 select a.id, a.due, a.state, a.last_update_at, a.owner_update_at, a.owner_id,
        (select count(*) from duerevision r where r.action_id = a.id) as revisions,
        p.id, p.sponsor_id, p.state, o.line_manager_id, p.owner_id, p.next_review_at,
-       p.learning_review_due
+       p.learning_review_due,
+       (select count(*) from learningsummary l where l.plan_id = p.id) as learnings,
+       p.closure_criteria, s.manager_ids
 from plan p join action a on a.plan_id = p.id left join person o on o.id = a.owner_id
+     join service s on s.id = p.service_id
 where p.next_check_at <= :now and (p.state in ('approved', 'in_progress', 'sustaining',
       'closure_review', 'monitoring') or p.learning_review_due is not null)
 """
@@ -42,15 +45,27 @@ def _day(v: object) -> date | None:
     return datetime.fromisoformat(str(v)).date()
 
 
-def decide(rows: list[tuple], today: date, board: list[str]) -> list[tuple[str, str, str]]:
+def _json(v: object) -> object:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def decide(rows: list[tuple], today: date, board: list[str],
+           groups: dict[str, list[str]] | None = None) -> list[tuple[str, str, str]]:
     """(key, rule, recipient) for every message the shipped ladder asks for."""
     cal = calendar()
     out: list[tuple[str, str, str]] = []
     plans_seen: set[str] = set()
     for (aid, due_v, state, upd, owner_upd, owner, revisions, pid, sponsor, pstate,
-         manager, plan_owner, review_at, learning_due) in rows:
+         manager, plan_owner, review_at, learning_due, learnings, criteria, managers) in rows:
         if pid not in plans_seen:
             plans_seen.add(pid)
+            if learnings:  # the learning summary, shared with managers and the sign-off group
+                group = ((_json(criteria) or {}).get("signoff") or {}).get("group")
+                for rule, people in (("share.learning-with-managers", _json(managers) or []),
+                                     ("share.learning-with-signoff-group",
+                                      (groups or {}).get(group, []) if group else None)):
+                    for person in people if people is not None else []:
+                        out.append((f"{rule}|{pid}|{person}|learning-{learnings}", rule, person))
             review = _day(review_at)
             if review and 0 <= (review - today).days <= 3:
                 out.append((f"remind.plan-review|{pid}|{plan_owner}|review-{review.isoformat()}",
@@ -106,8 +121,12 @@ def run(url: str, today: date) -> dict[str, object]:
                                           else now.replace(tzinfo=None)}).all()
         board = [r[0] for r in conn.execute(text(
             "select id from person where cast(groups as text) like '%\"Board\"%'")).all()]
+        members: dict[str, list[str]] = defaultdict(list)
+        for person, person_groups in conn.execute(text("select id, groups from person")).all():
+            for group in _json(person_groups) or []:
+                members[group].append(person)
         existing = {r[0] for r in conn.execute(text("select key from notification")).all()}
-        decided = [d for d in decide(list(rows), today, board) if d[0] not in existing]
+        decided = [d for d in decide(list(rows), today, board, members) if d[0] not in existing]
         plan_of = {r[0]: r[7] for r in rows} | {r[7]: r[7] for r in rows}
         by_key = {}
         for key, rule, person in decided:

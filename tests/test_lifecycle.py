@@ -374,8 +374,10 @@ def test_care_planning_is_stepped_down_and_closed_after_the_monitoring_period(
     until = plan.monitoring_until.date()
     assert until >= date(2026, 11, 3)  # closure.monitoring_days: 182 from 5 May
 
-    measure(loaded, p, [(day, {"plan-audit": v}, False)
-                        for day, v in (("2026-06-30", 94), ("2026-08-31", 92), ("2026-10-30", 95))])
+    measure(loaded, p, [(day, {"plan-audit": v}, False)  # monthly: the standing audit theme
+                        for day, v in (("2026-05-30", 93), ("2026-06-30", 94), ("2026-07-30", 93),
+                                       ("2026-08-31", 92), ("2026-09-30", 94),
+                                       ("2026-10-30", 95))])
     loaded.clock.set(date.fromordinal(until.toordinal() - 1))
     message = refused(loaded, lambda: lifecycle.sign_off(loaded, p, "closure", by="rmensah"))
     assert f"the monitoring period runs until {until.isoformat()}" in message

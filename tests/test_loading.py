@@ -269,8 +269,8 @@ def test_reloading_a_draft_after_progress_was_recorded_does_not_crash(
 
 
 def test_an_approved_plan_changes_only_through_events(loaded: Runtime, tmp_path: Path) -> None:
-    """Once approved, reloading the plan's unchanged file is harmless, but an edited file is
-    refused at its id line and nothing changes."""
+    """Once approved, reloading the plan's unchanged file is harmless, but a file that edits
+    an approved action is refused at that action and nothing changes."""
     lifecycle.sign_off(loaded, "QIP-2026-014", "approval", by="dadeyemi")
     before = snapshot(loaded.db)
     assert loading.load_files(loaded, [EXAMPLES], actor="cevans").count("unchanged") == 21
@@ -279,6 +279,6 @@ def test_an_approved_plan_changes_only_through_events(loaded: Runtime, tmp_path:
     path, text = edited(tmp_path, MEDICATION, ("    due: 2026-03-27", "    due: 2026-05-29"))
     with pytest.raises(InvalidInput) as refused:
         loading.load_files(loaded, [path], actor="cevans")
-    assert (f"{path}:{line_with(text, 'id: QIP-2026-014')} id: plan QIP-2026-014 is approved: "
-            "a file can change a plan only while it is draft") in str(refused.value)
+    assert (f"{path}:{line_with(text, '  - id: A3')} actions[2]: action A3 was approved as "
+            "written: changes to approved fields stay refused") in str(refused.value)
     assert snapshot(loaded.db) == before

@@ -76,13 +76,22 @@ def email_runtime(db: Database, folder: Path, smtp: SmtpServer,
     return make_runtime(db, channels)
 
 
-def owner_ladder(due: date, last: date) -> list[tuple[date, str]]:
-    """(day, rule) of the owner's reminders about an action due on ``due``, ticking daily."""
+def owner_ladder(due: date, last: date, *, decided: bool = False) -> list[tuple[date, str]]:
+    """(day, rule) of the owner's reminders about an action due on ``due``, ticking daily;
+    one decided on a weekend or a bank holiday goes out on the next working morning (the day
+    it was decided, with ``decided``)."""
     cal = calendar()
     steps = [(cal.add(due, -14), "remind.due-14"), (cal.add(due, -7), "remind.due-7"),
              (cal.add(due, -1), "remind.due-1"), (due, "remind.due-today")]
     weekly = [due + timedelta(days=max(1, 7 * week)) for week in range(60)]
-    return steps + [(d, "remind.overdue-weekly") for d in weekly if d <= last]
+    ladder = steps + [(d, "remind.overdue-weekly") for d in weekly if d <= last]
+    return ladder if decided else [(working_morning(d), rule) for d, rule in ladder]
+
+
+def working_morning(day: date) -> date:
+    """The day a message decided on ``day`` goes out (the shipped rules' working days)."""
+    cal = calendar()
+    return day if cal.is_working_day(day) else cal.add(day, 1)
 
 
 def count_notifications(rt: Runtime) -> int:
@@ -156,7 +165,7 @@ def test_the_ladder_about_a2_reaches_each_person_on_its_day(season: Season) -> N
         (cal.add(A2_DUE, 10), "dadeyemi", "escalate.sponsor"),
         (cal.add(A2_DUE, 20), "hwright", "escalate.board"),
         (cal.add(A2_DUE, 20), "oshaw", "escalate.board"),
-        (STARTED + timedelta(days=30), "dadeyemi", "escalate.stalled"),
+        (working_morning(STARTED + timedelta(days=30)), "dadeyemi", "escalate.stalled"),
     ])
     assert received(season.mails, A2, season.people) == expected
 
@@ -186,10 +195,11 @@ def test_a_person_on_a_digest_gets_one_weekly_digest_instead_of_single_reminders
     were held, one digest listing them; the held reminders are kept as digested."""
     to_megan = [m for m in season.mails if season.people[m.to] == "mjones"]
     held: Counter[date] = Counter()
-    for d, _rule in owner_ladder(A3_DUE, LAST):
+    for d, _rule in owner_ladder(A3_DUE, LAST, decided=True):
         held[d + timedelta(days=(7 - d.weekday()) % 7)] += 1
     assert [(m.day, m.subject) for m in to_megan] == [
-        (monday, f"[Weekly digest] {n} reminder{'s' if n != 1 else ''} for Megan Jones")
+        (working_morning(monday),
+         f"[Weekly digest] {n} reminder{'s' if n != 1 else ''} for Megan Jones")
         for monday, n in sorted(held.items())]
     after_due = next(m for m in to_megan if m.day == date(2026, 3, 30))
     assert f"{A3} is due today" in after_due.html

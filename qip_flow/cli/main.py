@@ -496,6 +496,49 @@ def learning_summary(
                                          f"{', '.join(row.embedded_in) or 'nowhere yet'})"))
 
 
+@app.command("learning-review")
+def learning_review(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str, typer.Option(help="Who led the review (their id).")],
+    found: Annotated[str, typer.Option(help="What the review found: is the learning alive?")],
+) -> None:
+    """Record a post-closure learning review and what it found; the next one falls due at
+    the next interval the rules set."""
+    st = state_of(ctx)
+    result = lifecycle.fire_event(st.runtime(), plan_id, "review_learning", by=by, note=found)
+    _moved(st, result)
+
+
+@app.command("add-action")
+def add_action(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
+    by: Annotated[str, typer.Option(help="Who adds it (their id).")],
+    title: Annotated[str, typer.Option(help="What will be done: specific and measurable.")],
+    owner: Annotated[str, typer.Option(help="The named owner (a person id).")],
+    due: Annotated[str, typer.Option(help="Due date (YYYY-MM-DD).")],
+    finding: Annotated[str, typer.Option(help="The id of the finding it answers.")],
+    risk: Annotated[list[str] | None, typer.Option(
+        help="A strategic risk it addresses (repeatable).")] = None,
+    systemic: Annotated[bool, typer.Option(
+        help="It changes a system (policy, training, audit cycle).")] = False,
+    action_id: Annotated[str | None, typer.Option(
+        "--id", help="The action's id in the plan (default: the next A-number).")] = None,
+) -> None:
+    """Add an action to an approved or reopened plan: more must be done."""
+    from qip_flow.services import growth
+
+    st = state_of(ctx)
+    row = growth.add_action(st.runtime(), plan_id, by=by, title=title, owner=owner,
+                            due=parse_day(due, field="--due"), finding=finding,
+                            risks=risk or [], systemic=systemic, action_id=action_id)
+    if st.json:
+        render.emit_json(queries.row_dict(row))
+    else:
+        render.console.print(f"{row.id}: added ({row.state}), owner {row.owner_id}, due {row.due}")
+
+
 @app.command()
 def vary(
     ctx: typer.Context,

@@ -51,6 +51,8 @@ class ServiceSpec(_Strict):
     id: str = IdText
     name: Name
     kind: ShortText = Field("", description="e.g. supported living, residential, domiciliary.")
+    managers: list[str] = Field(default_factory=list, description=(
+        "Ids of the service's managers: they receive the learning summaries of its plans."))
 
 
 class RiskSpec(_Strict):
@@ -89,6 +91,9 @@ class ActionSpec(_Strict):
     systemic: bool = Field(
         False, description="Changes a system (policy, training, audit cycle), not one instance."
     )
+    risks: list[str] = Field(default_factory=list, description=(
+        "Strategic risk ids this action addresses; the plan's risks are its own and its "
+        "actions'."))
 
 
 class IndicatorSpec(_Strict):
@@ -100,6 +105,9 @@ class IndicatorSpec(_Strict):
     )
     target: Number
     baseline: Number | None = None
+    owner: str | None = Field(None, description=(
+        "Who measures it (a person id); reminded when a measurement due in monitoring is "
+        "missing. The plan's accountable owner when not given."))
 
 
 class SignoffAuthority(_Strict):

@@ -149,6 +149,7 @@ class ExampleDef(_Strict):
     fires: list[str] = Field(default_factory=list, description="Exactly the rule ids that fire.")
 
 
+HOURS = r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d"  # HH:MM-HH:MM
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -165,14 +166,28 @@ class DeliverySettings(_Strict):
     lease_minutes: float = Field(5, gt=0, description="How long a worker's claim lasts.")
     digest_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                             "sunday"] = "monday"
+    working_hours: str | None = Field(
+        None, description="'HH:MM-HH:MM' (local time): messages go out only in these hours; one "
+                          "decided outside them waits for the next working morning.")
+    working_days: list[Literal["monday", "tuesday", "wednesday", "thursday", "friday",
+                               "saturday", "sunday"]] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1,
+        description="Days messages go out on (every day by default).")
+    bank_holidays: Literal["england-and-wales", "none"] = Field(
+        "none", description="england-and-wales: hold messages over bank holidays, from the same "
+                            "calendar as working days (decide/calendar.py).")
 
     @model_validator(mode="after")
     def _hours(self) -> DeliverySettings:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         for channel, span in self.quiet_hours.items():
-            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", span):
+            if not re.fullmatch(HOURS, span):
                 raise ValueError(f"quiet_hours.{channel}: write it as HH:MM-HH:MM, e.g. 21:00-07:00")
+        hours = self.working_hours
+        if hours is not None and (not re.fullmatch(HOURS, hours) or hours[:5] >= hours[6:]):
+            raise ValueError("working_hours: write it as HH:MM-HH:MM within one day, e.g. "
+                             "08:00-18:00")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -346,10 +361,13 @@ class RuleBook:
 
 
 def _type_name(kind: type) -> str:
-    return {str: "text", int: "a whole number", bool: "true or false", float: "a number"}[kind]
+    return {str: "text", int: "a whole number", bool: "true or false", float: "a number",
+            list: "a list of whole numbers"}[kind]
 
 
 def _fits(kind: type, value: Any) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(_fits(int, v) for v in value)
     if kind is bool:
         return isinstance(value, bool)
     if kind in (int, float):

@@ -45,6 +45,11 @@ class WorkingCalendar:
     def is_working_day(self, day: date) -> bool:
         return self.between(day - timedelta(days=1), day) == 1
 
+    def is_bank_holiday(self, day: date) -> bool:
+        """A weekday that is not a working day (bank holidays on a weekend are substituted
+        by a weekday, which is what people take off)."""
+        return day.weekday() < 5 and not self.is_working_day(day)
+
     def add(self, day: date, working_days: int) -> date:
         """The working day ``working_days`` working days after (or before, if negative) ``day``
         — found by bisecting the cumulative count, not by walking the calendar."""

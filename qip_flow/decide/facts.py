@@ -30,8 +30,14 @@ from qip_flow.store.models import (
 )
 
 DONE = ("completed", "verified")
+# What makes an action measurable: a number or a date, a frequency, or "every/each" with a
+# unit of time or of care ("every shift"). Quantifiers alone ("all staff", "each person") say
+# who, not how much or by when, so they do not count.
 FREQUENCY = re.compile(
-    r"\d|\b(daily|weekly|fortnightly|monthly|quarterly|annually|yearly|every|each|all)\b",
+    r"\d|\b(daily|weekly|fortnightly|monthly|quarterly|annually|yearly"
+    r"|january|february|march|april|(by|in|before|until)\s+may|june|july|august|september|october|november|december"
+    r"|(every|each)\s+(other\s+)?(day|week|fortnight|month|quarter|year|shift|visit|handover"
+    r"|audit|supervision|medicines?\s+round))\b",
     re.IGNORECASE)
 WINDOW_DAYS = 90
 SHIFT_POINTS = 6
@@ -40,6 +46,12 @@ DEFAULT_REAUDIT_GAP_DAYS = 28
 
 def level_rank(level: str | None) -> int | None:
     return LEVELS.index(level) if level in LEVELS else None
+
+
+def linked_risks(plan: Plan, actions: Iterable[Action]) -> list[str]:
+    """A plan's strategic risks: its own and its actions', in that order, each once."""
+    return list(dict.fromkeys([*(plan.risk_ids or []),
+                               *(r for a in actions for r in (a.risk_ids or []))]))
 
 
 def effective_criteria(plan: Plan, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +76,10 @@ def tighten(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
                if v]
     if reviews:
         merged["learning_review_days"] = min(reviews)  # the sooner review is the stricter
+    recurring = {*(defaults.get("learning_reviews_after_days") or []),
+                 *(own.get("learning_reviews_after_days") or [])}
+    if recurring:
+        merged["learning_reviews_after_days"] = sorted(recurring)  # every review asked for
     signoff = dict(own.get("signoff") or {})
     if defaults.get("signoff_group") and not signoff.get("group"):
         signoff["group"] = defaults["signoff_group"]
@@ -324,7 +340,7 @@ class FactBuilder:
             "source_type": plan.source_type,
             "has_source_reference": bool(plan.source_reference.strip()),
             "service": plan.service_id,
-            "risk_links": len(plan.risk_ids or []),
+            "risk_links": len(linked_risks(plan, d.actions)),
             "has_review_cadence": bool(plan.review_cadence_days),
             "days_since_review": _days(now, plan.last_review_at or plan.approved_at)
             if (plan.last_review_at or plan.approved_at) else None,
@@ -378,6 +394,8 @@ class FactBuilder:
             "last_measured_on": max((r.latest_on for r in closure_runs if r.latest_on),
                                     default=None),
         }
+        facts.update(grown_facts(plan, d, [i for i in d.indicators if i.ref in closure_refs],
+                                 now))
         facts["actions_slipped"] = sum(
             1 for a in d.actions
             if a.state not in DONE and a.due and a.baseline_due and a.due > a.baseline_due)
@@ -417,6 +435,75 @@ class Signers:
             self._counts[key] = sum(1 for lv, groups in self.rows.values()
                                     if can_sign(lv, groups, level, group))
         return self._counts[key]
+
+
+DEFAULT_MONITORING_CADENCE_DAYS = 30
+
+
+def grown_facts(plan: Plan, d: PlanData, indicators: Sequence[Indicator], now: datetime
+                ) -> dict[str, Any]:
+    """Facts of plans that grow (reopened: new or reopened actions since), of monitoring that
+    must happen (the closure indicators measured in every period of the cadence, none off
+    target) and of learning that is shared."""
+    today = now.date()
+    facts: dict[str, Any] = {
+        "learning_summaries": len(d.learning),
+        "learning_summary_text": _learning_text(d.learning[-1]) if d.learning else None,
+    }
+    if plan.reopened_at:
+        since = plan.reopened_at
+        facts.update({
+            "working_days_since_reopened": calendar().between(since.date(), today),
+            "reopened_date": since.date().isoformat(),
+            "actions_since_reopen": sum(1 for a in d.actions if a.created_at >= since or (
+                a.reopened_at is not None and a.reopened_at >= since)),
+        })
+    if plan.state == "monitoring" and plan.monitoring_since:
+        facts.update(monitoring_facts(plan, d, indicators, today))
+    return facts
+
+
+def _learning_text(summary: LearningSummary) -> str:
+    where = f" Embedded in: {', '.join(summary.embedded_in)}." if summary.embedded_in else ""
+    return f"{summary.summary}{where}"
+
+
+def monitoring_facts(plan: Plan, d: PlanData, indicators: Sequence[Indicator], today: date
+                     ) -> dict[str, Any]:
+    """The monitoring period cut into periods of the cadence from its start: each closure
+    indicator is expected once in every period. Completed periods without a measurement are
+    missing; the measurement due next is the one for the period after the latest measured one
+    (so each gap is reminded once, and a later one again)."""
+    assert plan.monitoring_since is not None
+    start = plan.monitoring_since.date()
+    cadence = plan.monitoring_cadence_days or DEFAULT_MONITORING_CADENCE_DAYS
+    completed = max(0, (today - start).days // cadence)
+    missing = off_target = 0
+    due: tuple[date, Indicator] | None = None
+    for indicator in indicators:
+        points = [m for m in d.measurements.get(indicator.id, []) if m.on >= start]
+        off_target += sum(1 for m in points if not on_target(indicator, m.value))
+        periods = {(m.on - start).days // cadence for m in points}
+        missing += sum(1 for k in range(completed) if k not in periods)
+        following = max(periods, default=-1) + 1  # the period after the latest measured one
+        end = start + timedelta(days=cadence * (following + 1))
+        if due is None or end < due[0]:
+            due = (end, indicator)
+    facts: dict[str, Any] = {
+        "monitoring_cadence_days": cadence,
+        "monitoring_measurements_expected": completed * len(indicators),
+        "monitoring_measurements_missing": missing,
+        "monitoring_off_target_points": off_target,
+    }
+    if due is not None:
+        end, indicator = due
+        facts.update({
+            "measurement_due_date": end.isoformat(),
+            "measurement_overdue_days": (today - end).days,
+            "overdue_indicator": indicator.ref,
+            "overdue_indicator_owner": indicator.owner_id or plan.owner_id,
+        })
+    return facts
 
 
 def criteria_facts(criteria: dict[str, Any], signer: Person | None,

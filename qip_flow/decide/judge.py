@@ -144,9 +144,12 @@ class RulesJudge:
             rules = self.decide.book.for_outcome("plan", "step_down")
             why = "; ".join(r.description for r in rules) or "no step_down rule is defined"
             return Verdict(False, [why])
+        cadences = [r.then.params["measure_every_days"] for r in fired
+                    if r.then.params.get("measure_every_days")]
         return Verdict(True, record={
             "rules": [r.id for r in fired],
             "monitoring_days": max(r.then.params["monitoring_days"] for r in fired),
+            "measure_every_days": min(cadences, default=None),
             "rules_version": self.rules_version})
 
     def credibility_findings(self, plan: Plan) -> list[CredibilityFinding]:

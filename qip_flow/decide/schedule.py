@@ -10,8 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from qip_flow.config.rules import FactRef, RuleBook
+from qip_flow.config.rules import WEEKDAYS, DeliverySettings, FactRef, RuleBook
 from qip_flow.decide.calendar import calendar
 from qip_flow.store.models import Plan
 
@@ -32,7 +33,11 @@ TIME_FACTS: dict[str, tuple[str, str, int]] = {
     "days_to_next_review": ("review", "days", -1),
     "learning_review_overdue_days": ("learning", "days", 1),
     "monitoring_days_left": ("monitoring", "days", -1),
+    "working_days_since_reopened": ("reopened", "working", 1),
+    "measurement_overdue_days": ("measurement", "days", 1),
 }
+# anchor → the plan fact giving its date, for anchors that are not a column of the plan
+FACT_ANCHORS = {"measurement": "measurement_due_date"}
 TIME_SENSITIVE_OUTCOMES = ("notify", "rag")
 
 
@@ -90,8 +95,8 @@ class Schedule:
             out.append(cal.add(day, offset) if kind == "working" else day + timedelta(days=offset))
         return out
 
-    def next_check(self, plan: Plan, actions: list[dict[str, Any]], now: datetime
-                   ) -> datetime | None:
+    def next_check(self, plan: Plan, actions: list[dict[str, Any]], now: datetime,
+                   plan_facts: dict[str, Any] | None = None) -> datetime | None:
         """The first day after today on which a time-based rule could change its verdict."""
         today = now.date()
         candidates: list[date] = []
@@ -111,5 +116,36 @@ class Schedule:
         if plan.monitoring_until:
             candidates += self._dates("monitoring", plan.monitoring_until.date())
             candidates.append(plan.monitoring_until.date())
+        if plan.reopened_at:
+            candidates += self._dates("reopened", plan.reopened_at.date())
+        for anchor, fact in FACT_ANCHORS.items():
+            if (plan_facts or {}).get(fact):
+                candidates += self._dates(anchor, date.fromisoformat(plan_facts[fact]))
         future = [d for d in candidates if d > today]
         return datetime.combine(min(future), CHECK_TIME, tzinfo=UTC) if future else None
+
+
+def working_moment(settings: DeliverySettings, moment: datetime) -> datetime:
+    """``moment``, or the start of the next working hours on a working day (the reminders
+    rules' ``working_hours``, ``working_days`` and ``bank_holidays``): a reminder decided on a
+    Saturday or on Christmas Day waits for the next working morning."""
+    days = {WEEKDAYS.index(d) for d in settings.working_days}
+    if settings.working_hours is None and len(days) == 7 and settings.bank_holidays == "none":
+        return moment
+    zone = ZoneInfo(settings.timezone)
+    start, end = time.min, None
+    if settings.working_hours:
+        start_s, end_s = settings.working_hours.split("-")
+        start, end = time.fromisoformat(start_s), time.fromisoformat(end_s)
+    cal = calendar()
+    local = moment.astimezone(zone)
+    for _ in range(366):
+        day = local.date()
+        working = day.weekday() in days and not (
+            settings.bank_holidays == "england-and-wales" and cal.is_bank_holiday(day))
+        if working and local.time() < start:
+            local = datetime.combine(day, start, tzinfo=zone)
+        if working and (end is None or local.time() < end):
+            return moment if local == moment.astimezone(zone) else local.astimezone(UTC)
+        local = datetime.combine(day + timedelta(days=1), start, tzinfo=zone)
+    return moment  # no working day in a year: the settings allow none; send rather than hold

@@ -77,7 +77,7 @@ def rules_schema() -> dict[str, Any]:
 
 def docs_markdown() -> str:
     """docs/rules.md: the vocabulary and outcomes, generated so it cannot drift."""
-    type_names = {str: "text", int: "number", bool: "true/false", float: "number"}
+    type_names = {str: "text", int: "number", bool: "true/false", float: "number", list: "list of numbers"}
     out = [
         "# Rules: facts and outcomes",
         "",

@@ -49,7 +49,8 @@ PLAN_FACTS = _facts("plan", [
     ("source_type", str, "inspection, audit, complaint, incident, safeguarding or other."),
     ("has_source_reference", bool, "The source names its reference (report, alert, audit)."),
     ("service", str, "The service id."),
-    ("risk_links", int, "How many strategic risks the plan is linked to."),
+    ("risk_links", int, "How many strategic risks the plan is linked to: its own and its "
+                        "actions'."),
     ("has_review_cadence", bool, "A governance review cadence is set."),
     ("days_since_review", int, "Days since the last governance review (or approval)."),
     ("days_to_next_review", int, "Days until the next governance review is due (negative when "
@@ -122,6 +123,33 @@ PLAN_FACTS = _facts("plan", [
     ("next_review_date", str, "Date of the next governance review (YYYY-MM-DD), for message keys."),
     ("learning_review_date", str, "Date the learning review falls due (YYYY-MM-DD)."),
     ("last_measured_on", str, "Date of the latest closure-indicator measurement (YYYY-MM-DD)."),
+    # plans that grow
+    ("working_days_since_reopened", int, "Working days since the plan was last reopened; "
+                                         "missing if it never was."),
+    ("reopened_date", str, "Date the plan was last reopened (YYYY-MM-DD), for message keys."),
+    ("actions_since_reopen", int, "Actions added, or reopened, since the plan was last "
+                                  "reopened."),
+    # monitoring that must happen (facts missing outside monitoring)
+    ("monitoring_cadence_days", int, "How often each closure indicator is expected in "
+                                     "monitoring (the step-down rule's measure_every_days; "
+                                     "30 by default)."),
+    ("monitoring_measurements_expected", int, "Measurements expected so far in this monitoring "
+                                              "period: one per closure indicator per completed "
+                                              "period of the cadence."),
+    ("monitoring_measurements_missing", int, "Completed periods of the cadence, across the "
+                                             "closure indicators, with no measurement."),
+    ("monitoring_off_target_points", int, "Closure-indicator measurements off target in this "
+                                          "monitoring period."),
+    ("measurement_due_date", str, "When the next expected measurement falls due: the end of "
+                                  "the period after the latest one measured (YYYY-MM-DD)."),
+    ("measurement_overdue_days", int, "Days past that date (negative: days until it)."),
+    ("overdue_indicator", str, "The closure indicator whose measurement is due first."),
+    ("overdue_indicator_owner", str, "Its owner (the person id), else the plan's accountable "
+                                     "owner: who `to: indicator_owner` reaches."),
+    # learning retained
+    ("learning_summaries", int, "Learning summaries recorded (message keys use it, so a new "
+                                "summary is shared again)."),
+    ("learning_summary_text", str, "The latest learning summary and where it is embedded."),
 ])
 
 ACTION_FACTS = _facts("action", [
@@ -131,8 +159,10 @@ ACTION_FACTS = _facts("action", [
     ("has_owner", bool, "A named owner is set."),
     ("has_due", bool, "A due date is set."),
     ("first_word", str, "The first word of the description, lower case (to spot vague verbs)."),
-    ("measurable", bool, "The description contains a number, a date or a frequency word "
-                         "(daily, weekly, monthly, quarterly, annually, every, all, each)."),
+    ("measurable", bool, "The description contains a number, a date (a month's name counts), "
+                         "a frequency word (daily, weekly, monthly, quarterly, annually) or "
+                         "'every'/'each' with a unit (every shift, each month). 'All staff' "
+                         "alone is not measurable: it says who, not how many or by when."),
     ("words", int, "Words in the description."),
     ("systemic", bool, "Marked as changing a system rather than one instance."),
     ("has_finding", bool, "Linked to a finding."),
@@ -176,8 +206,9 @@ FACTS: dict[str, dict[str, FactDef]] = {
 }
 
 RATINGS = ("green", "amber", "red")
-RECIPIENTS = ("owner", "line_manager", "sponsor", "plan_owner", "group")
-NOTICE_KINDS = ("reminder", "escalation")
+RECIPIENTS = ("owner", "line_manager", "sponsor", "plan_owner", "group", "service_managers",
+              "signoff_group", "indicator_owner")
+NOTICE_KINDS = ("reminder", "escalation", "learning")
 SEVERITIES = ("info", "warning", "error")
 
 OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
@@ -187,7 +218,10 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                (ParamDef("criterion", str, "Short name shown in explanations."),)),
     OutcomeDef("step_down", ("plan",),
                "The rules prefer stepping the plan down into routine monitoring over closing it.",
-               (ParamDef("monitoring_days", int, "Length of the monitoring period."),)),
+               (ParamDef("monitoring_days", int, "Length of the monitoring period."),
+                ParamDef("measure_every_days", int, "How often each closure indicator must be "
+                                                    "measured in monitoring (default 30).",
+                         False))),
     OutcomeDef("reopen", ("plan",), "Reopen the plan now (e.g. deterioration during monitoring).",
                (ParamDef("reason", str, "Recorded as the reopening reason."),)),
     OutcomeDef("closure_defaults", ("plan",),
@@ -204,7 +238,11 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                 ParamDef("learning_required", bool, "A learning summary is required.", False),
                 ParamDef("monitoring_days", int, "Step-down monitoring period.", False),
                 ParamDef("learning_review_days", int, "Days after closure the learning review "
-                                                      "falls due.", False))),
+                                                      "falls due.", False),
+                ParamDef("learning_reviews_after_days", list, "Days after closure each "
+                                                              "learning review falls due, e.g. "
+                                                              "[90, 365]: reviews recur.",
+                         False))),
     OutcomeDef("rag", ("plan",),
                "A RAG rating. The worst rating among the rules that fire wins; green when none "
                "fires.",
@@ -214,9 +252,13 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                "message key is the rule, the plan or action, the person and `occurrence`.",
                (ParamDef("to", str, "owner (of the action, or the plan's accountable owner), "
                                     "line_manager (the owner's), sponsor (the plan's senior "
-                                    "sponsor), plan_owner, or group.", choices=RECIPIENTS),
-                ParamDef("kind", str, "reminder or escalation (escalations are never held for a "
-                                      "digest).", choices=NOTICE_KINDS),
+                                    "sponsor), plan_owner, group, service_managers (the "
+                                    "plan's service's managers), signoff_group (the group its "
+                                    "closure criteria name) or indicator_owner (of the "
+                                    "measurement due first).", choices=RECIPIENTS),
+                ParamDef("kind", str, "reminder, escalation or learning (a learning summary "
+                                      "shared; only reminders are held for a digest).",
+                         choices=NOTICE_KINDS),
                 ParamDef("occurrence", str, "What makes this message new, with {fact} "
                                             "placeholders, e.g. overdue-week-{weeks_overdue}."),
                 ParamDef("group", str, "The governance group, when `to: group`.", False),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import String, and_, case, cast, func, or_
 from sqlmodel import Session, col, select
 
 from qip_flow.decide.calendar import calendar
@@ -27,6 +27,7 @@ from qip_flow.decide.facts import (
     SHIFT_POINTS,
     FactBuilder,
     indicator_run,
+    linked_risks,
     load_plan_data,
     on_target,
 )
@@ -336,8 +337,22 @@ class IndicatorSeries:
 
 
 @dataclass
+class RiskActionLine:
+    """An action that names a strategic risk itself (``risks:`` on the action)."""
+
+    id: str
+    plan_id: str
+    description: str
+    owner: str
+    state: str
+    due: date | None
+    live: bool
+
+
+@dataclass
 class RiskLine:
-    """A strategic risk and the plans (so the actions) linked to it."""
+    """A strategic risk, the plans linked to it (their own risks or their actions') and the
+    actions that name it."""
 
     id: str
     title: str
@@ -346,6 +361,7 @@ class RiskLine:
     open_actions: int
     overdue_actions: int
     slipped_actions: int
+    actions: list[RiskActionLine] = field(default_factory=list)
 
     @property
     def worst_rag(self) -> str | None:
@@ -861,11 +877,38 @@ class _Reader:
 
     # risks and learning ----------------------------------------------------------------------
 
+    def action_risks(self, plans: Sequence[PlanLine]) -> dict[str, list[RiskActionLine]]:
+        """Risk id → the actions (of ``plans``) that name it; one query over the actions that
+        name any risk."""
+        by_plan = {p.id: p for p in plans}
+        rows = self.session.exec(select(  # type: ignore[call-overload]
+            Action.id, Action.plan_id, Action.description, Action.owner_id, Action.state,
+            Action.due, Action.risk_ids).where(cast(Action.risk_ids, String) != "[]")
+            .order_by(col(Action.id))).all()
+        out: dict[str, list[RiskActionLine]] = defaultdict(list)
+        for a in rows:
+            plan = by_plan.get(a.plan_id)
+            if plan is None:
+                continue
+            for risk in a.risk_ids or []:
+                out[risk].append(RiskActionLine(a.id, a.plan_id, a.description,
+                                                self.name(a.owner_id), a.state, a.due,
+                                                plan.live and a.state not in DONE))
+        return out
+
     def risks(self, plans: Sequence[PlanLine]) -> list[RiskLine]:
+        """Each strategic risk with the plans linked to it — by the plan itself or by one of
+        its actions — and the actions that name it."""
+        actions = self.action_risks(plans)
         by_risk: dict[str, list[PlanLine]] = defaultdict(list)
+        by_id = {p.id: p for p in plans}
         for p in plans:
             for r in p.risk_ids:
                 by_risk[r].append(p)
+        for r, lines in actions.items():
+            for plan_id in dict.fromkeys(a.plan_id for a in lines):
+                if by_id[plan_id] not in by_risk[r]:
+                    by_risk[r].append(by_id[plan_id])
         out = []
         for risk in self.session.exec(select(Risk).order_by(col(Risk.id))).all():
             linked = by_risk.get(risk.id, [])
@@ -874,7 +917,8 @@ class _Reader:
             live = [p for p in linked if p.live]
             out.append(RiskLine(risk.id, risk.title, self.name(risk.owner_id), linked,
                                 sum(p.actions - p.done for p in live),
-                                sum(p.overdue for p in live), sum(p.slipped for p in live)))
+                                sum(p.overdue for p in live), sum(p.slipped for p in live),
+                                actions.get(risk.id, [])))
         return out
 
     def learning(self, plan_ids: Iterable[str]) -> dict[str, list[LearningSummary]]:
@@ -1111,8 +1155,10 @@ def closure_report(rt: Runtime, plan_id: str) -> ClosureReport:
                 criteria, version = recorded
                 basis = (f"as judged when the plan closed on "
                          f"{_day(plan.closed_at) or ''} ({version})")
+        linked = linked_risks(plan, session.exec(select(Action).where(
+            Action.plan_id == plan.id)).all())
         risks = [(x.id, x.title, r.name(x.owner_id)) for x in session.exec(
-            select(Risk).where(col(Risk.id).in_(plan.risk_ids or []))).all()]
+            select(Risk).where(col(Risk.id).in_(linked))).all()]
         signoffs = [r.signoff_line(s) for s in session.exec(
             select(SignOff).where(SignOff.plan_id == plan.id).order_by(col(SignOff.id))).all()]
         learning = [LearningLine(plan.id, plan.title, plan.learning_review_due,

@@ -98,7 +98,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
             result.reopened = reason
             facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
         _rerate(rt, session, plan, facts, now, result)
-    plan.next_check_at = rt.schedule.next_check(plan, actions, now)
+    plan.next_check_at = rt.schedule.next_check(plan, actions, now, facts)
     return result
 
 

@@ -16,6 +16,7 @@ from qip_flow.config.formats import OrganisationFile, PlanFile
 from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
+from qip_flow.services import growth
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
 from qip_flow.store.models import (
@@ -209,6 +210,9 @@ class _Loader:
         for i, r in enumerate(spec.risks):
             self.need(doc, ["risks", i, "owner"], self.people, "person", r.owner)
         self.authority(doc, spec)
+        for i, s in enumerate(spec.services):
+            for j, manager in enumerate(s.managers):
+                self.need(doc, ["services", i, "managers", j], self.people, "person", manager)
         for kind, items in (("person", spec.people), ("service", spec.services),
                             ("risk", spec.risks)):
             seen: set[str] = set()
@@ -231,7 +235,8 @@ class _Loader:
                 line_manager_id=p.line_manager, groups=list(p.groups), roles=list(p.roles),
                 digest=p.digest), p.id)
         for s in spec.services:
-            self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind), s.id)
+            self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind,
+                                                manager_ids=list(s.managers)), s.id)
         for r in spec.risks:
             self.upsert(doc, "risk", Risk(id=r.id, title=r.title, owner_id=r.owner), r.id)
 
@@ -252,9 +257,13 @@ class _Loader:
         findings = {f.id for f in spec.findings}
         for i, a in enumerate(spec.actions):
             self.need(doc, ["actions", i, "owner"], self.people, "person", a.owner)
+            for j, risk in enumerate(a.risks):
+                self.need(doc, ["actions", i, "risks", j], self.risks, "strategic risk", risk)
             if a.finding is not None and a.finding not in findings:
                 self.problem(doc, ["actions", i, "finding"],
                              f"unknown finding '{a.finding}'; findings: {', '.join(sorted(findings))}")
+        for i, ind in enumerate(spec.indicators):
+            self.need(doc, ["indicators", i, "owner"], self.people, "person", ind.owner)
         indicators = {ind.id for ind in spec.indicators}
         group = spec.closure.signoff.group if spec.closure and spec.closure.signoff else None
         if group and group not in self.groups:
@@ -275,8 +284,7 @@ class _Loader:
             return
         initial = self.rt.workflows.initial("plan")
         if stored is not None and stored.state != initial:
-            self.problem(doc, ["id"], f"plan {spec.id} is {stored.state}: a file can change a plan "
-                         f"only while it is {initial}; record changes with `qip do` events")
+            self.grow(doc, spec, stored, digest)
             return
         fields = dict(
             title=spec.title, service_id=spec.service, source_type=spec.source.type,
@@ -284,7 +292,7 @@ class _Loader:
             theme=spec.theme, owner_id=spec.owner, sponsor_id=spec.sponsor,
             risk_ids=list(spec.risks), review_cadence_days=spec.cadence_days(),
             closure_criteria=spec.closure.model_dump(exclude_none=True) if spec.closure else {},
-            spec_digest=digest, updated_at=self.now,
+            spec_digest=digest, updated_at=self.now, part_digests=growth.part_digests(spec),
         )
         if stored is None:
             plan = Plan(id=spec.id, state=initial, created_at=self.now, **fields)
@@ -303,6 +311,20 @@ class _Loader:
                     for a in spec.actions}})
         self.record(doc, spec.id, outcome)
 
+    def grow(self, doc: YamlDocument, spec: PlanFile, stored: Plan, digest: str) -> None:
+        """A plan past its draft: its file may add findings and actions, nothing else."""
+        problems, findings, actions = growth.growth_problems(stored, spec)
+        for loc, message in problems:
+            self.problem(doc, loc, message)
+        if problems:
+            return
+        if findings or actions:
+            by = self.session.get(Person, self.actor) or Person(id=self.actor, name=self.actor)
+            growth.add_parts(self.rt, self.session, stored, findings, actions, by=by,
+                             now=self.now, how=f"loaded from {doc.path}")
+        stored.spec_digest = digest
+        self.record(doc, spec.id, f"{len(actions)} action(s) added" if actions else "unchanged")
+
     def _write_parts(self, doc: YamlDocument, spec: PlanFile) -> bool:
         """Findings, actions and indicators, matched by id: new ones added, changed ones
         updated in place, removed ones deleted unless they already have history."""
@@ -315,11 +337,11 @@ class _Loader:
             Action: {f"{spec.id}/{a.id}": dict(
                 plan_id=spec.id, ref=a.id, description=a.description,
                 finding_id=f"{spec.id}/{a.finding}" if a.finding else None, owner_id=a.owner,
-                baseline_due=a.due, due=a.due, systemic=a.systemic)
+                baseline_due=a.due, due=a.due, systemic=a.systemic, risk_ids=list(a.risks))
                 for a in spec.actions},
             Indicator: {f"{spec.id}/{i.id}": dict(
                 plan_id=spec.id, ref=i.id, name=i.name, unit=i.unit, direction=i.direction,
-                target=i.target, baseline=i.baseline)
+                target=i.target, baseline=i.baseline, owner_id=i.owner)
                 for i in spec.indicators},
         }
         for model in (Finding, Action, Indicator):

@@ -26,11 +26,13 @@ from sqlmodel import Session, col, or_, select
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
+from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import channel_card, render
 from qip_flow.runtime import Runtime
 from qip_flow.services import failures
+from qip_flow.services.recipients import plan_recipients
 from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
     Action,
@@ -146,6 +148,8 @@ def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
         ids = [context.line_manager(owner_id) or plan.sponsor_id]
     elif decision.to == "group" and decision.group:
         ids = context.members(decision.group)
+    else:
+        ids = plan_recipients(context, plan, decision)
     if decision.kind == "escalation" and owner_id in ids:
         # an escalation goes over the owner's head, never back to them
         manager = context.line_manager(owner_id)
@@ -154,6 +158,17 @@ def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
 
 
 def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
+    """``moment``, or the first later moment outside the channel's quiet hours and inside the
+    working hours of a working day (:func:`working_moment`)."""
+    for _ in range(4):
+        later = working_moment(settings, _after_quiet_hours(settings, kind, moment))
+        if later == moment:
+            break
+        moment = later
+    return moment
+
+
+def _after_quiet_hours(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
     """``moment``, or the end of the channel's quiet hours if it falls inside them."""
     span = settings.quiet_hours.get(kind)
     if not span:

@@ -43,6 +43,7 @@ class Service(SQLModel, table=True):
     id: str = Field(primary_key=True)
     name: str
     kind: str = ""
+    manager_ids: list[str] = _json_list()
 
 
 class Risk(SQLModel, table=True):
@@ -78,6 +79,10 @@ class Plan(SQLModel, table=True):
     next_review_at: datetime | None = _when(default=None)
     last_review_at: datetime | None = _when(default=None)
     learning_review_due: date | None = None
+    reopened_at: datetime | None = _when(default=None)
+    monitoring_since: datetime | None = _when(default=None)
+    monitoring_cadence_days: int | None = None
+    part_digests: dict[str, Any] = _json_dict()
     next_check_at: datetime | None = _when(default=None, index=True)
     check_claimed_by: str | None = None
     check_lease_until: datetime | None = _when(default=None)
@@ -117,7 +122,9 @@ class Action(SQLModel, table=True):
     due: date | None = None
     state: str = Field(index=True)
     systemic: bool = False
+    risk_ids: list[str] = _json_list()
     created_at: datetime = _when()
+    reopened_at: datetime | None = _when(default=None)
     last_update_at: datetime = _when()
     owner_update_at: datetime | None = _when(default=None)
     completed_at: datetime | None = _when(default=None)
@@ -162,6 +169,7 @@ class Indicator(SQLModel, table=True):
     direction: str = "up"
     target: float
     baseline: float | None = None
+    owner_id: str | None = Field(default=None, foreign_key="person.id")
 
 
 class Measurement(SQLModel, table=True):
@@ -205,6 +213,18 @@ class LearningSummary(SQLModel, table=True):
     by_id: str = Field(foreign_key="person.id")
     at: datetime = _when()
     review_due: date | None = None
+
+
+class LearningReview(SQLModel, table=True):
+    """One post-closure learning review: leaders tested whether the learning is still alive,
+    and what they found."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(foreign_key="plan.id", index=True)
+    due: date | None = None
+    found: str
+    by_id: str = Field(foreign_key="person.id")
+    at: datetime = _when()
 
 
 class Notification(SQLModel, table=True):
@@ -344,6 +364,7 @@ __all__ = [
     "Evidence",
     "Finding",
     "Indicator",
+    "LearningReview",
     "LearningSummary",
     "Measurement",
     "Person",

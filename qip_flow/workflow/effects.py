@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from qip_flow.store.models import Action, DueRevision, Plan
+from qip_flow.store.models import Action, DueRevision, LearningReview, Plan
 from qip_flow.workflow.subject import Subject
 
 Effect = Callable[[Subject], None]
@@ -67,37 +67,61 @@ def schedule_review(s: Subject) -> None:
 
 @effect("plan")
 def mark_closed(s: Subject) -> None:
-    """Record when the plan closed, stop governance reviews, and set when the learning review
-    falls due (closure criteria ``learning_review_days``, default 90)."""
+    """Record when the plan closed, stop governance reviews, and set when the first learning
+    review falls due (closure criteria ``learning_review_days`` and
+    ``learning_reviews_after_days``, default 90)."""
     plan = _plan(s)
     plan.closed_at, plan.next_review_at = s.inputs.now, None
-    days = (plan.closure_criteria or {}).get("learning_review_days") or DEFAULT_LEARNING_REVIEW_DAYS
-    plan.learning_review_due = s.inputs.now.date() + timedelta(days=days)
+    plan.learning_review_due = s.inputs.now.date() + timedelta(days=learning_review_days(plan)[0])
+
+
+def learning_review_days(plan: Plan) -> list[int]:
+    """Days after closure each learning review falls due: the closure criteria's
+    ``learning_review_days`` and ``learning_reviews_after_days`` (default 90), in order."""
+    criteria = plan.closure_criteria or {}
+    days = {*(criteria.get("learning_reviews_after_days") or []),
+            criteria.get("learning_review_days") or DEFAULT_LEARNING_REVIEW_DAYS}
+    return sorted(days)
 
 
 @effect("plan")
 def start_monitoring(s: Subject) -> None:
     """Start the monitoring period: the longer of the plan's ``monitoring_days`` and the
-    step-down rule's, six months when neither says."""
+    step-down rule's, six months when neither says; the closure indicators are expected every
+    ``measure_every_days`` of the step-down rule (30 when it does not say)."""
     plan = _plan(s)
     ruled = (s.decisions.get("step_down") or {}).get("monitoring_days")
     own = (plan.closure_criteria or {}).get("monitoring_days")
     days = max([d for d in (ruled, own) if d] or [DEFAULT_MONITORING_DAYS])
     plan.monitoring_until = s.inputs.now + timedelta(days=days)
+    plan.monitoring_since = s.inputs.now
+    plan.monitoring_cadence_days = (s.decisions.get("step_down") or {}).get("measure_every_days")
 
 
 @effect("plan")
 def mark_reopened(s: Subject) -> None:
-    """Clear closure and monitoring; the plan is live again."""
+    """Clear closure and monitoring; the plan is live again, and new or reopened actions are
+    expected within the window the reminders rules set."""
     plan = _plan(s)
     plan.closed_at = plan.monitoring_until = plan.learning_review_due = None
+    plan.monitoring_since = None
+    plan.reopened_at = s.inputs.now  # new or reopened actions are expected from now
     schedule_review(s)
 
 
 @effect("plan")
 def record_learning_review(s: Subject) -> None:
-    """The post-closure learning review took place; none is due until the next is asked for."""
-    _plan(s).learning_review_due = None
+    """Keep the post-closure learning review with what it found (the note), and set the next
+    one at the next interval after closure; none when the last interval is passed."""
+    plan = _plan(s)
+    s.session.add(LearningReview(plan_id=plan.id, due=plan.learning_review_due,
+                                 found=s.inputs.note or "", by_id=s.inputs.by.id,
+                                 at=s.inputs.now))
+    closed = plan.closed_at.date() if plan.closed_at else s.inputs.now.date()
+    done = max(plan.learning_review_due or s.inputs.now.date(), s.inputs.now.date())
+    later = [closed + timedelta(days=d) for d in learning_review_days(plan)
+             if closed + timedelta(days=d) > done]
+    plan.learning_review_due = later[0] if later else None
 
 
 @effect("plan")
@@ -144,6 +168,7 @@ def mark_verified(s: Subject) -> None:
 
 @effect("action")
 def clear_completion(s: Subject) -> None:
-    """Forget completion and verification on reopening."""
+    """Forget completion and verification on reopening, and note when it was reopened."""
     action = _action(s)
     action.completed_at = action.completed_by_id = action.verified_by_id = None
+    action.reopened_at = s.inputs.now

@@ -160,7 +160,7 @@ def approval_level(s: Subject) -> str | None:
         .order_by(col(SignOff.id).desc())).first()
     if signed:
         return signed
-    approve = s.runtime.workflows.defs["plan"].signoff_event("approval")
+    approve = s.definition.signoff_event("approval") if s.definition else None
     levels = [g.params.get("level") for g in (approve.guards if approve else [])
               if g.name == "signoff_authority" and g.params.get("level")]
     return levels[0] if levels else None

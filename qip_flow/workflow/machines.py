@@ -115,6 +115,7 @@ class Workflows:
         if missing:
             raise InvalidInput(f"{event_name} needs {' and '.join(missing)}")
         source = subject.state
+        subject.definition = wf
         try:
             moved = self.machines[subject.kind].events[event_name].trigger(subject)
         except MachineError as exc:

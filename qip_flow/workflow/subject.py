@@ -14,6 +14,7 @@ from sqlmodel import Session
 from qip_flow.store.models import LEVELS, Action, Person, Plan
 
 if TYPE_CHECKING:
+    from qip_flow.config.workflow import WorkflowDef
     from qip_flow.decide.judge import Judge
 
 
@@ -102,6 +103,7 @@ class Subject:
         self.session = session
         self.inputs = inputs
         self.judge = judge  # the rules' facts and decisions, handed in by the services
+        self.definition: WorkflowDef | None = None  # the workflow firing it (set by fire)
         self.refusals: list[str] = []
         self.decisions: dict[str, Any] = {}  # explanations kept in the audit event
 

@@ -1,7 +1,7 @@
 """scheduler heartbeat
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-11-26
 
 The last run of each scheduled job, so `qip health` can say when the tick and the dispatch last
@@ -17,7 +17,7 @@ import qip_flow.store.types
 
 
 revision: str = '0014'
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
