@@ -184,7 +184,7 @@ def governance(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
         url = f"{PG_URL}?options=-csearch_path%3D{schema}"
     lead = Governance(url, tmp_path, monkeypatch, capsys, db)
     try:
-        lead.ok("init")
+        lead.ok("init", "--simulation")
         lead.ok("load", str(lead.write("organisation.yaml", ORGANISATION)))
         yield lead
     finally:

@@ -307,7 +307,7 @@ def test_restoring_an_older_copy_of_the_sqlite_file_fails_until_recorded(
     for name in ("QIP_SECRET_KEY", "QIP_KEY_FILE", "QIP_CHECKPOINT_FILE"):
         monkeypatch.delenv(name, raising=False)
     db = tmp_path / "qip.db"
-    assert qip(db, "init").returncode == 0
+    assert qip(db, "init", "--simulation").returncode == 0
     assert oct((tmp_path / "qip.key").stat().st_mode & 0o777) == "0o600"
     rt = Runtime(db=Database(str(db)), clock=Clock(), config_dir=SHIPPED_CONFIG)
     rt.clock.set("2026-01-22")

@@ -138,7 +138,7 @@ def test_hostile_files_and_numbers_change_nothing_on_postgres(tmp_path: Path) ->
     _, schema = postgres_schema_url()
     database = make_postgres_database(schema)
     try:
-        database.init()
+        database.init(simulation=True)
         rt = Runtime(db=database, clock=Clock(), config_dir=SHIPPED_CONFIG)
         rt.clock.set("2026-01-15")
         loading.load_files(rt, [SHIPPED_CONFIG / "examples"], actor="test")

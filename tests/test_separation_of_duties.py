@@ -316,7 +316,7 @@ def test_nobody_ever_verifies_what_they_completed(rounds: list[tuple[str, str]])
     names a verifier other than its completer."""
     with tempfile.TemporaryDirectory() as folder:
         db = Database(f"sqlite:///{Path(folder) / 'qip.db'}")
-        db.init()
+        db.init(simulation=True)
         rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
         rt.clock.set("2026-01-15")
         loading.load_files(rt, [EXAMPLES], actor="cevans")

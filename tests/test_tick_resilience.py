@@ -36,6 +36,7 @@ from sqlmodel import SQLModel, select
 
 from qip_flow.runtime import Runtime
 from qip_flow.services import failures, notifications
+from qip_flow.store import governance
 from qip_flow.store.db import Database
 from qip_flow.store.models import Notification, Plan, PlanFailure
 
@@ -227,6 +228,10 @@ def test_after_upgrading_from_schema_0001_every_live_plan_is_checked_by_the_next
         with old.engine.connect() as conn:
             assert "next_check_at" not in {c["name"] for c in sa.inspect(conn).get_columns("plan")}
         old.init()
+        # the upgraded copy then plays a simulated morning: mark it as a simulation
+        with old.engine.begin() as conn:
+            conn.execute(sa.text("update databasesetting set value = 'true' where key = :k"),
+                         {"k": governance.SIMULATION})
         with old.read() as session:
             unscheduled = session.exec(select(Plan.id).where(
                 Plan.state == "in_progress", Plan.next_check_at == None)).all()  # noqa: E711
