@@ -299,10 +299,17 @@ def test_closure_report_of_a_closed_plan_shows_the_criteria_as_judged_at_closure
     assert statuses(page) == {c["criterion"]: c["met"] for c in recorded}
     assert all(c["met"] for c in recorded)
     assert int(metric(page, "criteria-met").split(" of ")[0]) == len(recorded)
-    signoff = query(demo.db, """select residual_risks, evidence_reviewed, meeting_reference
-        from signoff where plan_id = ? and purpose = 'closure'""", plan)[0]
-    for text in [*json.loads(signoff[0]), *json.loads(signoff[1]), signoff[2]]:
+    signoff = query(demo.db, """select residual_risks, evidence_reviewed, meeting_reference,
+        evidence_ids from signoff where plan_id = ? and purpose = 'closure'""", plan)[0]
+    risks = [r.replace(" :: ", " — monitored by: ") for r in json.loads(signoff[0])]
+    for text in [*risks, *json.loads(signoff[1]), signoff[2]]:
         assert html.escape(text) in page
+    chosen = json.loads(signoff[3])
+    assert chosen  # the evidence items reviewed, each shown by what it is
+    for evidence_id in chosen:
+        description = scalar(demo.db, "select description from evidence where id = ?",
+                             evidence_id)
+        assert html.escape(description) in page
     summary = scalar(demo.db, "select summary from learningsummary where plan_id = ?", plan)
     assert html.escape(summary) in page and summary in demo.md[f"plan-{plan[-3:]}"]
 

@@ -224,10 +224,13 @@ def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Pat
     learning summary, and the database is unchanged; after the July re-audit and the learning
     summary the same command closes the plan."""
     before = contents(db)
+    evidence = [str(row[0]) for row in before["evidence"]
+                if row[1] == SAFEGUARDING]  # (id, plan_id, …): the plan's recorded evidence
     close = ("close", SAFEGUARDING, "--by", "lokafor",
              "--meeting", "Safeguarding governance group 2026-07-28",
+             "--evidence", evidence[0],
              "--evidence-reviewed", "Safeguarding record re-audits April and July",
-             "--residual-risk", "Agency night staff: threshold guide in agency induction pack",
+             "--residual-risk", "Agency night staff :: threshold guide in agency induction pack",
              "--learning", "Induction")
     early = qip(db, "--now", "2026-06-23", *close)
     assert early.returncode == 1, early.stdout + early.stderr
