@@ -27,7 +27,7 @@ from test_cli import MEDICATION, db, environment, qip_here, template  # noqa: F4
 
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput
-from qip_flow.notify.messages import render
+from qip_flow.notify.messages import channel_card, render
 from qip_flow.reports.export import spreadsheet_safe
 from qip_flow.runtime import Runtime
 from qip_flow.services import lifecycle, loading
@@ -402,7 +402,9 @@ def test_teams_card_escapes_what_people_wrote() -> None:
         "kind": "reminder", "plan": SimpleNamespace(id="QIP-1", title="# Plan | _x_"),
         "service": "Maple House", "action": action, "finding": None, "owner_name": "Ann",
         "why": "rule", "rule_id": "remind.due-7", "others": ["<b>Bo</b>"], "rules_version": "v1"})
-    card = message.card
+    # who it is for and how to update are added when it is sent (a shared channel is known then)
+    card = channel_card(message.card, names=["Ann"], others=["<b>Bo</b>"], by="ann_b",
+                        action_id=action.id)
     assert r"\[click\](http://evil.example) \<at\>CEO\</at\> \*\*now\*\*" in card
     assert r"**Due \*soon\***" in card and r"\# Plan \| \_x\_" in card
     assert r"\<b\>Bo\</b\>" in card

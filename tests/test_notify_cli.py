@@ -34,7 +34,7 @@ from qip_flow.store.db import Database
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Unverified HTTPS request:urllib3.exceptions.InsecureRequestWarning")
 
-NOW = "2026-02-21T08:00"  # several messages are due this morning
+NOW = "2026-02-23T08:00"  # a Monday (messages wait for working days): several are due
 Cli = Callable[..., tuple[int, str, str]]
 
 
@@ -131,7 +131,7 @@ def test_notifications_json_lists_each_channel_with_attempts_and_errors(
             [teams_row] = [c for name, c in channels_of.items() if name.startswith("teams")]
             assert teams_row["state"] == "pending" and teams_row["attempts"] == 1
             assert "error=500" in teams_row["error"]
-            assert teams_row["next_attempt"] == "2026-02-21T08:02:00+00:00"
+            assert teams_row["next_attempt"] == "2026-02-23T08:02:00+00:00"
             assert row["state"] == "queued"
         else:
             assert list(channels_of) == ["email"] and row["state"] == "sent"

@@ -44,7 +44,7 @@ from qip_flow.store.models import AuditEvent, Delivery, DeliveryAttempt, Notific
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Unverified HTTPS request:urllib3.exceptions.InsecureRequestWarning")
 
-DAY = date(2026, 2, 21)  # first morning after approval with several messages due at once
+DAY = date(2026, 2, 23)  # a working morning (Monday) after approval with several messages due
 START = morning(DAY)
 
 
@@ -129,7 +129,8 @@ def teams() -> Iterator[WebhookReceiver]:
 def rt(database: Database, tmp_path: Path, teams: WebhookReceiver,
        monkeypatch: pytest.MonkeyPatch) -> Runtime:
     """Everyone's messages go to one Teams channel (tag ``all``); the plan is started and the
-    tick of 21 February has put several messages in the outbox."""
+    tick of Monday 23 February (messages wait for working days) has put several messages in
+    the outbox."""
     trust_loopback(monkeypatch, tmp_path)
     rt = make_runtime(database, write_channels(tmp_path / "channels.yaml",
                                                [(teams.url("wf123456789", "sig987654321"), "all")]))

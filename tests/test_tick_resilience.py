@@ -43,7 +43,7 @@ from qip_flow.store.models import Notification, Plan, PlanFailure
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Unverified HTTPS request:urllib3.exceptions.InsecureRequestWarning")
 
-DAY = date(2026, 2, 21)  # several reminders are due this morning for every started plan
+DAY = date(2026, 2, 23)  # a Monday (messages wait for working days): several reminders due
 POISONED = "QIP-2026-102"
 
 
@@ -228,9 +228,10 @@ def test_after_upgrading_from_schema_0001_every_live_plan_is_checked_by_the_next
         with old.engine.connect() as conn:
             assert "next_check_at" not in {c["name"] for c in sa.inspect(conn).get_columns("plan")}
         old.init()
-        # the upgraded copy then plays a simulated morning: mark it as a simulation
+        # the upgraded copy then plays a simulated morning: mark it as a simulation (an
+        # upgraded database has no `simulation` row, which makes it a real record)
         with old.engine.begin() as conn:
-            conn.execute(sa.text("update databasesetting set value = 'true' where key = :k"),
+            conn.execute(sa.text("insert into databasesetting (key, value) values (:k, 'true')"),
                          {"k": governance.SIMULATION})
         with old.read() as session:
             unscheduled = session.exec(select(Plan.id).where(
