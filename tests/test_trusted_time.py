@@ -179,7 +179,7 @@ def test_an_upgraded_database_is_a_real_record_with_the_shipped_files_published(
     with db.engine.begin() as conn:
         conn.exec_driver_sql(
             "insert into person (id, name, email, role, level, groups, digest) values "
-            "('cevans', 'Chloe Evans', null, '', 'manager', '[]', false)")
+            "('cevans', 'Chloe Evans', null, '', 'manager', '[\"Quality committee\"]', false)")
     assert db.init() == ("0006", head_revision())
     assert not db.is_simulation()
     with db.engine.connect() as conn:
@@ -189,6 +189,12 @@ def test_an_upgraded_database_is_a_real_record_with_the_shipped_files_published(
         assert row is not None
         assert row.version == GovernanceFiles.from_folder(SHIPPED_CONFIG).version
     rt = Runtime(db=db, clock=Clock())
+    # the database was upgraded from before roles: its first load names an administrator only
+    first_administrator = tmp_path / "administrator.yaml"
+    first_administrator.write_text(
+        "people:\n  - id: cevans\n    name: Chloe Evans\n    level: manager\n"
+        "    groups: [Quality committee]\n    roles: [administrator]\n", encoding="utf-8")
+    loading.load_files(rt, [first_administrator], actor="cevans")
     loading.load_files(rt, [SHIPPED_CONFIG / "examples"], actor="cevans")
     m = lifecycle.record_measurement(rt, MEDICATION, "mar-complete", 96, by="cevans")
     assert m.backdated is False

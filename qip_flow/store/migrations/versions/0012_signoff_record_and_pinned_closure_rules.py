@@ -46,6 +46,6 @@ def downgrade() -> None:
     with op.batch_alter_table('signoff', schema=None) as batch_op:
         batch_op.drop_column('no_residual_risk')
         batch_op.drop_column('evidence_ids')
-    with op.batch_alter_table('plan', schema=None) as batch_op:
-        batch_op.drop_column('closure_rules_version')
+    # in place: batch mode would rebuild `plan`, which other tables' foreign keys refuse
+    op.drop_column('plan', 'closure_rules_version')
     op.drop_table('closurerules')
