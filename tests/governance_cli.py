@@ -25,7 +25,8 @@ from qip_flow.store.db import Database
 
 ORGANISATION = """\
 people:
-  - {id: achen, name: Amira Chen, role: Chief Executive, level: board, groups: [Board]}
+  - {id: achen, name: Amira Chen, role: Chief Executive, level: board, groups: [Board],
+     roles: [administrator]}
   - {id: mosei, name: Marcus Osei, role: Director of Adult Safeguarding, level: senior,
      groups: [Adult safeguarding panel]}
   - {id: pkowal, name: Priya Kowalski, role: Safeguarding Practice Lead, level: manager,

@@ -39,7 +39,7 @@ def test_decisions_engines_agree(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_decisions_floor_matches_the_rules_file_examples() -> None:
     """The plain-Python floor (and so the DMN table it is checked against) reads the criteria as
-    rules/closure.yaml's own examples say."""
+    rules/closure.yaml's own examples say (but for the criteria the benchmark leaves out)."""
     import yaml
 
     module = bench("decisions")
@@ -47,7 +47,7 @@ def test_decisions_floor_matches_the_rules_file_examples() -> None:
     names = {r["id"]: r["then"]["criterion"] for r in book["rules"]}
     for example in book["examples"]:
         assert sorted(module.python_closure(example["given"])) == sorted(
-            names[i] for i in example["fires"]), example["name"]
+            names[i] for i in example["fires"] if i not in module.OUT_OF_SCOPE), example["name"]
 
 
 def test_dispatch_delivers_every_message(capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,7 @@ def test_where_the_rules_say_the_default_group_always_applies_approval_is_refuse
     closure.write_text(closure.read_text().replace("default_group: if_someone_can_sign",
                                                    "default_group: always"))
     lead.config = config
+    lead.ok("rules", "publish", str(config), "--by", "mosei")  # changes run on published rules
     load(lead)
     lint = lead("lint", PLAN)
     assert lint.returncode == 1
@@ -71,7 +72,8 @@ def test_a_group_left_empty_is_mended_by_a_variation_signed_at_the_approval_leve
     # The panel is replaced by a committee: nobody is left in the pinned group.
     reorganised = ORGANISATION.replace("groups: [Adult safeguarding panel]",
                                        "groups: [Quality and safety committee]")
-    lead.ok("load", str(lead.write("organisation.yaml", reorganised)), now="2026-02-02")
+    lead.ok("load", str(lead.write("organisation.yaml", reorganised)), "--by", "achen",
+            now="2026-02-02")  # a change of groups is loaded by an administrator
     lint = lead("lint", PLAN, now="2026-02-02")
     assert (lint.returncode, "credibility.nobody-can-sign" in lint.stdout) == (1, True)
 
@@ -132,6 +134,7 @@ def test_a_rules_change_reaches_earlier_plans_only_through_a_variation(
     # The governance lead adds a criterion to rules/closure.yaml after both approvals.
     closure = config / "rules" / "closure.yaml"
     closure.write_text(closure.read_text().replace("examples:", FOUR_AUDITS, 1))
+    lead.ok("rules", "publish", str(config), "--by", "mosei", now="2026-01-22")
     load(lead, "HL-SG-03")
     lead.ok("signoff", "HL-SG-03", *APPROVE, now="2026-01-22")
     later = lead.json("explain", "HL-SG-03", now="2026-01-22")

@@ -47,8 +47,11 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
     for day, value in (("2026-02-23", 96), ("2026-03-23", 97), ("2026-04-23", 96),
                        ("2026-05-22", 98)):
         lead.ok(day, "measure", PLAN, "records-audit", str(value), "--by", "sfox")
+    (evidence,) = [str(e["id"]) for e in
+                   json.loads(lead.ok("2026-05-26", "--json", "show", PLAN))["recorded_evidence"]]
     lead.ok("2026-05-26", "signoff", PLAN, "--for", "step_down", "--by", "tmorgan",
-            "--meeting", "Quality committee 2026-05-26")
+            "--meeting", "Quality committee 2026-05-26", "--evidence", evidence,
+            "--residual-risk", "Reviews slip when staff change :: monthly records audit")
     plan = plan_row(database)
     assert plan.state == "monitoring" and plan.monitoring_cadence_days == 30
     mail_to(smtp)
@@ -90,15 +93,16 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
     kept = next(c for c in explained["closure"]["criteria"] if c["rule"] == "closure.monitoring-kept-up")
     assert kept["met"] is False
     assert explained["facts"]["monitoring_measurements_missing"] == 1
-    code, _, err = lead("2026-11-30", "close", PLAN, "--by", "tmorgan", "--meeting",
-                        "Panel 2026-11-30")
-    assert code == 1 and "monitoring kept up" in err
+    closure = ("close", PLAN, "--by", "tmorgan", "--meeting", "Panel 2026-11-30", "--evidence",
+               evidence, "--evidence-note", "Six monthly audits", "--no-residual-risk",
+               "--learning-embedded", "Supervision template")
+    code, _, err = lead("2026-11-30", *closure)
+    assert code == 1 and "monitoring kept up" in err, err
 
     # the June audit was done but not recorded: recorded for its day, the plan closes
     lead.ok("2026-11-30", "measure", PLAN, "records-audit", "96", "--on", "2026-06-15",
-            "--by", "sfox")
-    lead.ok("2026-11-30", "close", PLAN, "--by", "tmorgan", "--meeting", "Panel 2026-11-30",
-            "--evidence-reviewed", "Six monthly audits", "--learning", "Supervision template")
+            "--by", "sfox", "--reason", "The June audit sheet was found in the office")
+    lead.ok("2026-11-30", *closure)
     plan = plan_row(database)
     assert plan.state == "closed" and plan.learning_review_due == date(2027, 2, 28)
 
@@ -134,6 +138,8 @@ def test_messages_wait_for_the_next_working_morning(
                               f"[Reminder] {PLAN}/A1 is 1 days overdue (due 2026-02-27)")]
 
     lead.ok("2026-12-25", "tick")
+    lead.ok("2026-12-25", "dispatch")  # routed to their channels now (at dispatch), and held
+    assert mail_to(smtp) == []
     with database.read() as session:
         held = session.exec(select(Delivery).join(
             Notification, col(Notification.id) == Delivery.notification_id).where(

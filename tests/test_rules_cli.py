@@ -103,11 +103,11 @@ def db(template: Path, tmp_path: Path) -> Path:
 
 
 def test_rules_check_test_and_show_on_the_shipped_rules(db: Path) -> None:
-    """`qip rules check` says every file is ok with the version, `qip rules test` passes every
-    example, `qip rules show` lists every rule id under that version; none touches the
-    database."""
+    """`qip rules check` (no --config: the rules published in the database) says every file is
+    ok with the version, `qip rules test` passes every example, `qip rules show` lists every
+    rule id under that version; none touches the database."""
     before = contents(db)
-    book = runtime_on(db).rules
+    book = Runtime(db=Database(f"sqlite:///{db}"), clock=Clock()).rules  # the published rules
     check, test, show = qip_together(db, [("rules", "check"), ("rules", "test"),
                                           ("rules", "show")])
     assert check.returncode == 0, check.stderr

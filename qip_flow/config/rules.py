@@ -338,6 +338,7 @@ class RuleBook:
         self.variation_minimums = next(
             (f.variation_minimums for f in self.files if f.variation_minimums),
             VariationMinimums())
+        self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path
@@ -345,7 +346,6 @@ class RuleBook:
     def separation_rule(self, setting: str) -> str:
         """How a refusal names a separation rule: its id and the file that sets it."""
         return f"rule {SEPARATION_RULES[setting]}, {self.separation_file}"
-        self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
 
     def closure_file(self) -> RulesFile | None:
         """The one file holding the closure criteria: what a plan pins at approval."""

@@ -79,6 +79,10 @@ def vary_plans(rt: Runtime, plan_ids: Sequence[str], *, by: str, reason: str,
                                                       meeting_reference=meeting))
             try:
                 check_variation(rt, get_plan(session, plan_id), variation)
+            except Refused as exc:  # its message names the plan and says which minimums
+                refusals.append(f"{exc.message}: " + "; ".join(exc.details))
+                continue
+            try:
                 fire_in_session(rt, session, plan_id, "vary", inputs)
             except Refused as exc:
                 refusals.append(f"{plan_id}: " + "; ".join(exc.details or [exc.message]))
