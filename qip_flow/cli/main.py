@@ -21,6 +21,7 @@ from qip_flow.cli.notify import register as register_notify_commands
 from qip_flow.cli.operate import register as register_operate_commands
 from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
+from qip_flow.cli.serve import register as register_serve_commands
 from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
 from qip_flow.config.limits import check_text
@@ -42,6 +43,7 @@ app.add_typer(rules_app, name="rules")
 register_notify_commands(app)
 register_report_commands(app)
 register_operate_commands(app)
+register_serve_commands(app)
 
 
 def _print_version(value: bool) -> None:

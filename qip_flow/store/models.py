@@ -389,3 +389,24 @@ class Heartbeat(SQLModel, table=True):
     worker: str = ""
     counts: dict[str, Any] = _json_dict()
     last_error: str = ""
+
+
+class WebSession(SQLModel, table=True):
+    """One signed-in browser. The cookie holds a random token; only its SHA-256 is kept here,
+    so a copy of the database cannot sign anyone in. ``scope`` is the one item a deep link
+    opens (None: the person's whole authority); ``full_signin_at`` is when the person last
+    proved who they are (OIDC, an email link, the development sign-in), which approvals and
+    sign-offs ask to be recent; ``link_hash`` is the email link that opened the session, unique
+    so a link signs in once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True)
+    person_id: str = Field(foreign_key="person.id", index=True)
+    method: str  # oidc, email-link, deep-link, dev
+    scope: str | None = None
+    link_hash: str | None = Field(default=None, unique=True)
+    created_at: datetime = _when()
+    last_seen_at: datetime = _when()
+    full_signin_at: datetime | None = _when(default=None)
+    revoked_at: datetime | None = _when(default=None)
+
