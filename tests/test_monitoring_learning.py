@@ -87,7 +87,7 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
         "priya.grant@harbour.example", "tom.morgan@harbour.example")]  # the panel
 
     explained = json.loads(lead.ok("2026-11-30", "--json", "explain", PLAN))
-    kept = next(c for c in explained["closure"]["criteria"] if c["rule"] == "monitoring.kept-up")
+    kept = next(c for c in explained["closure"]["criteria"] if c["rule"] == "closure.monitoring-kept-up")
     assert kept["met"] is False
     assert explained["facts"]["monitoring_measurements_missing"] == 1
     code, _, err = lead("2026-11-30", "close", PLAN, "--by", "tmorgan", "--meeting",

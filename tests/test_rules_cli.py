@@ -201,7 +201,7 @@ def test_explain_lists_each_criterion_met_or_unmet(db: Path) -> None:
         "closure.actions-verified": True, "closure.on-target": True,
         "closure.sustained": False, "closure.reaudits": False, "closure.learning": False,
         "closure.signoff-level": True, "closure.signoff-group": True,
-        "monitoring.kept-up": True}
+        "closure.monitoring-kept-up": True}
     assert set(explained(result)) == {r.id for r in book.for_outcome("plan", "criterion")}
     data = json.loads(result.stdout)
     (sustained,) = [c for c in data["closure"]["criteria"] if c["rule"] == "closure.sustained"]

@@ -100,7 +100,7 @@ def test_evaluate_with_explanations_leaves_no_session_behind(shipped: RuleBook) 
     first = next_sid()
     evaluation = eng.evaluate("plan", {"actions": 2, "actions_verified": 2}, "criterion",
                               explain=True)
-    assert evaluation.fired_ids == ["closure.actions-verified", "monitoring.kept-up"]
+    assert evaluation.fired_ids == ["closure.actions-verified", "closure.monitoring-kept-up"]
     rulesets = list(dict.fromkeys(r.ruleset for r in shipped.for_outcome("plan", "criterion")))
     for offset, ruleset in enumerate(rulesets):
         name = eng._names[(ruleset, "plan", True)]
