@@ -35,16 +35,21 @@ from qip_flow.store.models import (
 )
 
 ADMINISTRATOR = "administrator"
-NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": []}
+NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": [],
+                                "services": [], "expires": None}
 
 
 def authority_of(person: Person) -> dict[str, Any]:
-    """What a person may sign and change: their level, groups and roles."""
+    """What a person may sign, change and read: their level, groups, roles and, for a guest,
+    the services they read and until when."""
     return {"level": person.level, "groups": sorted(person.groups or []),
-            "roles": sorted(person.roles or [])}
+            "roles": sorted(person.roles or []), "services": sorted(person.services or []),
+            "expires": person.expires.isoformat() if person.expires else None}
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
     return ", ".join(value) or "none" if isinstance(value, list) else str(value)
 
 
@@ -52,7 +57,9 @@ def _raises(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """More authority than before: a higher level, or a group or role not held before."""
     return (LEVELS.index(after["level"]) > LEVELS.index(before["level"])
             or bool(set(after["groups"]) - set(before["groups"]))
-            or bool(set(after["roles"]) - set(before["roles"])))
+            or bool(set(after["roles"]) - set(before["roles"]))
+            or bool(set(after["services"]) - set(before["services"]))
+            or (after["expires"] or "") > (before["expires"] or ""))
 
 
 def _only_grants_administrator(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -144,7 +151,9 @@ class _Loader:
         for i, p in enumerate(spec.people):
             stored = self.session.get(Person, p.id)
             before = authority_of(stored) if stored is not None else NO_AUTHORITY
-            after = {"level": p.level, "groups": sorted(p.groups), "roles": sorted(p.roles)}
+            after = {"level": p.level, "groups": sorted(p.groups), "roles": sorted(p.roles),
+                     "services": sorted(p.services),
+                     "expires": p.expires.isoformat() if p.expires else None}
             if before == after:
                 continue
             change = "; ".join(f"{k} {_shown(before[k])} → {_shown(after[k])}"
@@ -207,6 +216,8 @@ class _Loader:
         self.risks |= {r.id for r in spec.risks}
         for i, p in enumerate(spec.people):
             self.need(doc, ["people", i, "line_manager"], self.people, "person", p.line_manager)
+            for j, service in enumerate(p.services):
+                self.need(doc, ["people", i, "services", j], self.services, "service", service)
         for i, r in enumerate(spec.risks):
             self.need(doc, ["risks", i, "owner"], self.people, "person", r.owner)
         self.authority(doc, spec)
@@ -233,7 +244,7 @@ class _Loader:
             self.upsert(doc, "person", Person(
                 id=p.id, name=p.name, email=p.email, role=p.role, level=p.level,
                 line_manager_id=p.line_manager, groups=list(p.groups), roles=list(p.roles),
-                digest=p.digest), p.id)
+                services=list(p.services), expires=p.expires, digest=p.digest), p.id)
         for s in spec.services:
             self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind,
                                                 manager_ids=list(s.managers)), s.id)
