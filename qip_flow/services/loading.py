@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, SQLModel, select
 
-from qip_flow.config.formats import OrganisationFile, PlanFile
+from qip_flow.config.formats import OrganisationFile, PersonSpec, PlanFile
 from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
@@ -35,16 +35,19 @@ from qip_flow.store.models import (
 )
 
 ADMINISTRATOR = "administrator"
-NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": [],
-                                "services": [], "expires": None}
+NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": []}
+AUTHORITY_FIELDS = {*NO_AUTHORITY, "services", "expires"}
 
 
-def authority_of(person: Person) -> dict[str, Any]:
+def authority_of(person: Person | PersonSpec) -> dict[str, Any]:
     """What a person may sign, change and read: their level, groups, roles and, for a guest,
-    the services they read and until when."""
+    the services they read and until when (left out for everyone else)."""
+    expires = getattr(person, "expires", None)
+    services = sorted(getattr(person, "services", None) or [])
+    scope = {"services": services, "expires": expires.isoformat() if expires else None}
     return {"level": person.level, "groups": sorted(person.groups or []),
-            "roles": sorted(person.roles or []), "services": sorted(person.services or []),
-            "expires": person.expires.isoformat() if person.expires else None}
+            "roles": sorted(person.roles or []),
+            **(scope if services or expires else {})}
 
 
 def _shown(value: Any) -> str:
@@ -58,8 +61,8 @@ def _raises(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return (LEVELS.index(after["level"]) > LEVELS.index(before["level"])
             or bool(set(after["groups"]) - set(before["groups"]))
             or bool(set(after["roles"]) - set(before["roles"]))
-            or bool(set(after["services"]) - set(before["services"]))
-            or (after["expires"] or "") > (before["expires"] or ""))
+            or bool(set(after.get("services", [])) - set(before.get("services", [])))
+            or (after.get("expires") or "") > (before.get("expires") or ""))
 
 
 def _only_grants_administrator(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -151,13 +154,11 @@ class _Loader:
         for i, p in enumerate(spec.people):
             stored = self.session.get(Person, p.id)
             before = authority_of(stored) if stored is not None else NO_AUTHORITY
-            after = {"level": p.level, "groups": sorted(p.groups), "roles": sorted(p.roles),
-                     "services": sorted(p.services),
-                     "expires": p.expires.isoformat() if p.expires else None}
+            after = authority_of(p)
             if before == after:
                 continue
-            change = "; ".join(f"{k} {_shown(before[k])} → {_shown(after[k])}"
-                               for k in after if before[k] != after[k])
+            change = "; ".join(f"{k} {_shown(before.get(k))} → {_shown(after.get(k))}"
+                               for k in {**before, **after} if before.get(k) != after.get(k))
             where = doc.where(["people", i])
             admins = ", ".join(f"{name} ({pid})" for pid, name in sorted(self.administrators.items()))
             if not self.administrators:
@@ -198,7 +199,7 @@ class _Loader:
             self.record(doc, key, "unchanged")
             return
         what, detail = f"{entity_type} updated", dict(changed)
-        if isinstance(stored, Person) and changed.keys() & set(NO_AUTHORITY):
+        if isinstance(stored, Person) and changed.keys() & AUTHORITY_FIELDS:
             what = "person authority changed"
             detail.update(before=authority_of(stored), after=authority_of(row),
                           administrator=self.actor)
