@@ -1,7 +1,7 @@
 """guests and new-date requests
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-01
 
 A guest's scope (the services whose plans they read, and their last day), and an owner's
@@ -18,7 +18,7 @@ import qip_flow.store.types
 
 
 revision: str = '0016'
-down_revision: str | None = "0014"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
