@@ -3,6 +3,7 @@
 
     python3 dev.py demo        # build .venv if needed, then run `qip demo`
     python3 dev.py test        # build .venv if needed, then run the test suite
+    python3 dev.py serve       # the web pages on the demo database, with "choose a demo person"
     python3 dev.py qip ARGS    # any qip command inside the project's environment
 
 The virtual environment lives in .venv and is rebuilt when pyproject.toml changes.
@@ -56,7 +57,7 @@ def ensure_venv() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "qip"):
+    if not argv or argv[0] not in ("demo", "test", "qip", "serve"):
         print(__doc__)
         return 2
     python = ensure_venv()
@@ -65,6 +66,11 @@ def main(argv: list[str]) -> int:
         args = [str(python), "-m", "pytest", *rest]
     elif command == "demo":
         args = [str(python), "-m", "qip_flow", "demo", *rest]
+    elif command == "serve":
+        if not Path("qip.db").exists():
+            print("no demo database here (qip.db): run `python3 dev.py demo` first")
+            return 2
+        args = [str(python), "-m", "qip_flow", "--db", "qip.db", "serve", "--dev-login", *rest]
     else:
         args = [str(python), "-m", "qip_flow", *rest]
     return subprocess.call(args, cwd=os.getcwd())

@@ -40,6 +40,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("base_url", None, "QIP_BASE_URL", "address of the web pages, used in links"),
     Setting("secret_key", None, "QIP_SECRET_KEY", "signing key", "a key file beside the database",
             secret=True),
+    Setting("oidc", None, "QIP_OIDC", "OpenID Connect sign-in file (issuer, client id)",
+            "no single sign-on: email links only", is_path=True),
+    Setting("session_idle", None, "QIP_SESSION_IDLE", "web session ends after this idle time",
+            "30m"),
+    Setting("session_max", None, "QIP_SESSION_MAX", "web session ends this long after sign-in",
+            "12h"),
+    Setting("link_days", None, "QIP_LINK_DAYS", "days a link in a message stays valid", "14"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 SETTINGS_ENV = "QIP_SETTINGS"

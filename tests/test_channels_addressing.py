@@ -253,7 +253,7 @@ def board_setup(database: Database, tmp_path: Path, smtp: SmtpServer,
 
 def board_cards(teams: WebhookReceiver) -> list[str]:
     return [h.card_text for h in teams.hooks
-            if h.delivered and h.title.startswith("[ESCALATION] Board escalation")]
+            if h.delivered and h.title.startswith("Board escalation")]
 
 
 def test_a_shared_board_channel_receives_one_message_naming_its_recipients(

@@ -70,7 +70,7 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
     assert morning("2026-07-08") == []
     assert morning("2026-07-09") == [(
         "tom.morgan@harbour.example",
-        f"[ESCALATION] Escalation: {PLAN}: the records-audit measurement due by 2026-06-25 is "
+        f"Escalation: {PLAN}: the records-audit measurement due by 2026-06-25 is "
         "still missing")]
     assert morning("2026-07-10") == []
 

@@ -224,7 +224,7 @@ def test_messages_say_what_which_plan_why_by_when_who_else_and_how_to_answer(
                            ("olivia.shaw@riverside-care.example", "Helen Wright")):
         mail = board[address]
         assert mail.envelope_to == [address]
-        assert mail.subject == f"[ESCALATION] Board escalation: {A2} is 20 working days overdue"
+        assert mail.subject == f"Board escalation: {A2} is 20 working days overdue"
         assert mail.message.get_content_type() == "multipart/alternative"
         for fact in (PLAN, "Medication management after CQC inspection at Maple House",
                      "Retrain the night team and bank staff group",  # what

@@ -99,7 +99,7 @@ def test_an_escalation_to_a_senior_person_reaches_teams_as_a_short_card(
 
     cards = [h for h in teams.hooks if h.delivered]
     card = next(h for h in cards
-                if h.title == f"[ESCALATION] Escalation: {A2} is 5 working days overdue")
+                if h.title == f"Escalation: {A2} is 5 working days overdue")
     assert card.path == f"/workflows/{WORKFLOW_ID}/triggers/manual/paths/invoke"
     assert card.query["sig"] == [SIGNATURE]
     assert card.payload["attachments"][0]["contentType"] == \

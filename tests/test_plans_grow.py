@@ -104,7 +104,7 @@ def test_a_reopened_plan_without_a_new_action_escalates_to_its_sponsor(
     assert morning("2026-03-13") == []
     assert morning("2026-03-16") == [(  # 10 working days: the window is over, the sponsor
         "tom.morgan@harbour.example",
-        f"[ESCALATION] Escalation: {PLAN} was reopened on 2026-03-02 and has no new or "
+        f"Escalation: {PLAN} was reopened on 2026-03-02 and has no new or "
         "reopened action")]
     assert morning("2026-03-17") == []  # once
 

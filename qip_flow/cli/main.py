@@ -21,12 +21,13 @@ from qip_flow.cli.notify import register as register_notify_commands
 from qip_flow.cli.operate import register as register_operate_commands
 from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
+from qip_flow.cli.serve import register as register_serve_commands
 from qip_flow.cli.state import State, state_of
 from qip_flow.clock import parse_day
 from qip_flow.config.limits import check_text
 from qip_flow.errors import InvalidInput, QipError, Unavailable
 from qip_flow.runtime import config_folder
-from qip_flow.services import assess, integrity, lifecycle, loading, queries
+from qip_flow.services import assess, integrity, lifecycle, loading, policy, queries
 from qip_flow.store import checkpoints, keys
 from qip_flow.store.db import mask_secrets
 from qip_flow.store.governance import published
@@ -42,6 +43,7 @@ app.add_typer(rules_app, name="rules")
 register_notify_commands(app)
 register_report_commands(app)
 register_operate_commands(app)
+register_serve_commands(app)
 
 
 def _print_version(value: bool) -> None:
@@ -262,8 +264,10 @@ def signoff(
     and step-down sign-offs record the meeting, the evidence reviewed, residual risks and (for
     closure) where learning is embedded, as the closure rules ask."""
     st = state_of(ctx)
+    rt = st.runtime(writes=True)
+    policy.check_command_line(rt, by, policy.Act.SIGN_OFF, [plan_id])
     result = lifecycle.sign_off(
-        st.runtime(writes=True), plan_id, purpose, by=by, group=group, meeting=meeting,
+        rt, plan_id, purpose, by=by, group=group, meeting=meeting,
         evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
         residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
         learning_embedded=learning_embedded or [], record_file=record, note=note)
@@ -445,8 +449,10 @@ def close(
     the sign-off record is complete; otherwise exit 1 naming every unmet criterion and every
     missing part of the record, and nothing changes."""
     st = state_of(ctx)
+    rt = st.runtime(writes=True)
+    policy.check_command_line(rt, by, policy.Act.SIGN_OFF, [plan_id])
     result = lifecycle.sign_off(
-        st.runtime(writes=True), plan_id, "closure", by=by, meeting=meeting,
+        rt, plan_id, "closure", by=by, meeting=meeting,
         evidence_ids=evidence or [], evidence_reviewed=evidence_note or [],
         residual_risks=residual_risk or [], no_residual_risk=no_residual_risk,
         learning_embedded=learning_embedded or [], record_file=record)
@@ -563,7 +569,9 @@ def vary(
     from qip_flow.services.pinning import vary_plans
 
     st = state_of(ctx)
-    varied = vary_plans(st.runtime(writes=True), plan_ids or [], by=by, reason=reason,
+    rt = st.runtime(writes=True)
+    policy.check_command_line(rt, by, policy.Act.SIGN_OFF, plan_ids or [])
+    varied = vary_plans(rt, plan_ids or [], by=by, reason=reason,
                         changes=assess.parse_variation(set_ or []), adopt_rules=adopt_rules,
                         meeting=meeting, all_pinned_to=all_pinned_to)
     if st.json:

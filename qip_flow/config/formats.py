@@ -21,7 +21,7 @@ from qip_flow.config.limits import (
 )
 
 Level = Literal["operational", "manager", "senior", "board"]
-Role = Literal["administrator"]
+Role = Literal["administrator", "governance_lead", "guest"]
 SourceType = Literal["inspection", "audit", "complaint", "incident", "safeguarding", "other"]
 IdText = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_ID)
 
@@ -43,8 +43,27 @@ class PersonSpec(_Strict):
     roles: list[Role] = Field(
         default_factory=list,
         description="What this person may do to qip_flow itself: 'administrator' may change "
-                    "people's level, groups and roles with `qip load --by`.")
+                    "people's level, groups and roles with `qip load --by`; 'governance_lead' "
+                    "sees every plan, runs reports and previews rules; 'guest' (a commissioner, "
+                    "an inspector) only reads the plans of the services named in `services:`, "
+                    "until `expires:`.")
+    services: list[str] = Field(default_factory=list, description=(
+        "A guest's scope: the ids of the services whose plans they may read."))
+    expires: Day | None = Field(None, description="The last day a guest may sign in.")
     digest: bool = Field(False, description="Weekly digest instead of single reminders.")
+
+    @model_validator(mode="after")
+    def _guest_scope(self) -> PersonSpec:
+        if "guest" in self.roles:
+            if not self.services or self.expires is None:
+                raise ValueError("a guest needs `services:` (the services they may read) and "
+                                 "`expires:` (the last day of their access)")
+            if len(self.roles) > 1 or self.level != "operational" or self.groups:
+                raise ValueError("a guest only reads: give them no other role, level or group")
+        elif self.services or self.expires is not None:
+            raise ValueError("`services:` and `expires:` scope a guest: add `roles: [guest]` or "
+                             "leave them out")
+        return self
 
 
 class ServiceSpec(_Strict):

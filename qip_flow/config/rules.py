@@ -244,7 +244,19 @@ SEPARATION_RULES = {
 }
 
 
-SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation")
+class AccessSettings(_Strict):
+    """Who may act through which door (``services/policy.py``): the web pages ask for a recent
+    full sign-in before approvals, verifications and sign-offs; a provider may also forbid
+    sign-offs from the command line, so every sign-off rests on a proven sign-in."""
+
+    cli_signoff: bool = Field(True, description="false: `qip signoff`, `qip close` and every "
+                              "other sign-off are refused from the command line.")
+    recent_signin_minutes: int = Field(15, ge=1, le=720, description="How recent a full "
+                                       "sign-in must be for an approval, a verification or a "
+                                       "sign-off in the web pages.")
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -288,6 +300,8 @@ class RulesFile(_Strict):
     separation: SeparationSettings | None = Field(
         None, description="Separation of duties; at most one rules file may carry it. Left out, "
                           "every separation rule is on.")
+    access: AccessSettings | None = Field(
+        None, description="Who may act through which door (cli_signoff); at most one file.")
     signoff: SignoffSettings | None = Field(
         None, description="Sign-off record settings; only in the file holding the closure "
                           "criteria (outcome `criterion`).")
@@ -328,6 +342,7 @@ class RuleBook:
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     separation_file: str = "built-in default"
     signoff: SignoffSettings = field(default_factory=SignoffSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -339,6 +354,7 @@ class RuleBook:
             (f.variation_minimums for f in self.files if f.variation_minimums),
             VariationMinimums())
         self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
+        self.access = next((f.access for f in self.files if f.access), AccessSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path

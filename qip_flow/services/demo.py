@@ -421,4 +421,7 @@ def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
         out.print(f"  {path}")
     out.print(f"Explore: [bold]qip --db {folder / 'qip.db'} plans[/bold], "
               "[bold]qip show QIP-2026-021[/bold], [bold]qip audit QIP-2026-014/A2[/bold]")
+    out.print(f"In a browser: [bold]qip --db {folder / 'qip.db'} serve --dev-login[/bold] (or "
+              "[bold]python3 dev.py serve[/bold]), then open http://127.0.0.1:8000/ and choose "
+              "a demo person")
     return rt

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, SQLModel, select
 
-from qip_flow.config.formats import OrganisationFile, PlanFile
+from qip_flow.config.formats import OrganisationFile, PersonSpec, PlanFile
 from qip_flow.config.source import YamlDocument, read_yaml, validate
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
@@ -36,15 +36,23 @@ from qip_flow.store.models import (
 
 ADMINISTRATOR = "administrator"
 NO_AUTHORITY: dict[str, Any] = {"level": "operational", "groups": [], "roles": []}
+AUTHORITY_FIELDS = {*NO_AUTHORITY, "services", "expires"}
 
 
-def authority_of(person: Person) -> dict[str, Any]:
-    """What a person may sign and change: their level, groups and roles."""
+def authority_of(person: Person | PersonSpec) -> dict[str, Any]:
+    """What a person may sign, change and read: their level, groups, roles and, for a guest,
+    the services they read and until when (left out for everyone else)."""
+    expires = getattr(person, "expires", None)
+    services = sorted(getattr(person, "services", None) or [])
+    scope = {"services": services, "expires": expires.isoformat() if expires else None}
     return {"level": person.level, "groups": sorted(person.groups or []),
-            "roles": sorted(person.roles or [])}
+            "roles": sorted(person.roles or []),
+            **(scope if services or expires else {})}
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
     return ", ".join(value) or "none" if isinstance(value, list) else str(value)
 
 
@@ -52,7 +60,9 @@ def _raises(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """More authority than before: a higher level, or a group or role not held before."""
     return (LEVELS.index(after["level"]) > LEVELS.index(before["level"])
             or bool(set(after["groups"]) - set(before["groups"]))
-            or bool(set(after["roles"]) - set(before["roles"])))
+            or bool(set(after["roles"]) - set(before["roles"]))
+            or bool(set(after.get("services", [])) - set(before.get("services", [])))
+            or (after.get("expires") or "") > (before.get("expires") or ""))
 
 
 def _only_grants_administrator(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -144,11 +154,11 @@ class _Loader:
         for i, p in enumerate(spec.people):
             stored = self.session.get(Person, p.id)
             before = authority_of(stored) if stored is not None else NO_AUTHORITY
-            after = {"level": p.level, "groups": sorted(p.groups), "roles": sorted(p.roles)}
+            after = authority_of(p)
             if before == after:
                 continue
-            change = "; ".join(f"{k} {_shown(before[k])} → {_shown(after[k])}"
-                               for k in after if before[k] != after[k])
+            change = "; ".join(f"{k} {_shown(before.get(k))} → {_shown(after.get(k))}"
+                               for k in {**before, **after} if before.get(k) != after.get(k))
             where = doc.where(["people", i])
             admins = ", ".join(f"{name} ({pid})" for pid, name in sorted(self.administrators.items()))
             if not self.administrators:
@@ -189,7 +199,7 @@ class _Loader:
             self.record(doc, key, "unchanged")
             return
         what, detail = f"{entity_type} updated", dict(changed)
-        if isinstance(stored, Person) and changed.keys() & set(NO_AUTHORITY):
+        if isinstance(stored, Person) and changed.keys() & AUTHORITY_FIELDS:
             what = "person authority changed"
             detail.update(before=authority_of(stored), after=authority_of(row),
                           administrator=self.actor)
@@ -207,6 +217,8 @@ class _Loader:
         self.risks |= {r.id for r in spec.risks}
         for i, p in enumerate(spec.people):
             self.need(doc, ["people", i, "line_manager"], self.people, "person", p.line_manager)
+            for j, service in enumerate(p.services):
+                self.need(doc, ["people", i, "services", j], self.services, "service", service)
         for i, r in enumerate(spec.risks):
             self.need(doc, ["risks", i, "owner"], self.people, "person", r.owner)
         self.authority(doc, spec)
@@ -233,7 +245,7 @@ class _Loader:
             self.upsert(doc, "person", Person(
                 id=p.id, name=p.name, email=p.email, role=p.role, level=p.level,
                 line_manager_id=p.line_manager, groups=list(p.groups), roles=list(p.roles),
-                digest=p.digest), p.id)
+                services=list(p.services), expires=p.expires, digest=p.digest), p.id)
         for s in spec.services:
             self.upsert(doc, "service", Service(id=s.id, name=s.name, kind=s.kind,
                                                 manager_ids=list(s.managers)), s.id)

@@ -35,7 +35,9 @@ class Person(SQLModel, table=True):
     level: str = "operational"
     line_manager_id: str | None = Field(default=None, foreign_key="person.id")
     groups: list[str] = _json_list()
-    roles: list[str] = _json_list()  # e.g. administrator: may change people's authority
+    roles: list[str] = _json_list()  # administrator, governance_lead, guest (policy.py)
+    services: list[str] = _json_list()  # a guest's scope: the services whose plans they read
+    expires: date | None = None  # a guest's last day
     digest: bool = False
 
 
@@ -140,6 +142,22 @@ class DueRevision(SQLModel, table=True):
     reason: str
     approved_by_id: str = Field(foreign_key="person.id")
     at: datetime = _when()
+
+
+class DueRequest(SQLModel, table=True):
+    """An owner's request for a new due date, waiting for someone else to approve or refuse it
+    (approving fires the action's ``revise_due`` event as the approver)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: str = Field(foreign_key="action.id", index=True)
+    requested_by_id: str = Field(foreign_key="person.id")
+    new_due: date
+    reason: str
+    at: datetime = _when()
+    state: str = Field(default="pending", index=True)  # pending, approved, refused
+    decided_by_id: str | None = Field(default=None, foreign_key="person.id")
+    decided_at: datetime | None = _when(default=None)
+    decision_reason: str = ""
 
 
 class ProgressNote(SQLModel, table=True):
@@ -360,6 +378,7 @@ __all__ = [
     "AuditHead",
     "ClosureRules",
     "DatabaseSetting",
+    "DueRequest",
     "DueRevision",
     "Evidence",
     "Finding",
@@ -389,3 +408,24 @@ class Heartbeat(SQLModel, table=True):
     worker: str = ""
     counts: dict[str, Any] = _json_dict()
     last_error: str = ""
+
+
+class WebSession(SQLModel, table=True):
+    """One signed-in browser. The cookie holds a random token; only its SHA-256 is kept here,
+    so a copy of the database cannot sign anyone in. ``scope`` is the one item a deep link
+    opens (None: the person's whole authority); ``full_signin_at`` is when the person last
+    proved who they are (OIDC, an email link, the development sign-in), which approvals and
+    sign-offs ask to be recent; ``link_hash`` is the email link that opened the session, unique
+    so a link signs in once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True)
+    person_id: str = Field(foreign_key="person.id", index=True)
+    method: str  # oidc, email-link, deep-link, dev
+    scope: str | None = None
+    link_hash: str | None = Field(default=None, unique=True)
+    created_at: datetime = _when()
+    last_seen_at: datetime = _when()
+    full_signin_at: datetime | None = _when(default=None)
+    revoked_at: datetime | None = _when(default=None)
+

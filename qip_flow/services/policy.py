@@ -1,0 +1,305 @@
+"""Who may do what: one policy, asked the same way by the web pages, the API and the command
+line (DESIGN.md principle 7). It decides from the organisation file (levels, line managers,
+groups, roles, a guest's services and expiry), the plan (owner, sponsor, the action's owner and
+who completed it, a pending new-date request) and how the person proved who they are.
+
+The policy only says whether a person may *try*: the workflow's guards still judge the event
+itself (the closure criteria at the signer's level and group, the separation rules in the rules
+files). Every refusal says why and who can do it instead."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+from sqlmodel import Session, col, select
+
+from qip_flow.clock import as_aware
+from qip_flow.config.rules import AccessSettings
+from qip_flow.decide.facts import level_rank
+from qip_flow.errors import Refused
+from qip_flow.store.models import Action, DueRequest, Indicator, Notification, Person, Plan, Service
+
+if TYPE_CHECKING:
+    from qip_flow.runtime import Runtime
+
+Door = Literal["web", "api", "cli"]
+GOVERNANCE_LEAD = "governance_lead"
+GUEST = "guest"
+
+
+class Act(StrEnum):
+    """What a person may ask to do."""
+
+    VIEW = "view"
+    RECORD_PROGRESS = "record progress"
+    ADD_EVIDENCE = "add evidence"
+    COMPLETE = "complete"
+    REQUEST_NEW_DATE = "ask for a new date"
+    ACKNOWLEDGE = "acknowledge"
+    DECIDE_NEW_DATE = "approve or refuse a new date"
+    VERIFY = "verify"
+    REASSIGN = "reassign"
+    SIGN_OFF = "sign off"
+    RUN_REPORTS = "run reports"
+    PREVIEW_RULES = "preview rules"
+    SEE_EVERY_PLAN = "see every plan"
+
+
+#: what a link in a message opens: its one item, for the owner's own answers
+DEEP_LINK_ACTS = frozenset({Act.VIEW, Act.RECORD_PROGRESS, Act.ADD_EVIDENCE,
+                            Act.REQUEST_NEW_DATE, Act.ACKNOWLEDGE})
+#: what needs a full sign-in within the last few minutes (``access.recent_signin_minutes``)
+RECENT_SIGNIN_ACTS = frozenset({Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN, Act.SIGN_OFF})
+OWNER_ACTS = frozenset({Act.RECORD_PROGRESS, Act.ADD_EVIDENCE, Act.COMPLETE,
+                        Act.REQUEST_NEW_DATE})
+DECIDER_ACTS = frozenset({Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN})
+LEAD_ACTS = frozenset({Act.RUN_REPORTS, Act.PREVIEW_RULES, Act.SEE_EVERY_PLAN})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A proven identity and how it was proven: ``door`` is where the request came in; a deep
+    link's session has ``scope``, the one item it opens, and no full sign-in."""
+
+    person: Person
+    door: Door = "web"
+    scope: str | None = None
+    full_signin_at: datetime | None = None
+
+    @classmethod
+    def command_line(cls, person: Person) -> Actor:
+        """The administrator's tool: the operating-system user acting as ``--by``."""
+        return cls(person, door="cli")
+
+    @property
+    def roles(self) -> set[str]:
+        return set(self.person.roles or [])
+
+    @property
+    def is_lead(self) -> bool:
+        return GOVERNANCE_LEAD in self.roles
+
+    @property
+    def is_guest(self) -> bool:
+        return GUEST in self.roles
+
+
+@dataclass(frozen=True)
+class Permission:
+    """The policy's answer: allowed, or why not and who can."""
+
+    allowed: bool
+    act: Act
+    reason: str = ""
+    who_can: tuple[str, ...] = field(default=())
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def explain(self) -> str:
+        if self.allowed:
+            return ""
+        who = f"; {', '.join(self.who_can)} can" if self.who_can else ""
+        return f"{self.reason}{who}"
+
+    def check(self) -> None:
+        """Raise :class:`Refused` with the reason when not allowed."""
+        if not self.allowed:
+            raise Refused(f"{self.act.value}: {self.explain()}")
+
+
+class Policy:
+    """The policy for one moment, over one open session."""
+
+    def __init__(self, session: Session, access: AccessSettings, now: datetime) -> None:
+        self.session, self.access, self.now = session, access, as_aware(now)
+        self._people: dict[str, Person] | None = None
+
+    # -- who is who ----------------------------------------------------------------------
+
+    def people(self) -> dict[str, Person]:
+        if self._people is None:
+            self._people = {p.id: p for p in self.session.exec(select(Person)).all()}
+        return self._people
+
+    def _names(self, ids: Iterable[str | None]) -> tuple[str, ...]:
+        people = self.people()
+        return tuple(f"{people[i].name} ({i})" for i in dict.fromkeys(ids) if i in people)
+
+    def deciders(self, plan: Plan, action: Action | None) -> list[str]:
+        """Who approves, verifies and reassigns an action: its owner's line manager, the plan's
+        accountable owner and its sponsor (never the action's owner)."""
+        owner = self.people().get(action.owner_id or "") if action else None
+        ids = [owner.line_manager_id if owner else None, plan.owner_id, plan.sponsor_id]
+        return [i for i in dict.fromkeys(ids) if i and (action is None or i != action.owner_id)]
+
+    def lead_ids(self) -> list[str]:
+        return sorted(p.id for p in self.people().values() if GOVERNANCE_LEAD in (p.roles or []))
+
+    def could_sign(self, person: Person, plan: Plan) -> bool:
+        """Holds the level and group the plan's closure criteria name for its sign-off."""
+        authority = (plan.closure_criteria or {}).get("signoff") or {}
+        level, group = authority.get("level"), authority.get("group")
+        if not level and not group:
+            return False
+        if level and (level_rank(person.level) or 0) < (level_rank(level) or 0):
+            return False
+        return not group or group in (person.groups or [])
+
+    def has_part(self, person: Person, plan: Plan) -> bool:
+        """A part in the plan: its owner or sponsor, an action's owner or their line manager, an
+        indicator's owner, a manager of its service, or someone who could sign it off."""
+        if person.id in (plan.owner_id, plan.sponsor_id):
+            return True
+        owners = set(self.session.exec(select(Action.owner_id).where(
+            Action.plan_id == plan.id)).all())
+        owners |= set(self.session.exec(select(Indicator.owner_id).where(
+            Indicator.plan_id == plan.id)).all())
+        if person.id in owners:
+            return True
+        people = self.people()
+        if any(people[o].line_manager_id == person.id for o in owners if o in people):
+            return True
+        service = self.session.get(Service, plan.service_id)
+        if service is not None and person.id in (service.manager_ids or []):
+            return True
+        return self.could_sign(person, plan)
+
+    # -- the question --------------------------------------------------------------------
+
+    def decide(self, actor: Actor, act: Act, plan: Plan | None = None,
+               action: Action | None = None, *, request: DueRequest | None = None) -> Permission:
+        """May ``actor`` do ``act`` to ``plan`` (and its ``action``)?"""
+
+        def no(reason: str, who: Iterable[str | None] = ()) -> Permission:
+            return self._refuse(act, reason, who)
+
+        person = actor.person
+        if actor.scope is not None:
+            item = action.id if action is not None else (plan.id if plan is not None else None)
+            if act not in DEEP_LINK_ACTS:
+                return no(f"a link from a message cannot {act.value}: sign in fully "
+                          "(email link or single sign-on) first")
+            if item != actor.scope:
+                return no(f"this link opens {actor.scope} only: sign in to reach {item}")
+        if actor.is_guest:
+            if self._lapsed(person):
+                return no(f"{person.name}'s guest access ended on {person.expires}", self.lead_ids())
+            if act not in (Act.VIEW, Act.RUN_REPORTS):
+                return no(f"{person.name} is a read-only guest", self._actors_for(act, plan, action))
+            if plan is not None and plan.service_id not in (person.services or []):
+                return no(f"{person.name}'s guest access covers "
+                          f"{', '.join(person.services or []) or 'no service'}, not "
+                          f"{plan.service_id}", self.lead_ids())
+            return Permission(True, act)
+        if act in RECENT_SIGNIN_ACTS and actor.door != "cli" and not self._recent(actor):
+            return no(f"to {act.value}, sign in again: it needs a full sign-in within the last "
+                      f"{self.access.recent_signin_minutes} minutes")
+        if act in LEAD_ACTS:
+            if actor.is_lead or actor.door == "cli":
+                return Permission(True, act)
+            return no(f"only governance leads {act.value}", self.lead_ids())
+        if plan is None:
+            return no(f"{act.value} names no plan")
+        if act is Act.VIEW:
+            if actor.is_lead or actor.door == "cli" or actor.scope is not None \
+                    or self.has_part(person, plan):
+                return Permission(True, act)
+            return no(f"{person.name} has no part in plan {plan.id}",
+                      [plan.owner_id, *self.lead_ids()])
+        if act is Act.SIGN_OFF:
+            if actor.door == "cli" and not self.access.cli_signoff:
+                return no("the rules forbid sign-offs from the command line "
+                          "(access.cli_signoff: false): sign in to the web pages to sign")
+            return Permission(True, act)
+        if action is None:
+            return no(f"{act.value} names no action")
+        if act in OWNER_ACTS:
+            if person.id == action.owner_id:
+                return Permission(True, act)
+            return no(f"only the action's owner can {act.value}", [action.owner_id])
+        if act is Act.ACKNOWLEDGE:
+            if person.id == action.owner_id or self._escalated_to(person, action):
+                return Permission(True, act)
+            return no(f"{person.name} is neither the owner of {action.id} nor sent an "
+                      "escalation about it", [action.owner_id])
+        return self._decider(actor, act, plan, action, request)
+
+    def _refuse(self, act: Act, reason: str, who: Iterable[str | None] = ()) -> Permission:
+        return Permission(False, act, reason, self._names(who))
+
+    def _lapsed(self, guest: Person) -> bool:
+        return guest.expires is None or guest.expires < self.now.date()
+
+    def _decider(self, actor: Actor, act: Act, plan: Plan, action: Action,
+                 request: DueRequest | None) -> Permission:
+        person, deciders = actor.person, self.deciders(plan, action)
+
+        def no(reason: str, who: Iterable[str | None] = ()) -> Permission:
+            return self._refuse(act, reason, who)
+
+        if act is Act.VERIFY and person.id in (action.owner_id, action.completed_by_id):
+            did = "owns" if person.id == action.owner_id else "completed"
+            return no(f"{person.name} {did} {action.id} and cannot verify it (nobody verifies "
+                      "their own work)", [d for d in deciders if d != action.completed_by_id])
+        if act is Act.DECIDE_NEW_DATE and request is not None \
+                and person.id == request.requested_by_id:
+            return no(f"{person.name} asked for this new date and cannot decide it",
+                      [d for d in deciders if d != request.requested_by_id])
+        if person.id in deciders:
+            return Permission(True, act)
+        return no(f"{person.name} is not the owner's line manager, the plan's accountable owner "
+                  "or its sponsor", deciders)
+
+    def _recent(self, actor: Actor) -> bool:
+        if actor.scope is not None or actor.full_signin_at is None:
+            return False
+        age = self.now - as_aware(actor.full_signin_at)
+        return age <= timedelta(minutes=self.access.recent_signin_minutes)
+
+    def _escalated_to(self, person: Person, action: Action) -> bool:
+        return self.session.exec(select(Notification.id).where(
+            Notification.entity_id == action.id, Notification.recipient_id == person.id,
+            Notification.kind == "escalation")).first() is not None
+
+    def _actors_for(self, act: Act, plan: Plan | None, action: Action | None) -> list[str]:
+        if act in OWNER_ACTS and action is not None:
+            return [action.owner_id] if action.owner_id else []
+        if act in DECIDER_ACTS and plan is not None:
+            return self.deciders(plan, action)
+        return self.lead_ids()
+
+    # -- what a person sees ----------------------------------------------------------------
+
+    def visible_plan_ids(self, actor: Actor) -> set[str] | None:
+        """The plans ``actor`` may see; None means every plan (governance leads, the CLI)."""
+        person = actor.person
+        if actor.is_guest:
+            if self._lapsed(person):
+                return set()
+            return set(self.session.exec(select(Plan.id).where(
+                col(Plan.service_id).in_(person.services or []))).all())
+        if actor.scope is not None:
+            return {actor.scope.partition("/")[0]}
+        if actor.is_lead or actor.door == "cli":
+            return None
+        return {p.id for p in self.session.exec(select(Plan)).all()
+                if self.has_part(person, p)}
+
+
+
+def check_command_line(rt: Runtime, by: str, act: Act, plan_ids: Iterable[str] = ()) -> None:
+    """The policy asked for a command typed at the terminal (``--by``): the administrator's
+    tool, whose sign-offs a provider may forbid (``access.cli_signoff: false``)."""
+    from qip_flow.services.lifecycle import get_person, get_plan
+
+    with rt.db.read() as session:
+        policy = Policy(session, rt.rules.access, rt.clock.now())
+        actor = Actor.command_line(get_person(session, by))
+        for plan_id in list(plan_ids) or [None]:
+            plan = get_plan(session, plan_id) if plan_id else None
+            policy.decide(actor, act, plan).check()

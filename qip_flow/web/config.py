@@ -1,0 +1,37 @@
+"""The web server's settings, in one object built once when the server starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qip_flow.errors import InvalidInput
+from qip_flow.services.identity import Lifetimes
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``base_url`` is where people reach the pages (links in messages and emails use it;
+    cookies are Secure when it is https); ``dev_login`` offers "choose a demo person", only on
+    a loopback address; ``oidc_file`` names the single sign-on settings, if any."""
+
+    base_url: str
+    host: str = "127.0.0.1"
+    dev_login: bool = False
+    oidc_file: Path | None = None
+    lifetimes: Lifetimes = field(default_factory=Lifetimes)
+
+    def __post_init__(self) -> None:
+        if self.dev_login and self.host not in LOOPBACK:
+            raise InvalidInput(f"--dev-login: the development sign-in lets anyone act as anyone, "
+                               f"so it is offered only on a loopback address; --host is "
+                               f"{self.host}. Leave out --dev-login, or use --host 127.0.0.1")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"QIP_BASE_URL: '{self.base_url}' must start with https:// "
+                               "(or http:// for a server on this machine only)")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
