@@ -37,9 +37,25 @@ class NotInitialised(QipError):
 
 
 class Refused(QipError):
-    """A guard, a rule or missing authority refused the change; nothing was changed."""
+    """A guard, a rule or missing authority refused the change; nothing was changed. When a
+    workflow's guards refused, ``guards`` names the guard behind each of ``details``, so a page
+    can put each reason beside the field or criterion it is about."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, details: list[str] | None = None,
+                 guards: list[str] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.guards = list(guards or [])
+
+
+class NotAllowed(Refused):
+    """The policy refused: the person may not do this at all (``Permission.check``), whatever
+    the plan's state; ``who_can`` names who may."""
+
+    def __init__(self, message: str, *, reason: str = "", who_can: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reason, self.who_can = reason or message, tuple(who_can)
 
 
 class Unavailable(QipError):

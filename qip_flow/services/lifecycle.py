@@ -188,15 +188,17 @@ def fire_event(
     signoff: SignoffInput | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
+    via: dict[str, str] | None = None,
 ) -> EventResult:
     """Fire one event as the plan's one writer; ``expected_version`` refuses it if the plan
-    changed since the person saw that version."""
+    changed since the person saw that version; ``via`` (the door and how the person signed in,
+    ``Actor.via``) goes into the audit event."""
     now = rt.clock.now()
     with changing(rt, entity_id, expected_version=expected_version) as session:
         plan = get_plan(session, entity_id) if signoff is not None else None
         inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
                              due=due, evidence=parse_evidence(evidence, now.date()),
-                             signoff=signoff, variation=variation or {})
+                             signoff=signoff, variation=variation or {}, via=dict(via or {}))
         if plan is not None and signoff is not None:
             check_signoff_record(session, plan, signoff)
             _signoff_group(rt, plan, inputs.by, event, signoff)
@@ -289,6 +291,7 @@ def sign_off(
     reason: str | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
+    via: dict[str, str] | None = None,
 ) -> EventResult:
     """Record a sign-off and fire the workflow event that it authorises (approve, close,
     step_down, …, as the plan workflow file declares). The record may come from a file and
@@ -308,7 +311,7 @@ def sign_off(
     signoff.no_residual_risk = signoff.no_residual_risk or no_residual_risk
     signoff.learning_embedded += list(learning_embedded)
     return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
-                      variation=variation, expected_version=expected_version)
+                      variation=variation, expected_version=expected_version, via=via)
 
 
 def record_measurement(

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from qip_flow.clock import as_aware
 from qip_flow.config.rules import AccessSettings
 from qip_flow.decide.facts import level_rank
-from qip_flow.errors import Refused
+from qip_flow.errors import NotAllowed
 from qip_flow.store.models import Action, DueRequest, Indicator, Notification, Person, Plan, Service
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 Door = Literal["web", "api", "cli"]
 GOVERNANCE_LEAD = "governance_lead"
 GUEST = "guest"
+#: the level of board members: they see every plan and run the board pack, as governance
+#: leads do (the board answers for the whole portfolio), but preview no rules
+BOARD_LEVEL = "board"
+#: the reports a person may run on the web pages, and who may run each (``report_permission``)
+REPORTS = ("board", "commissioner")
 
 
 class Act(StrEnum):
@@ -69,11 +74,17 @@ class Actor:
     door: Door = "web"
     scope: str | None = None
     full_signin_at: datetime | None = None
+    method: str | None = None  # how they signed in: oidc, email-link, deep-link, dev
 
     @classmethod
     def command_line(cls, person: Person) -> Actor:
         """The administrator's tool: the operating-system user acting as ``--by``."""
         return cls(person, door="cli")
+
+    @property
+    def via(self) -> dict[str, str]:
+        """What the audit event of a change keeps about how the person reached us."""
+        return {"door": self.door, **({"signin": self.method} if self.method else {})}
 
     @property
     def roles(self) -> set[str]:
@@ -86,6 +97,15 @@ class Actor:
     @property
     def is_guest(self) -> bool:
         return GUEST in self.roles
+
+    @property
+    def is_board(self) -> bool:
+        return self.person.level == BOARD_LEVEL and not self.is_guest
+
+    @property
+    def sees_everything(self) -> bool:
+        """Governance leads, the board and the command line see every plan."""
+        return self.is_lead or self.is_board or self.door == "cli"
 
 
 @dataclass(frozen=True)
@@ -107,9 +127,10 @@ class Permission:
         return f"{self.reason}{who}"
 
     def check(self) -> None:
-        """Raise :class:`Refused` with the reason when not allowed."""
+        """Raise :class:`NotAllowed` (a :class:`Refused`) with the reason when not allowed."""
         if not self.allowed:
-            raise Refused(f"{self.act.value}: {self.explain()}")
+            raise NotAllowed(f"{self.act.value}: {self.explain()}", reason=self.reason,
+                             who_can=self.who_can)
 
 
 class Policy:
@@ -139,6 +160,10 @@ class Policy:
 
     def lead_ids(self) -> list[str]:
         return sorted(p.id for p in self.people().values() if GOVERNANCE_LEAD in (p.roles or []))
+
+    def board_ids(self) -> list[str]:
+        return sorted(p.id for p in self.people().values()
+                      if p.level == BOARD_LEVEL and GUEST not in (p.roles or []))
 
     def could_sign(self, person: Person, plan: Plan) -> bool:
         """Holds the level and group the plan's closure criteria name for its sign-off."""
@@ -200,19 +225,26 @@ class Policy:
             return no(f"to {act.value}, sign in again: it needs a full sign-in within the last "
                       f"{self.access.recent_signin_minutes} minutes")
         if act in LEAD_ACTS:
-            if actor.is_lead or actor.door == "cli":
+            if actor.is_lead or actor.door == "cli" or (
+                    actor.is_board and act in (Act.SEE_EVERY_PLAN, Act.RUN_REPORTS)):
                 return Permission(True, act)
-            return no(f"only governance leads {act.value}", self.lead_ids())
+            if act is Act.PREVIEW_RULES:
+                return no(f"only governance leads {act.value}", self.lead_ids())
+            return no(f"only governance leads and the board {act.value}",
+                      [*self.lead_ids(), *self.board_ids()])
         if act is Act.SIGN_OFF:  # judged by the closure guards; the plan is theirs to name
             if actor.door == "cli" and not self.access.cli_signoff:
                 return no("the rules forbid sign-offs from the command line "
                           "(access.cli_signoff: false): sign in to the web pages to sign")
+            if plan is not None and actor.door != "cli" and not (
+                    actor.sees_everything or self.has_part(person, plan)):
+                return no(f"{person.name} has no part in plan {plan.id}",
+                          [plan.sponsor_id, *self.lead_ids()])
             return Permission(True, act)
         if plan is None:
             return no(f"{act.value} names no plan")
         if act is Act.VIEW:
-            if actor.is_lead or actor.door == "cli" or actor.scope is not None \
-                    or self.has_part(person, plan):
+            if actor.sees_everything or actor.scope is not None or self.has_part(person, plan):
                 return Permission(True, act)
             return no(f"{person.name} has no part in plan {plan.id}",
                       [plan.owner_id, *self.lead_ids()])
@@ -285,11 +317,37 @@ class Policy:
                 col(Plan.service_id).in_(person.services or []))).all())
         if actor.scope is not None:
             return {actor.scope.partition("/")[0]}
-        if actor.is_lead or actor.door == "cli":
+        if actor.sees_everything:
             return None
         return {p.id for p in self.session.exec(select(Plan)).all()
                 if self.has_part(person, p)}
 
+    def report_permission(self, actor: Actor, kind: str, service: str | None) -> Permission:
+        """May ``actor`` run report ``kind`` over ``service`` (None: every service)? Governance
+        leads and the board run either pack over any scope; a guest (a commissioner, an
+        inspector) runs the commissioner's pack over one of their own services until their
+        access ends; nobody else runs reports, and no link from a message does."""
+        act = Act.RUN_REPORTS
+        if kind not in REPORTS:
+            return self._refuse(act, f"there is no report '{kind}'; reports: {', '.join(REPORTS)}")
+        if actor.scope is not None:
+            return self._refuse(act, "a link from a message opens its one item only: sign in "
+                                     "fully to run reports")
+        if actor.is_guest:
+            person = actor.person
+            if self._lapsed(person):
+                return self._refuse(act, f"{person.name}'s guest access ended on "
+                                         f"{person.expires}", self.lead_ids())
+            if kind != "commissioner":
+                return self._refuse(act, f"{person.name} is a guest: guests read the "
+                                         "commissioner's pack of their services",
+                                    [*self.lead_ids(), *self.board_ids()])
+            if service not in (person.services or []):
+                return self._refuse(act, f"{person.name}'s guest access covers "
+                                         f"{', '.join(person.services or []) or 'no service'}"
+                                         f", not {service or 'every service'}", self.lead_ids())
+            return Permission(True, act)
+        return self.decide(actor, act)
 
 
 def check_command_line(rt: Runtime, by: str, act: Act, plan_ids: Iterable[str] = ()) -> None:

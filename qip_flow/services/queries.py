@@ -41,6 +41,44 @@ def _check_choice(flag: str, value: str | None, allowed: Sequence[str]) -> None:
         raise InvalidInput(f"{flag}: '{value}' is not one of: {', '.join(sorted(allowed))}")
 
 
+def check_plan_filters(session: Session, *, state: str | None = None,
+                       service: str | None = None, theme: str | None = None,
+                       rag: str | None = None, states: Sequence[str] = ()) -> None:
+    """A filter value that can never match (a state the plan workflow does not have, a RAG
+    that is not red/amber/green, an unknown service) is refused with the allowed values."""
+    _check_choice("--rag", rag.lower() if rag else rag, RATINGS)
+    if states:
+        _check_choice("--state", state, states)
+    if service is not None:
+        _check_choice("--service", service, session.exec(select(Service.id)).all())
+
+
+def action_counts(session: Session, plan_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per plan: its actions, and how many are done (completed or verified)."""
+    counts: dict[str, dict[str, int]] = {}
+    if plan_ids:
+        for plan_id, state_ in session.exec(
+            select(Action.plan_id, Action.state).where(col(Action.plan_id).in_(plan_ids))
+        ).all():
+            counts.setdefault(plan_id, {}).setdefault(state_, 0)
+            counts[plan_id][state_] += 1
+    return {plan_id: {"actions": sum(by_state.values()),
+                      "actions_done": sum(n for s, n in by_state.items()
+                                          if s in ("completed", "verified"))}
+            for plan_id, by_state in counts.items()}
+
+
+def plans_query(*, state: str | None = None, service: str | None = None,
+                theme: str | None = None, rag: str | None = None) -> Any:
+    """The plans matching the filters given, in id order."""
+    query = select(Plan).order_by(col(Plan.id))
+    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
+                          (Plan.rag, rag)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
 def list_plans(
     session: Session,
     *,
@@ -50,36 +88,16 @@ def list_plans(
     rag: str | None = None,
     states: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Plans matching the filters. A filter value that can never match (a state the plan
-    workflow does not have, a RAG that is not red/amber/green, an unknown service) is refused
-    with the allowed values, rather than answered with an empty list."""
+    """Plans matching the filters (see ``check_plan_filters``)."""
     rag = rag.lower() if rag else rag
-    _check_choice("--rag", rag, RATINGS)
-    if states:
-        _check_choice("--state", state, states)
-    if service is not None:
-        _check_choice("--service", service, session.exec(select(Service.id)).all())
-    query = select(Plan).order_by(col(Plan.id))
-    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
-                          (Plan.rag, rag)):
-        if value is not None:
-            query = query.where(column == value)
-    plans = session.exec(query).all()
-    counts: dict[str, dict[str, int]] = {}
-    if plans:
-        ids = [p.id for p in plans]
-        for plan_id, state_ in session.exec(
-            select(Action.plan_id, Action.state).where(col(Action.plan_id).in_(ids))
-        ).all():
-            counts.setdefault(plan_id, {}).setdefault(state_, 0)
-            counts[plan_id][state_] += 1
+    check_plan_filters(session, state=state, service=service, theme=theme, rag=rag, states=states)
+    plans = session.exec(plans_query(state=state, service=service, theme=theme, rag=rag)).all()
+    counts = action_counts(session, [p.id for p in plans])
     return [
         {
             "id": p.id, "title": p.title, "service": p.service_id, "source": p.source_type,
             "theme": p.theme, "state": p.state, "rag": p.rag, "owner": p.owner_id,
-            "actions": sum(counts.get(p.id, {}).values()),
-            "actions_done": sum(n for s, n in counts.get(p.id, {}).items()
-                                if s in ("completed", "verified")),
+            **counts.get(p.id, {"actions": 0, "actions_done": 0}),
         }
         for p in plans
     ]

@@ -62,6 +62,8 @@ class EventInputs:
     evidence: list[EvidenceItem] = field(default_factory=list)
     signoff: SignoffInput | None = None
     variation: dict[str, Any] = field(default_factory=dict)
+    #: how the person reached us: the door (web, api) and how they proved who they are
+    via: dict[str, str] = field(default_factory=dict)
 
     def has(self, need: str) -> bool:
         return bool(getattr(self, need))
@@ -80,6 +82,8 @@ class EventInputs:
                                  "level": self.by.level}
         if self.variation:
             detail["variation"] = self.variation
+        if self.via:
+            detail["via"] = dict(self.via)
         return detail
 
 
@@ -105,6 +109,7 @@ class Subject:
         self.judge = judge  # the rules' facts and decisions, handed in by the services
         self.definition: WorkflowDef | None = None  # the workflow firing it (set by fire)
         self.refusals: list[str] = []
+        self.refused_by: list[str] = []  # the guard behind each refusal
         self.decisions: dict[str, Any] = {}  # explanations kept in the audit event
 
     @property

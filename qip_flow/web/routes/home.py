@@ -8,8 +8,10 @@ from fastapi.responses import HTMLResponse
 
 from qip_flow.services.identity import SignIn
 from qip_flow.web import deps
+from qip_flow.web.routes import SIGNED_IN
 
 router = APIRouter()
+ROUTE_POLICY: dict[tuple[str, str], str] = {("GET", "/"): SIGNED_IN}
 
 
 @router.get("/", response_class=HTMLResponse)
