@@ -119,7 +119,7 @@ def full(person: Person, minutes_ago: int = 1) -> Actor:
 @given(org=organisations())
 def test_separation_and_scope_hold_for_every_person(database: Database, org: dict) -> None:
     with written(database, org) as session:
-        policy = Policy(session, AccessSettings(), NOW)
+        policy = Policy(session, AccessSettings(), NOW, wall=NOW)
         for person, plan, action, request in every_question(session):
             actor = full(person)
             deciders = policy.deciders(plan, action)
@@ -181,7 +181,7 @@ def test_a_refusal_names_who_can(database: Database) -> None:
         "owner": "p2", "sponsor": "p2", "service": "s1", "signoff": {},
         "actions": [{"owner": "p0", "completer": "p0", "requester": "p0"}]}
     with written(database, org) as session:
-        policy = Policy(session, AccessSettings(), NOW)
+        policy = Policy(session, AccessSettings(), NOW, wall=NOW)
         owner, plan, action = session.get(Person, "p0"), session.get(Plan, "QIP-1"), \
             session.get(Action, "QIP-1/A1")
         assert owner and plan and action

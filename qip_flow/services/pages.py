@@ -14,6 +14,7 @@ from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import queries
 from qip_flow.services.assess import is_live
+from qip_flow.services.identity import wall_clock
 from qip_flow.services.lifecycle import get_entity, get_plan
 from qip_flow.services.policy import REPORTS, Act, Actor, Permission, Policy
 from qip_flow.store.models import (
@@ -73,7 +74,7 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
     finished = _finished_action_states(rt)
     # listing what waits for the person asks as if they had just signed in: acting on it asks
     # again, with the sign-in they really have
-    deciding = Actor(person, door=actor.door, full_signin_at=rt.clock.now())
+    deciding = Actor(person, door=actor.door, full_signin_at=wall_clock())
     with rt.db.read() as session:
         policy = policy_for(rt, session)
         mine = session.exec(select(Action, Plan).join(Plan, col(Plan.id) == Action.plan_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -136,8 +136,13 @@ class Permission:
 class Policy:
     """The policy for one moment, over one open session."""
 
-    def __init__(self, session: Session, access: AccessSettings, now: datetime) -> None:
+    def __init__(self, session: Session, access: AccessSettings, now: datetime, *,
+                 wall: datetime | None = None) -> None:
+        """``now`` is the plans' clock (played on a simulation database); ``wall`` the
+        server's real time, which stamps sign-ins (``identity.wall_clock``), so a sign-in's
+        age is measured by it."""
         self.session, self.access, self.now = session, access, as_aware(now)
+        self.wall = as_aware(wall) if wall else datetime.now(UTC)
         self._people: dict[str, Person] | None = None
 
     # -- who is who ----------------------------------------------------------------------
@@ -290,7 +295,7 @@ class Policy:
     def _recent(self, actor: Actor) -> bool:
         if actor.scope is not None or actor.full_signin_at is None:
             return False
-        age = self.now - as_aware(actor.full_signin_at)
+        age = self.wall - as_aware(actor.full_signin_at)
         return age <= timedelta(minutes=self.access.recent_signin_minutes)
 
     def _escalated_to(self, person: Person, action: Action) -> bool:

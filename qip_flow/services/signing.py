@@ -15,7 +15,7 @@ from qip_flow.config.limits import MAX_NAME, check_text
 from qip_flow.errors import InvalidInput, QipError, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services import lifecycle
-from qip_flow.services.policy import Act, Actor, Policy
+from qip_flow.services.policy import Act, Actor
 from qip_flow.store.models import Evidence, Plan
 from qip_flow.workflow.subject import SignoffInput
 
@@ -148,7 +148,7 @@ def _checked(rt: Runtime, plan: Plan, purpose: str, form: SignoffForm, held: set
             values["variation"] = {}
             for detail in exc.details or [exc.message]:
                 name = next((n for n, key in VARIATION_FIELDS.items()
-                             if detail.startswith(f"--set {key.replace('.', '.')}")), "changes")
+                             if detail.startswith(f"--set {key}")), "changes")
                 problems.append(Problem(name, detail.removeprefix("--set ")))
         if form.adopt_rules:
             values["variation"]["adopt_rules"] = True
@@ -195,10 +195,11 @@ def sign(rt: Runtime, actor: Actor, plan_id: str, purpose: str, form: SignoffFor
     """Record ``purpose``'s sign-off on the plan as ``actor`` (never a typed name), through
     the web: refused by the policy (``NotAllowed``), or not recorded with every reason
     (``SignoffNotRecorded``); either way nothing changes."""
+    from qip_flow.services.pages import policy_for
+
     with rt.db.read() as session:
         plan = lifecycle.get_plan(session, plan_id)
-        Policy(session, rt.rules.access, rt.clock.now()).decide(
-            actor, Act.SIGN_OFF, plan).check()
+        policy_for(rt, session).decide(actor, Act.SIGN_OFF, plan).check()
         held = set(session.exec(select(Evidence.id).where(Evidence.plan_id == plan.id)).all())
     problems, values = _checked(rt, plan, purpose, form, {i for i in held if i is not None})
     if problems:
