@@ -77,6 +77,11 @@ class SignoffNotRecorded(QipError):
         super().__init__(message, details=[p.message for p in problems])
         self.problems, self.refused = problems, refused
 
+    @property
+    def http_status(self) -> int:
+        """409 when the rules refused (the plan's state, its criteria), 400 for the form."""
+        return 409 if self.refused else 400
+
     def by_field(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for problem in self.problems:

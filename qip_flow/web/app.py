@@ -86,6 +86,10 @@ STATUS = {NotAllowed: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 
 
 
 def status_of(exc: QipError) -> int:
+    """The HTTP status of an error: its own when it says (``http_status``), else by kind."""
+    own = getattr(exc, "http_status", None)
+    if isinstance(own, int):
+        return own
     if isinstance(exc, Refused) and not isinstance(exc, NotAllowed):
         return 409 if exc.guards else 403
     return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)

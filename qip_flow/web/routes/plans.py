@@ -69,7 +69,7 @@ def _form_page(request: Request, rt: Runtime, signin: SignIn, plan_id: str, purp
                form: signing.SignoffForm, failed: signing.SignoffNotRecorded | None = None
                ) -> HTMLResponse:
     found = pages.signoff_page(rt, signin.actor(), plan_id, purpose)
-    status = 200 if failed is None else 409 if failed.refused else 400
+    status = 200 if failed is None else failed.http_status
     return deps.render(request, "signoff.html.j2", {
         "title": f"{found['heading']}: {found['plan']['id']}", "p": found, "form": form,
         "problems": failed.problems if failed else [],
