@@ -1,0 +1,240 @@
+"""Every route of the web application × every kind of visitor: the plan's owner, the owner's
+line manager, the sponsor, a governance lead, the board, a guest, someone signed out, someone
+holding an expired link, a link for another item, and a link for the item itself. Each route
+declares its policy (``ROUTE_POLICY`` in its module: an ``Act``, "public" or "signed-in");
+the test fails for a route without one, and asserts that exactly the expected visitors get
+through — in this process, over one database, restored after every POST."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from starlette.routing import Mount
+from web_plans import GUEST, LEAD, MEDICATION, SAFEGUARDING, build, runtime
+
+import qip_flow.web
+from qip_flow.runtime import Runtime
+from qip_flow.services import identity
+from qip_flow.services.policy import Act
+from qip_flow.web.routes import PUBLIC, SIGNED_IN
+
+ACTION = f"{SAFEGUARDING}/A3"  # Tom Brennan's own action on his plan
+OTHER_ITEM = f"{MEDICATION}/A3"  # Megan Jones's action on another plan
+
+#: who each visitor is: (person, sign-in method, the one item a link's session opens)
+VISITORS: dict[str, tuple[str, str, str | None] | None] = {
+    "owner": ("tbrennan", "oidc", None),  # the plan's accountable owner, owner of A3
+    "manager": ("rmensah", "email-link", None),  # Tom's line manager, outside the group
+    "sponsor": ("dadeyemi", "oidc", None),
+    "governance lead": (LEAD, "oidc", None),
+    "board": ("hwright", "oidc", None),
+    "guest": (GUEST, "email-link", None),  # a commissioner, Willow Lodge until 31 Dec 2026
+    "signed out": None,
+    "expired link": None,  # held a link that expired: refused, and no session
+    "link for another item": ("mjones", "deep-link", OTHER_ITEM),
+    "link": ("tbrennan", "deep-link", ACTION),
+}
+EVERYONE = frozenset(VISITORS)
+SIGNED_IN_VISITORS = EVERYONE - {"signed out", "expired link"}
+FULL = frozenset({"owner", "manager", "sponsor", "governance lead", "board"})
+SEES_THE_PLAN = FULL | {"guest"}
+
+#: who gets through, by declared policy, on the safeguarding QIP at its closure review and
+#: on Tom's action A3. A link opens its own item for the acts a link allows (``link_acts``).
+EXPECTED: dict[str, frozenset[str]] = {
+    PUBLIC: EVERYONE,
+    SIGNED_IN: SIGNED_IN_VISITORS,
+    Act.VIEW.value: SEES_THE_PLAN,
+    Act.SIGN_OFF.value: FULL,  # the policy lets them try; the closure rules judge them
+    Act.RUN_REPORTS.value: frozenset({"governance lead", "board"}),  # the board pack
+    Act.SEE_EVERY_PLAN.value: frozenset({"governance lead", "board"}),
+    Act.PREVIEW_RULES.value: frozenset({"governance lead"}),
+    Act.RECORD_PROGRESS.value: frozenset({"owner"}),
+    Act.ADD_EVIDENCE.value: frozenset({"owner"}),
+    Act.COMPLETE.value: frozenset({"owner"}),
+    Act.REQUEST_NEW_DATE.value: frozenset({"owner"}),
+    Act.ACKNOWLEDGE.value: frozenset({"owner"}),  # nobody else was sent an escalation
+    Act.DECIDE_NEW_DATE.value: frozenset({"manager", "sponsor"}),
+    Act.VERIFY.value: frozenset({"manager", "sponsor"}),
+    Act.REASSIGN.value: frozenset({"manager", "sponsor"}),
+}
+LINK_ACTS = frozenset({Act.VIEW.value, Act.RECORD_PROGRESS.value, Act.ADD_EVIDENCE.value,
+                       Act.REQUEST_NEW_DATE.value, Act.ACKNOWLEDGE.value})
+#: a sample value for each path parameter (a new one needs adding here)
+PARAMS = {"plan_id": SAFEGUARDING, "item_id": ACTION, "action_id": ACTION,
+          "ref": "escalated-24h", "purpose": "closure", "kind": "board"}
+ITEM_PARAMS = ("item_id", "action_id")
+
+
+def declared_policies() -> dict[tuple[str, str], str]:
+    """Every ``ROUTE_POLICY`` of every module of ``qip_flow.web`` (routes, API, app)."""
+    found: dict[tuple[str, str], str] = {}
+    for info in pkgutil.walk_packages(qip_flow.web.__path__, "qip_flow.web."):
+        module = importlib.import_module(info.name)
+        for key, value in getattr(module, "ROUTE_POLICY", {}).items():
+            assert found.get(key, value) == value, f"{key} declared twice, differently"
+            found[key] = value
+    return found
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(METHOD, path template) of every route but the static files."""
+    from fastapi.routing import iter_route_contexts
+
+    out = []
+    for route in iter_route_contexts(app.routes):  # routers included, prefixes applied
+        if isinstance(route.original_route, Mount):
+            continue
+        assert route.path, route
+        out += [(m, route.path) for m in sorted(route.methods or {"GET"}) if m != "HEAD"]
+    return out
+
+
+def undeclared(app: FastAPI, policies: dict[tuple[str, str], str]) -> list[str]:
+    """Routes without a policy, policies of no route, and policies that name no Act."""
+    acts = {a.value for a in Act} | {PUBLIC, SIGNED_IN}
+    routes = set(app_routes(app))
+    problems = [f"{m} {p}: no ROUTE_POLICY entry in its module" for m, p in sorted(routes)
+                if (m, p) not in policies]
+    problems += [f"{m} {p}: declared in a ROUTE_POLICY but no such route"
+                 for m, p in sorted(policies) if (m, p) not in routes]
+    problems += [f"{m} {p}: '{v}' is not an Act value, 'public' or 'signed-in'"
+                 for (m, p), v in sorted(policies.items()) if v not in acts]
+    return problems
+
+
+@dataclass
+class Site:
+    rt: Runtime
+    app: FastAPI
+    db_file: Path
+    pristine: Path
+    sessions: dict[str, str]  # visitor → session token
+    tokens: dict[str, str]  # path template → a valid token for its {token}
+
+    def restore(self) -> None:
+        """The database as it was before the first request (sessions and all)."""
+        with sqlite3.connect(self.pristine) as source, sqlite3.connect(self.db_file) as live:
+            source.backup(live)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from qip_flow.web.app import create_app
+    from qip_flow.web.config import WebSettings
+
+    folder = tmp_path_factory.mktemp("permissions")
+    db_file = build(folder)
+    rt = runtime(db_file)
+    sessions = {name: identity.open_session(rt, who[0], who[1], scope=who[2])
+                for name, who in VISITORS.items() if who}
+    key = identity.key_of(rt)
+    tokens = {"/sign-in/email/{token}": identity.email_link_token(key, "tbrennan",
+                                                                  identity.Lifetimes()),
+              "/link/{token}": identity.deep_link_token(key, "tbrennan", ACTION, "reminder")}
+    pristine = folder / "pristine.db"
+    with sqlite3.connect(db_file) as live, sqlite3.connect(pristine) as copy:
+        live.backup(copy)
+    app = create_app(rt, WebSettings(base_url="http://testserver"))
+    yield Site(rt, app, db_file, pristine, sessions, tokens)
+    rt.db.dispose()
+
+
+def test_every_route_declares_its_policy(site: Site) -> None:
+    assert undeclared(site.app, declared_policies()) == []
+
+
+def test_a_route_added_without_a_policy_is_caught(site: Site) -> None:
+    """The check above can fail: an app with one more, undeclared route does."""
+    from fastapi import APIRouter
+
+    from qip_flow.web.app import create_app
+    from qip_flow.web.config import WebSettings
+
+    extra = create_app(site.rt, WebSettings(base_url="http://testserver"))
+    router = APIRouter()
+    router.add_api_route("/plans/{plan_id}/secret", lambda plan_id: "x", methods=["POST"])
+    extra.include_router(router)
+    assert undeclared(extra, declared_policies()) == [
+        "POST /plans/{plan_id}/secret: no ROUTE_POLICY entry in its module"]
+
+
+def expected_visitors(path: str, policy: str) -> frozenset[str]:
+    assert policy in EXPECTED, (f"add who may pass '{policy}' to EXPECTED in "
+                                "tests/test_web_permissions.py")
+    allowed = set(EXPECTED[policy])
+    about_the_item = any(f"{{{p}" in path for p in ITEM_PARAMS)
+    if policy in LINK_ACTS and about_the_item:
+        allowed.add("link")  # a link opens its own item, for a link's acts
+    return frozenset(allowed)
+
+
+def concrete(path: str, site: Site) -> str:
+    import re
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1).split(":")[0]
+        if name == "token":
+            return site.tokens[path]
+        assert name in PARAMS, f"add a sample value for {{{name}}} to PARAMS"
+        return PARAMS[name]
+
+    return re.sub(r"\{([^}]+)\}", value, path)
+
+
+def refused(response: Any) -> bool:
+    """Refused: a 403 page, or sent to sign in (again)."""
+    location = response.headers.get("location", "")
+    return response.status_code == 403 or (
+        response.status_code in (302, 303, 307) and location.split("?")[0] == "/sign-in")
+
+
+def visit(site: Site, visitor: str, method: str, path: str) -> Any:
+    from fastapi.testclient import TestClient
+
+    with TestClient(site.app, follow_redirects=False) as client:
+        if visitor == "expired link":
+            key = identity.key_of(site.rt)
+            expired = identity.sign(key, "deep-link", {"p": "tbrennan", "i": ACTION,
+                                                       "u": "reminder", "x": int(time.time()) - 60})
+            assert client.get(f"/link/{expired}").status_code == 403
+        token = site.sessions.get(visitor)
+        if token:
+            client.cookies.set("qip_session", token)
+            binding = identity.token_hash(token)
+        else:
+            binding = secrets.token_urlsafe(24)
+            client.cookies.set("qip_visit", binding)
+        url = concrete(path, site)
+        if method == "GET":
+            return client.get(url)
+        form = {"csrf_token": identity.csrf_token(identity.key_of(site.rt), binding)}
+        try:
+            return client.request(method, url, data=form)
+        finally:
+            site.restore()
+
+
+def test_each_route_lets_through_exactly_the_expected_visitors(site: Site) -> None:
+    policies = declared_policies()
+    wrong = []
+    for method, path in app_routes(site.app):
+        policy = policies[(method, path)]
+        allowed = expected_visitors(path, policy)
+        for visitor in VISITORS:
+            answer = visit(site, visitor, method, path)
+            assert answer.status_code != 500, (method, path, visitor, answer.text[:500])
+            if refused(answer) == (visitor in allowed):
+                wrong.append(f"{method} {path} ({policy}) {visitor}: {answer.status_code} "
+                             f"{answer.headers.get('location', '')}")
+    assert wrong == [], "\n".join(wrong)
