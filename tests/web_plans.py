@@ -53,6 +53,12 @@ def closure_review(rt: Runtime) -> None:
     """The safeguarding QIP before the group on 28 July, ready to close but for the signing."""
     rt.clock.set("2026-01-15")
     loading.load_files(rt, [SHIPPED_CONFIG / "examples"], actor="test")
+    played_to_closure_review(rt)
+
+
+def played_to_closure_review(rt: Runtime) -> None:
+    """On the examples already loaded: the lead and the guest added, the safeguarding QIP
+    played to its closure review with the learning written down."""
     add_lead_and_guest(rt)
     safeguarding_sustaining(rt)
     safeguarding_third_month(rt)

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from notify_servers import SmtpServer, clean_env, load_examples, make_runtime, write_channels
 
+from qip_flow.runtime import Runtime
 from qip_flow.store.db import Database
 from qip_flow.store.keys import ensure_key
 
@@ -37,14 +38,18 @@ class Served:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
 
 
-def prepare_database(folder: Path, smtp: SmtpServer) -> tuple[Path, Path]:
-    """A simulation SQLite file with the examples loaded, its key file, and a channels file
-    whose email relay is the SMTP sink."""
+def prepare_database(folder: Path, smtp: SmtpServer,
+                     then: Callable[[Runtime], None] | None = None) -> tuple[Path, Path]:
+    """A simulation SQLite file with the examples loaded (and ``then`` played on it), its key
+    file, and a channels file whose email relay is the SMTP sink."""
     db_file = folder / "qip.db"
     db = Database(f"sqlite:///{db_file}")
     db.init(simulation=True)
     channels = write_channels(folder / "channels.yaml", [(smtp.url(), "email")])
-    load_examples(make_runtime(db, channels))
+    rt = make_runtime(db, channels)
+    load_examples(rt)
+    if then is not None:
+        then(rt)
     ensure_key(db)
     db.dispose()
     return db_file, channels
@@ -74,12 +79,12 @@ def wait_until_up(url: str, process: subprocess.Popen[str], log: Path,
 
 
 @contextmanager
-def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None
-           ) -> Iterator[Served]:
+def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None,
+           then: Callable[[Runtime], None] | None = None) -> Iterator[Served]:
     from notify_servers import free_port
 
     folder.mkdir(parents=True, exist_ok=True)
-    db_file, channels = prepare_database(folder, smtp)
+    db_file, channels = prepare_database(folder, smtp, then)
     port, log = free_port(), folder / "serve.log"
     url = f"http://127.0.0.1:{port}"
     process = start_server(db_file, port, *args, log=log,

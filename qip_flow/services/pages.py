@@ -13,7 +13,7 @@ from qip_flow.decide.calendar import calendar
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import queries
-from qip_flow.services.assess import is_live
+from qip_flow.services.assess import RULES_ACTOR, is_live
 from qip_flow.services.identity import wall_clock
 from qip_flow.services.lifecycle import get_entity, get_plan
 from qip_flow.services.policy import REPORTS, Act, Actor, Permission, Policy
@@ -234,11 +234,12 @@ def _history_row(event: dict[str, Any], names: dict[str, str]) -> dict[str, Any]
     if detail.get("evidence"):
         words.append("evidence: " + "; ".join(detail["evidence"]))
     via = detail.get("via") or {}
+    moved = event["to"] and event["from"] != event["to"]
     return {"at": event["at"], "who": names.get(event["actor"], event["actor"]),
             "actor": event["actor"], "entity": event["entity"],
             "what": str(event["what"]).replace("_", " "),
-            "change": f"{event['from']} → {event['to']}" if event["from"] != event["to"]
-            and event["to"] else "", "words": words,
+            "change": (f"{event['from']} → {event['to']}" if event["from"] else
+                       f"now {event['to']}") if moved else "", "words": words,
             "via": {"web": "web pages", "api": "API", "cli": "command line"}.get(
                 via.get("door", ""), via.get("door", ""))}
 
@@ -258,7 +259,7 @@ def plan_page(rt: Runtime, actor: Actor, plan_id: str) -> dict[str, Any]:
         policy.decide(actor, Act.VIEW, plan).check()
         shown = queries.show(session, plan_id)
         sign = policy.decide(actor, Act.SIGN_OFF, plan)
-        names = {p.id: p.name for p in policy.people().values()}
+        names = {RULES_ACTOR: "the rules", **{p.id: p.name for p in policy.people().values()}}
         service = session.get(Service, plan.service_id)
         series = {s.ref: s for s in _series(rt, session, plan)}
     signer = actor.person.id if sign.allowed else None
