@@ -12,7 +12,6 @@ import pytest
 from qip_flow.errors import Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services import lifecycle, pages
-from qip_flow.services.identity import wall_clock
 from qip_flow.services.policy import Actor
 from qip_flow.store.models import DueRequest, Person
 
@@ -23,7 +22,7 @@ def actor(rt: Runtime, person_id: str, **kw: object) -> Actor:
     with rt.db.read() as session:
         person = session.get(Person, person_id)
         assert person is not None
-    return Actor(person, **{"full_signin_at": wall_clock(), **kw})  # type: ignore[arg-type]
+    return Actor(person, **{"full_signin_at": rt.clock.now(), **kw})  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import String, cast
 from sqlmodel import Session, col, func, select
 
 from qip_flow.decide.calendar import calendar
@@ -284,7 +285,8 @@ class FactBuilder:
                  data: dict[str, PlanData] | None = None) -> None:
         self.session, self.now = session, now
         self.data = data if data is not None else {}
-        self._people: Signers | None = None
+        self._bulk = data is not None
+        self._people: Signers | SignersOnDemand | None = None
 
     def data_for(self, plan: Plan) -> PlanData:
         if plan.id not in self.data:
@@ -305,11 +307,13 @@ class FactBuilder:
         return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap)
                 for i in d.indicators}
 
-    def people(self) -> Signers:
-        """Who in the organisation could sign, read once per builder."""
+    def people(self) -> Signers | SignersOnDemand:
+        """Who in the organisation could sign: read whole once per builder for a batch of
+        plans; asked as needed for a single plan (a page), which must not read thousands."""
         if self._people is None:
             self._people = Signers(self.session.exec(
-                select(Person.id, Person.level, Person.groups)).all())
+                select(Person.id, Person.level, Person.groups)).all()) if self._bulk \
+                else SignersOnDemand(self.session)
         return self._people
 
     def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
@@ -437,6 +441,37 @@ class Signers:
         return self._counts[key]
 
 
+class SignersOnDemand:
+    """``Signers`` answered by small queries, for the facts of a single plan."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._levels: dict[str, str | None] = {}
+        self._counts: dict[tuple[str | None, str | None], int] = {}
+
+    def level_of(self, person_id: str | None) -> str | None:
+        if not person_id:
+            return None
+        if person_id not in self._levels:
+            self._levels[person_id] = self.session.exec(
+                select(Person.level).where(Person.id == person_id)).first()
+        return self._levels[person_id]
+
+    def count(self, level: str | None, group: str | None) -> int:
+        key = (level, group)
+        if key not in self._counts:
+            if group:  # the group's name is in the text of its members' groups
+                rows = self.session.exec(select(Person.level, Person.groups).where(
+                    cast(Person.groups, String).like(f"%{group}%"))).all()
+                self._counts[key] = sum(1 for lv, groups in rows
+                                        if can_sign(lv, groups, level, group))
+            else:
+                self._counts[key] = sum(int(n) for lv, n in self.session.exec(
+                    select(Person.level, func.count()).group_by(Person.level)).all()
+                    if can_sign(lv, [], level, None))
+        return self._counts[key]
+
+
 DEFAULT_MONITORING_CADENCE_DAYS = 30
 
 
@@ -507,7 +542,7 @@ def monitoring_facts(plan: Plan, d: PlanData, indicators: Sequence[Indicator], t
 
 
 def criteria_facts(criteria: dict[str, Any], signer: Person | None,
-                   people: Signers | None = None) -> dict[str, Any]:
+                   people: Signers | SignersOnDemand | None = None) -> dict[str, Any]:
     """The facts that depend on the closure criteria and on who is signing."""
     signoff = criteria.get("signoff") or {}
     group = signoff.get("group")

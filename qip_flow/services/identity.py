@@ -26,7 +26,6 @@ from sqlmodel import Session, col, func, select
 from qip_flow.clock import as_aware
 from qip_flow.errors import InvalidInput, NotInitialised, Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services.policy import Actor, Door
 from qip_flow.store import audit
 from qip_flow.store.keys import secret_key, subkey
 from qip_flow.store.models import Person, WebSession
@@ -135,11 +134,6 @@ class SignIn:
         """Proved who they are within ``minutes`` (approvals, verifications, sign-offs)."""
         return (self.full_signin_at is not None
                 and now - as_aware(self.full_signin_at) <= timedelta(minutes=minutes))
-
-    def actor(self, door: Door = "web") -> Actor:
-        """The person as the policy sees them: proven by this sign-in, through ``door``."""
-        return Actor(self.person, door=door, scope=self.scope,
-                     full_signin_at=self.full_signin_at, method=self.method)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import queries
 from qip_flow.services.assess import RULES_ACTOR, is_live
-from qip_flow.services.identity import wall_clock
 from qip_flow.services.lifecycle import get_entity, get_plan
 from qip_flow.services.policy import REPORTS, Act, Actor, Permission, Policy
 from qip_flow.store.models import (
@@ -74,7 +73,7 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
     finished = _finished_action_states(rt)
     # listing what waits for the person asks as if they had just signed in: acting on it asks
     # again, with the sign-in they really have
-    deciding = Actor(person, door=actor.door, full_signin_at=wall_clock())
+    deciding = Actor(person, door=actor.door, full_signin_at=rt.clock.now())
     with rt.db.read() as session:
         policy = policy_for(rt, session)
         mine = session.exec(select(Action, Plan).join(Plan, col(Plan.id) == Action.plan_id)
@@ -154,7 +153,7 @@ def action_page(rt: Runtime, actor: Actor, action_id: str) -> dict[str, Any]:
         plan = get_plan(session, row.plan_id)
         policy = policy_for(rt, session)
         policy.decide(actor, Act.VIEW, plan, row).check()
-        names = {p.id: p.name for p in session.exec(select(Person)).all()}
+        names = queries.names_of(session, [row.owner_id])
         detail = queries.action_detail(session, row, names)
         finding = session.get(Finding, row.finding_id) if row.finding_id else None
         requests = session.exec(select(DueRequest).where(DueRequest.action_id == row.id)
@@ -259,7 +258,8 @@ def plan_page(rt: Runtime, actor: Actor, plan_id: str) -> dict[str, Any]:
         policy.decide(actor, Act.VIEW, plan).check()
         shown = queries.show(session, plan_id)
         sign = policy.decide(actor, Act.SIGN_OFF, plan)
-        names = {RULES_ACTOR: "the rules", **{p.id: p.name for p in policy.people().values()}}
+        named = [e["actor"] for e in shown["history"]] + [s["by_id"] for s in shown["signoffs"]]
+        names = {RULES_ACTOR: "the rules", **policy.names(named)}
         service = session.get(Service, plan.service_id)
         series = {s.ref: s for s in _series(rt, session, plan)}
     signer = actor.person.id if sign.allowed else None
@@ -385,8 +385,8 @@ def portfolio(rt: Runtime, actor: Actor, *, service: str | None = None,
     with rt.db.read() as session:
         policy = policy_for(rt, session)
         visible = policy.visible_plan_ids(actor)
-        services = {s.id: s.name for s in session.exec(select(Service).order_by(
-            col(Service.name))).all()}
+        services = dict(session.exec(select(Service.id, Service.name).order_by(
+            col(Service.name))).all())
         for name, value in filters.items():  # each wrong filter beside its field, the rest kept
             try:
                 queries.check_plan_filters(session, states=states, **{name: value})

@@ -11,17 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy import String, cast, or_
 from sqlmodel import Session, col, select
 
 from qip_flow.clock import as_aware
 from qip_flow.config.rules import AccessSettings
 from qip_flow.decide.facts import level_rank
 from qip_flow.errors import NotAllowed
-from qip_flow.store.models import Action, DueRequest, Indicator, Notification, Person, Plan, Service
+from qip_flow.store.models import (
+    LEVELS,
+    Action,
+    DueRequest,
+    Indicator,
+    Notification,
+    Person,
+    Plan,
+    Service,
+)
 
 if TYPE_CHECKING:
     from qip_flow.runtime import Runtime
@@ -74,17 +84,11 @@ class Actor:
     door: Door = "web"
     scope: str | None = None
     full_signin_at: datetime | None = None
-    method: str | None = None  # how they signed in: oidc, email-link, deep-link, dev
 
     @classmethod
     def command_line(cls, person: Person) -> Actor:
         """The administrator's tool: the operating-system user acting as ``--by``."""
         return cls(person, door="cli")
-
-    @property
-    def via(self) -> dict[str, str]:
-        """What the audit event of a change keeps about how the person reached us."""
-        return {"door": self.door, **({"signin": self.method} if self.method else {})}
 
     @property
     def roles(self) -> set[str]:
@@ -136,39 +140,52 @@ class Permission:
 class Policy:
     """The policy for one moment, over one open session."""
 
-    def __init__(self, session: Session, access: AccessSettings, now: datetime, *,
-                 wall: datetime | None = None) -> None:
-        """``now`` is the plans' clock (played on a simulation database); ``wall`` the
-        server's real time, which stamps sign-ins (``identity.wall_clock``), so a sign-in's
-        age is measured by it."""
+    def __init__(self, session: Session, access: AccessSettings, now: datetime) -> None:
         self.session, self.access, self.now = session, access, as_aware(now)
-        self.wall = as_aware(wall) if wall else datetime.now(UTC)
-        self._people: dict[str, Person] | None = None
+        self._names_of: dict[str, str] = {}
+        self._leads: list[str] | None = None
+        self._board: list[str] | None = None
 
-    # -- who is who ----------------------------------------------------------------------
+    # -- who is who (read as needed: a portfolio may name thousands of people) -------------
 
-    def people(self) -> dict[str, Person]:
-        if self._people is None:
-            self._people = {p.id: p for p in self.session.exec(select(Person)).all()}
-        return self._people
+    def names(self, ids: Iterable[str | None]) -> dict[str, str]:
+        """id → name of the people named, read once each."""
+        wanted = [i for i in dict.fromkeys(ids) if i and i not in self._names_of]
+        for start in range(0, len(wanted), 500):
+            self._names_of.update(self.session.exec(select(Person.id, Person.name).where(
+                col(Person.id).in_(wanted[start:start + 500]))).all())
+        return {i: self._names_of[i] for i in dict.fromkeys(ids) if i and i in self._names_of}
 
     def _names(self, ids: Iterable[str | None]) -> tuple[str, ...]:
-        people = self.people()
-        return tuple(f"{people[i].name} ({i})" for i in dict.fromkeys(ids) if i in people)
+        ids = list(ids)
+        names = self.names(ids)
+        return tuple(f"{names[i]} ({i})" for i in dict.fromkeys(ids) if i in names)
 
     def deciders(self, plan: Plan, action: Action | None) -> list[str]:
         """Who approves, verifies and reassigns an action: its owner's line manager, the plan's
         accountable owner and its sponsor (never the action's owner)."""
-        owner = self.people().get(action.owner_id or "") if action else None
-        ids = [owner.line_manager_id if owner else None, plan.owner_id, plan.sponsor_id]
+        manager = self.session.exec(select(Person.line_manager_id).where(
+            Person.id == action.owner_id)).first() if action and action.owner_id else None
+        ids = [manager, plan.owner_id, plan.sponsor_id]
         return [i for i in dict.fromkeys(ids) if i and (action is None or i != action.owner_id)]
 
+    def _with_role(self, role: str) -> list[tuple[str, str, list[str]]]:
+        """(id, level, roles) of the people who may hold ``role`` (its name in their roles)."""
+        rows = self.session.exec(select(Person.id, Person.level, Person.roles).where(
+            cast(Person.roles, String).like(f"%{role}%"))).all()
+        return [(i, level, list(roles or [])) for i, level, roles in rows if role in (roles or [])]
+
     def lead_ids(self) -> list[str]:
-        return sorted(p.id for p in self.people().values() if GOVERNANCE_LEAD in (p.roles or []))
+        if self._leads is None:
+            self._leads = sorted(i for i, _, _ in self._with_role(GOVERNANCE_LEAD))
+        return self._leads
 
     def board_ids(self) -> list[str]:
-        return sorted(p.id for p in self.people().values()
-                      if p.level == BOARD_LEVEL and GUEST not in (p.roles or []))
+        if self._board is None:
+            guests = {i for i, _, _ in self._with_role(GUEST)}
+            self._board = sorted(set(self.session.exec(select(Person.id).where(
+                Person.level == BOARD_LEVEL)).all()) - guests)
+        return self._board
 
     def could_sign(self, person: Person, plan: Plan) -> bool:
         """Holds the level and group the plan's closure criteria name for its sign-off."""
@@ -182,22 +199,49 @@ class Policy:
 
     def has_part(self, person: Person, plan: Plan) -> bool:
         """A part in the plan: its owner or sponsor, an action's owner or their line manager, an
-        indicator's owner, a manager of its service, or someone who could sign it off."""
+        indicator's owner, a manager of its service, or someone who could sign it off
+        (``plans_with_part`` answers the same for every plan at once)."""
         if person.id in (plan.owner_id, plan.sponsor_id):
             return True
         owners = set(self.session.exec(select(Action.owner_id).where(
             Action.plan_id == plan.id)).all())
         owners |= set(self.session.exec(select(Indicator.owner_id).where(
             Indicator.plan_id == plan.id)).all())
+        owners.discard(None)
         if person.id in owners:
             return True
-        people = self.people()
-        if any(people[o].line_manager_id == person.id for o in owners if o in people):
+        if owners and self.session.exec(select(Person.id).where(
+                col(Person.id).in_(owners), Person.line_manager_id == person.id)).first():
             return True
         service = self.session.get(Service, plan.service_id)
         if service is not None and person.id in (service.manager_ids or []):
             return True
         return self.could_sign(person, plan)
+
+    def plans_with_part(self, person: Person) -> set[str]:
+        """Every plan ``person`` has a part in (``has_part``), in a few set-based queries."""
+        me = person.id
+        managed = select(Person.id).where(Person.line_manager_id == me)
+        ids = set(self.session.exec(select(Plan.id).where(
+            or_(Plan.owner_id == me, Plan.sponsor_id == me))).all())
+        for model in (Action, Indicator):
+            ids |= set(self.session.exec(select(model.plan_id).distinct().where(
+                or_(model.owner_id == me, col(model.owner_id).in_(managed)))).all())
+        services = [i for i, managers in self.session.exec(
+            select(Service.id, Service.manager_ids).where(
+                cast(Service.manager_ids, String).like(f"%{me}%"))).all()
+            if me in (managers or [])]
+        if services:
+            ids |= set(self.session.exec(select(Plan.id).where(
+                col(Plan.service_id).in_(services))).all())
+        rank = level_rank(person.level)
+        authority = Plan.closure_criteria["signoff"]
+        level, group = authority["level"].as_string(), authority["group"].as_string()
+        ids |= set(self.session.exec(select(Plan.id).where(
+            or_(level.is_not(None), group.is_not(None)),
+            or_(level.is_(None), level.in_(LEVELS[:(rank or 0) + 1])),
+            or_(group.is_(None), group.in_(list(person.groups or []))))).all())
+        return ids
 
     # -- the question --------------------------------------------------------------------
 
@@ -295,7 +339,7 @@ class Policy:
     def _recent(self, actor: Actor) -> bool:
         if actor.scope is not None or actor.full_signin_at is None:
             return False
-        age = self.wall - as_aware(actor.full_signin_at)
+        age = self.now - as_aware(actor.full_signin_at)
         return age <= timedelta(minutes=self.access.recent_signin_minutes)
 
     def _escalated_to(self, person: Person, action: Action) -> bool:
@@ -324,8 +368,7 @@ class Policy:
             return {actor.scope.partition("/")[0]}
         if actor.sees_everything:
             return None
-        return {p.id for p in self.session.exec(select(Plan)).all()
-                if self.has_part(person, p)}
+        return self.plans_with_part(person)
 
     def report_permission(self, actor: Actor, kind: str, service: str | None) -> Permission:
         """May ``actor`` run report ``kind`` over ``service`` (None: every service)? Governance

@@ -127,8 +127,12 @@ def all_audit(session: Session, limit: int | None = None) -> list[dict[str, Any]
     return [audit_row(e) for e in reversed(session.exec(query).all())]
 
 
-def _people(session: Session) -> dict[str, str]:
-    return {p.id: p.name for p in session.exec(select(Person)).all()}
+def names_of(session: Session, ids: Sequence[str | None] | None = None) -> dict[str, str]:
+    """id → name of everyone, or of the people ``ids`` names (a portfolio has thousands)."""
+    query = select(Person.id, Person.name)
+    if ids is not None:
+        query = query.where(col(Person.id).in_({i for i in ids if i}))
+    return dict(session.exec(query).all())  # type: ignore[arg-type]
 
 
 def action_detail(session: Session, action: Action, names: dict[str, str]) -> dict[str, Any]:
@@ -148,20 +152,22 @@ def action_detail(session: Session, action: Action, names: dict[str, str]) -> di
 def show(session: Session, entity_id: str) -> dict[str, Any]:
     """Everything about one plan or action, with its history."""
     kind, row = get_entity(session, entity_id)
-    names = _people(session)
     if isinstance(row, Action):
+        names = names_of(session, [row.owner_id])
         d = action_detail(session, row, names)
         d["kind"] = "action"
         d["history"] = entity_history(session, row.id)
         return d
     plan = row
+    actions = session.exec(select(Action).where(Action.plan_id == plan.id)
+                           .order_by(col(Action.id))).all()
+    names = names_of(session, [plan.owner_id, plan.sponsor_id, *(a.owner_id for a in actions)])
     d = row_dict(plan)
     d["kind"] = kind
     d["owner_name"], d["sponsor_name"] = names.get(plan.owner_id, ""), names.get(plan.sponsor_id, "")
     d["findings"] = [row_dict(f) for f in session.exec(
         select(Finding).where(Finding.plan_id == plan.id).order_by(col(Finding.id))).all()]
-    d["actions"] = [action_detail(session, a, names) for a in session.exec(
-        select(Action).where(Action.plan_id == plan.id).order_by(col(Action.id))).all()]
+    d["actions"] = [action_detail(session, a, names) for a in actions]
     indicators = []
     for ind in session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
                             .order_by(col(Indicator.id))).all():

@@ -195,11 +195,12 @@ def _explained(rt: Runtime, exc: Refused, plan: Plan, purpose: str, person_id: s
     return problems
 
 
-def sign(rt: Runtime, actor: Actor, plan_id: str, purpose: str, form: SignoffForm
-         ) -> lifecycle.EventResult:
+def sign(rt: Runtime, actor: Actor, plan_id: str, purpose: str, form: SignoffForm, *,
+         via: dict[str, str] | None = None) -> lifecycle.EventResult:
     """Record ``purpose``'s sign-off on the plan as ``actor`` (never a typed name), through
     the web: refused by the policy (``NotAllowed``), or not recorded with every reason
-    (``SignoffNotRecorded``); either way nothing changes."""
+    (``SignoffNotRecorded``); either way nothing changes. ``via`` says how the person reached
+    us (the door and how they signed in), for the audit trail."""
     from qip_flow.services.pages import policy_for
 
     with rt.db.read() as session:
@@ -222,7 +223,7 @@ def sign(rt: Runtime, actor: Actor, plan_id: str, purpose: str, form: SignoffFor
             residual_risks=record.residual_risks, no_residual_risk=record.no_residual_risk,
             learning_embedded=record.learning_embedded, note=form.note.strip() or None,
             reason=form.reason.strip() or None, variation=values.get("variation") or None,
-            via=actor.via)
+            via=via)
     except Refused as exc:
         if exc.guards or not exc.details:
             found = _explained(rt, exc, plan, purpose, actor.person.id, record)

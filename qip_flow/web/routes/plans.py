@@ -41,7 +41,7 @@ def plans(request: Request, service: str = "", theme: str = "", state: str = "",
           rt: Runtime = Depends(deps.runtime)) -> HTMLResponse:
     typed = {"service": service, "theme": theme, "state": state, "rag": rag}
     number = int(page) if page.isdigit() and len(page) < 7 else 1
-    found = pages.portfolio(rt, signin.actor(), page=number, **typed)
+    found = pages.portfolio(rt, deps.actor(request, signin), page=number, **typed)
     query = urlencode({k: v for k, v in typed.items() if v})
     return deps.render(request, "plans.html.j2", {"title": "Plans", "p": found, "typed": typed,
                                                   "query": query},
@@ -51,7 +51,7 @@ def plans(request: Request, service: str = "", theme: str = "", state: str = "",
 @router.get("/plans/{plan_id}", response_class=HTMLResponse)
 def plan(request: Request, plan_id: str, done: str = "", signin: SignIn = Depends(deps.signed_in),
          rt: Runtime = Depends(deps.runtime)) -> HTMLResponse:
-    found = pages.plan_page(rt, signin.actor(), plan_id)
+    found = pages.plan_page(rt, deps.actor(request, signin), plan_id)
     signed = next((s for s in reversed(found["signoffs"]) if s["purpose"] == done
                    and s["by_id"] == signin.person.id), None)
     return deps.render(request, "plan.html.j2", {
@@ -59,16 +59,16 @@ def plan(request: Request, plan_id: str, done: str = "", signin: SignIn = Depend
 
 
 @router.get("/plans/{plan_id}/indicators/{ref}/chart.svg")
-def chart(plan_id: str, ref: str, signin: SignIn = Depends(deps.signed_in),
+def chart(request: Request, plan_id: str, ref: str, signin: SignIn = Depends(deps.signed_in),
           rt: Runtime = Depends(deps.runtime)) -> Response:
-    svg = pages.indicator_chart(rt, signin.actor(), plan_id, ref)
+    svg = pages.indicator_chart(rt, deps.actor(request, signin), plan_id, ref)
     return Response(svg, media_type="image/svg+xml", headers={"content-security-policy": CHART_CSP})
 
 
 def _form_page(request: Request, rt: Runtime, signin: SignIn, plan_id: str, purpose: str,
                form: signing.SignoffForm, failed: signing.SignoffNotRecorded | None = None
                ) -> HTMLResponse:
-    found = pages.signoff_page(rt, signin.actor(), plan_id, purpose)
+    found = pages.signoff_page(rt, deps.actor(request, signin), plan_id, purpose)
     status = 200 if failed is None else failed.http_status
     return deps.render(request, "signoff.html.j2", {
         "title": f"{found['heading']}: {found['plan']['id']}", "p": found, "form": form,
@@ -101,18 +101,20 @@ def sign_off(request: Request, plan_id: str, purpose: str,
         sustain_days=sustain_days, reaudits=reaudits, signoff_level=signoff_level,
         signoff_group=signoff_group, adopt_rules=adopt_rules == "yes")
     try:
-        signing.sign(rt, signin.actor(), plan_id, purpose, form)
+        signing.sign(rt, deps.actor(request, signin), plan_id, purpose, form,
+                     via=deps.via(signin))
     except signing.SignoffNotRecorded as failed:
         return _form_page(request, rt, signin, plan_id, purpose, form, failed)
     return RedirectResponse(f"/plans/{plan_id}?done={purpose}", status_code=303)
 
 
 @router.get("/reports/{kind}")
-def report(kind: str, service: str = "", period: str = "", signin: SignIn = Depends(deps.signed_in),
+def report(request: Request, kind: str, service: str = "", period: str = "",
+           signin: SignIn = Depends(deps.signed_in),
            rt: Runtime = Depends(deps.runtime)) -> Response:
     if len(period) > 40:
         raise InvalidInput("period: write a quarter (2026-Q3), a month (2026-07), a year or "
                            "START:END")
-    html = pages.report_html(rt, signin.actor(), kind, service=service or None,
+    html = pages.report_html(rt, deps.actor(request, signin), kind, service=service or None,
                              period=period or None)
     return HTMLResponse(html, headers={"content-security-policy": REPORT_CSP})
