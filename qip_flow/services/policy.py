@@ -143,6 +143,7 @@ class Policy:
     def __init__(self, session: Session, access: AccessSettings, now: datetime) -> None:
         self.session, self.access, self.now = session, access, as_aware(now)
         self._names_of: dict[str, str] = {}
+        self._parts: dict[tuple[str, str], bool] = {}
         self._leads: list[str] | None = None
         self._board: list[str] | None = None
 
@@ -201,6 +202,12 @@ class Policy:
         """A part in the plan: its owner or sponsor, an action's owner or their line manager, an
         indicator's owner, a manager of its service, or someone who could sign it off
         (``plans_with_part`` answers the same for every plan at once)."""
+        key = (person.id, plan.id)
+        if key not in self._parts:
+            self._parts[key] = self._has_part(person, plan)
+        return self._parts[key]
+
+    def _has_part(self, person: Person, plan: Plan) -> bool:
         if person.id in (plan.owner_id, plan.sponsor_id):
             return True
         owners = set(self.session.exec(select(Action.owner_id).where(

@@ -135,17 +135,27 @@ def names_of(session: Session, ids: Sequence[str | None] | None = None) -> dict[
     return dict(session.exec(query).all())  # type: ignore[arg-type]
 
 
-def action_detail(session: Session, action: Action, names: dict[str, str]) -> dict[str, Any]:
+def _by_action(session: Session, model: Any, action_ids: Sequence[str]
+               ) -> dict[str, list[dict[str, Any]]]:
+    """Rows of ``model`` (revisions, notes, evidence) of the actions named, by action, in id
+    order: one query for every action of a plan."""
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in action_ids}
+    for row in session.exec(select(model).where(col(model.action_id).in_(list(action_ids)))
+                            .order_by(col(model.id))).all():
+        out[row.action_id].append(row_dict(row))
+    return out
+
+
+def action_detail(session: Session, action: Action, names: dict[str, str],
+                  parts: dict[str, dict[str, list[dict[str, Any]]]] | None = None
+                  ) -> dict[str, Any]:
+    """An action with its owner's name, due-date revisions, progress notes and evidence
+    (``parts``: those already read for many actions at once)."""
     d = row_dict(action)
     d["owner_name"] = names.get(action.owner_id or "", "")
-    d["revisions"] = [row_dict(r) for r in session.exec(
-        select(DueRevision).where(DueRevision.action_id == action.id)
-        .order_by(col(DueRevision.id))).all()]
-    d["notes"] = [row_dict(n) for n in session.exec(
-        select(ProgressNote).where(ProgressNote.action_id == action.id)
-        .order_by(col(ProgressNote.id))).all()]
-    d["evidence"] = [row_dict(e) for e in session.exec(
-        select(Evidence).where(Evidence.action_id == action.id).order_by(col(Evidence.id))).all()]
+    for key, model in (("revisions", DueRevision), ("notes", ProgressNote), ("evidence", Evidence)):
+        found = parts[key] if parts is not None else _by_action(session, model, [action.id])
+        d[key] = found.get(action.id, [])
     return d
 
 
@@ -167,23 +177,25 @@ def show(session: Session, entity_id: str) -> dict[str, Any]:
     d["owner_name"], d["sponsor_name"] = names.get(plan.owner_id, ""), names.get(plan.sponsor_id, "")
     d["findings"] = [row_dict(f) for f in session.exec(
         select(Finding).where(Finding.plan_id == plan.id).order_by(col(Finding.id))).all()]
-    d["actions"] = [action_detail(session, a, names) for a in actions]
-    indicators = []
-    for ind in session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
-                            .order_by(col(Indicator.id))).all():
-        i = row_dict(ind)
-        i["measurements"] = [row_dict(m) for m in session.exec(
-            select(Measurement).where(Measurement.indicator_id == ind.id)
-            .order_by(col(Measurement.on), col(Measurement.id))).all()]
-        indicators.append(i)
+    ids = [a.id for a in actions]
+    parts = {key: _by_action(session, model, ids) for key, model in (
+        ("revisions", DueRevision), ("notes", ProgressNote), ("evidence", Evidence))}
+    d["actions"] = [action_detail(session, a, names, parts) for a in actions]
+    indicators = [row_dict(i) for i in session.exec(
+        select(Indicator).where(Indicator.plan_id == plan.id).order_by(col(Indicator.id))).all()]
+    measured: dict[str, list[dict[str, Any]]] = {i["id"]: [] for i in indicators}
+    for m in session.exec(select(Measurement).where(
+            col(Measurement.indicator_id).in_(list(measured)))
+            .order_by(col(Measurement.on), col(Measurement.id))).all():
+        measured[m.indicator_id].append(row_dict(m))
+    for i in indicators:
+        i["measurements"] = measured[i["id"]]
     d["indicators"] = indicators
     d["signoffs"] = [row_dict(s) for s in session.exec(
         select(SignOff).where(SignOff.plan_id == plan.id).order_by(col(SignOff.id))).all()]
-    d["evidence"] = [row_dict(e) for e in session.exec(
-        select(Evidence).where(Evidence.plan_id == plan.id, col(Evidence.action_id).is_(None))
-        .order_by(col(Evidence.id))).all()]
     d["recorded_evidence"] = [row_dict(e) for e in session.exec(
         select(Evidence).where(Evidence.plan_id == plan.id).order_by(col(Evidence.id))).all()]
+    d["evidence"] = [e for e in d["recorded_evidence"] if e["action_id"] is None]
     d["history"] = entity_history(session, plan.id)
     return d
 
