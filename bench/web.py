@@ -104,32 +104,41 @@ async def run_load(url: str, people: list[dict[str, str]], duration: float, thin
     statuses: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     limits = httpx.Limits(max_connections=len(people) * 2)
 
-    async def person_loop(person: dict[str, str], rng: random.Random, until: float) -> None:
-        async with httpx.AsyncClient(base_url=url, cookies={"qip_session": person["token"]},
-                                     timeout=60, limits=limits) as client:
-            mine = paths(person)
-            for page in PAGES:  # warm-up: caches, connections, charts
-                await client.get(mine[page])
-            order = list(PAGES)
-            rng.shuffle(order)
-            i = 0
-            while time.monotonic() < until:
-                page = order[i % len(order)]
-                i += 1
-                started = time.perf_counter()
-                answer = await client.get(mine[page])
-                took = (time.perf_counter() - started) * 1000
-                statuses[page][answer.status_code] += 1
-                # /healthz answers 503 while no scheduler runs: the same work, so it counts
-                if answer.status_code == 200 or (page == "floor" and answer.status_code == 503):
-                    timings[page].append(took)
-                if think:
-                    await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
+    clients = [httpx.AsyncClient(base_url=url, cookies={"qip_session": p["token"]},
+                                 timeout=60, limits=limits) for p in people]
 
-    started = time.monotonic()
-    until = started + duration
-    await asyncio.gather(*(person_loop(p, random.Random(seed + i), until)
-                           for i, p in enumerate(people)))
+    async def warm_up(client: httpx.AsyncClient, person: dict[str, str]) -> None:
+        for path in paths(person).values():  # caches, connections, charts
+            await client.get(path)
+
+    async def person_loop(client: httpx.AsyncClient, person: dict[str, str], rng: random.Random,
+                          until: float) -> None:
+        mine = paths(person)
+        order = list(PAGES)
+        rng.shuffle(order)
+        i = 0
+        while time.monotonic() < until:
+            page = order[i % len(order)]
+            i += 1
+            started = time.perf_counter()
+            answer = await client.get(mine[page])
+            took = (time.perf_counter() - started) * 1000
+            statuses[page][answer.status_code] += 1
+            # /healthz answers 503 while no scheduler runs: the same work, so it counts
+            if answer.status_code == 200 or (page == "floor" and answer.status_code == 503):
+                timings[page].append(took)
+            if think:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
+
+    try:
+        await asyncio.gather(*(warm_up(c, p) for c, p in zip(clients, people, strict=True)))
+        started = time.monotonic()
+        until = started + duration
+        await asyncio.gather(*(person_loop(c, p, random.Random(seed + i), until)
+                               for i, (c, p) in enumerate(zip(clients, people, strict=True))))
+    finally:
+        for client in clients:
+            await client.aclose()
     elapsed = time.monotonic() - started
     return {"timings": dict(timings), "elapsed": elapsed,
             "statuses": {k: dict(v) for k, v in statuses.items()}}
@@ -137,7 +146,7 @@ async def run_load(url: str, people: list[dict[str, str]], duration: float, thin
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def serve(db_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
