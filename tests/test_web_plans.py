@@ -356,3 +356,46 @@ def test_hostile_text_in_every_field_stays_inert(fresh: Runtime) -> None:
         assert session.get(Plan, SAFEGUARDING).state == "closed"  # type: ignore[union-attr]
         assert session.exec(select(SignOff).where(col(SignOff.purpose) == "closure")).one() \
             .meeting_reference == f"M {HOSTILE}"
+
+
+def test_the_sponsor_approves_a_draft_as_himself(fresh: Runtime) -> None:
+    with app_client(fresh) as client:
+        signed_in(client, fresh, "dadeyemi", "email-link")
+        form = client.get(f"/plans/{MEDICATION}/sign-off/approval")
+        assert form.status_code == 200 and "Approve the plan" in form.text
+        assert 'name="residual_risks"' not in form.text  # approval records no closure parts
+        done = post(client, f"/plans/{MEDICATION}/sign-off/approval",
+                    {"meeting": "Quality committee 2026-07-28", "note": "Approved as written"})
+        assert done.status_code == 303
+    with fresh.db.read() as session:
+        plan = session.get(Plan, MEDICATION)
+        assert plan is not None and plan.state == "approved"
+        approve = session.exec(select(AuditEvent).where(AuditEvent.entity_id == MEDICATION,
+                                                        AuditEvent.what == "approve")).one()
+    assert approve.actor == "dadeyemi"
+    assert approve.detail["via"] == {"door": "web", "signin": "email-link"}
+
+
+def test_a_variation_below_the_published_minimums_is_refused_beside_the_change(
+        fresh: Runtime) -> None:
+    path = f"/plans/{SAFEGUARDING}/sign-off/variation"
+    with app_client(fresh) as client:
+        signed_in(client, fresh, "lokafor")
+        before = unchanged(fresh.db)
+        empty = post(client, path, {"reason": ""})
+        assert empty.status_code == 400 and unchanged(fresh.db) == before
+        assert 'href="#reason">Enter why the closure criteria change' in empty.text
+        assert 'href="#changes">Change at least one criterion' in empty.text
+        low = post(client, path, {"reason": "Shorter is enough", "sustain_days": "30",
+                                  "reaudits": "many"})
+        assert low.status_code == 400 and unchanged(fresh.db) == before
+        assert 'href="#reaudits">' in low.text and 'value="many"' in low.text
+        below = post(client, path, {"reason": "Shorter is enough", "sustain_days": "30"})
+        assert below.status_code == 409 and unchanged(fresh.db) == before
+        assert "minimum of 90" in main_text(below.text) and 'href="#changes"' in below.text
+        raised = post(client, path, {"reason": "Sustain through the winter",
+                                     "sustain_days": "120"})
+        assert raised.status_code == 303
+    with fresh.db.read() as session:
+        plan = session.get(Plan, SAFEGUARDING)
+        assert plan is not None and (plan.closure_criteria or {})["sustain_days"] == 120
