@@ -149,6 +149,15 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system), from /proc (0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve(db_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QIP_")}
     env["QIP_BASE_URL"] = f"http://127.0.0.1:{port}"
@@ -202,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         process = serve(db_file, port, log)
         try:
             wait_up(url, process, log)
+            cpu_before = cpu_seconds(process.pid)
             result = asyncio.run(run_load(url, people, args.duration, args.think, args.seed))
+            server_cpu = cpu_seconds(process.pid) - cpu_before
         finally:
             process.terminate()
             try:
@@ -240,13 +251,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "floor = /healthz (the checks of `qip health`; 503 here, as no scheduler runs), "
              "asked in the same loop; ratio = "
              "the page's p95 / the floor's p95. Target: p95 ≤ 150 ms and ≤ 5× the floor.",
+             f"The server used {server_cpu:.1f} s of CPU in {elapsed:.0f} s "
+             f"({100 * server_cpu / elapsed:.0f} % of one core; warm-up included), "
+             f"{1000 * server_cpu / max(1, sum(sum(c.values()) for c in statuses.values())):.1f}"
+             f" ms a request on average; load average at the end "
+             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine "
+             "slows every page alike).",
              f"All {sum(sum(c.values()) for c in statuses.values()):,} answers by status: "
              + "; ".join(f"{p} {dict(sorted(statuses.get(p, {}).items()))}" for p in PAGES)
              + (f". Server errors logged: {len(errors)}" if errors else ".")]
     table(args.name, "Web pages under load: latency per page beside the floor",
           ["page", "requests", "p50 ms", "p95 ms", "max ms", "requests/s", "p95 / floor p95",
            "target met"], rows, notes)
-    return {"pages": summary, "errors": errors, "elapsed": elapsed}
+    return {"pages": summary, "errors": errors, "elapsed": elapsed, "server_cpu": server_cpu}
 
 
 if __name__ == "__main__":
