@@ -123,6 +123,9 @@ def test_closure_by_a_senior_manager_outside_the_group_is_refused_with_each_reas
     evidence = plan_evidence(fresh, SAFEGUARDING)
     with app_client(fresh) as client:
         signed_in(client, fresh, "rmensah")
+        plan = main_text(client.get(f"/plans/{SAFEGUARDING}").text)
+        assert "Judged for Ruth Mensah signing now" in plan
+        assert "Not met Sign-off group" in plan and "Met Learning" in plan
         form = client.get(FORM)
         assert form.status_code == 200 and "Sign as Ruth Mensah" in form.text
         before = unchanged(fresh.db)

@@ -146,7 +146,7 @@ def test_closure_refused_outside_the_group_then_signed_by_a_member_after_single_
     ruth.get_by_role("link", name=SAFEGUARDING).click()
     ruth.wait_for_url(f"{server.url}/plans/{SAFEGUARDING}")
     main = ruth.inner_text("main")
-    assert "Closure review" in main and "Not met" in main and "Sign-off group" in main
+    assert "Closure review" in main and "Not met" in main and "Sign-off group" in main, main[:3000]
     chart = ruth.locator("img.qip-chart").first
     chart.scroll_into_view_if_needed()
     ruth.wait_for_function("(img) => img.complete && img.naturalWidth > 0",

@@ -280,7 +280,7 @@ def plan_page(rt: Runtime, actor: Actor, plan_id: str) -> dict[str, Any]:
             "closure": explained["closure"], "closure_rules_note": explained["closure_rules_note"],
             "closure_criteria_spec": explained["closure_criteria"],
             "criteria": criteria_in_words(explained["closure"], Flow.of(rt).signoff_rules),
-            "judged_for": names.get(signer or "", "") if signer else "",
+            "judged_for": actor.person.name if signer else "",
             "history": [_history_row(e, names) for e in reversed(shown["history"])],
             "signoffs_offered": offered, "can": {"sign_off": sign}}
 
