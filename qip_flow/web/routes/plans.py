@@ -23,7 +23,7 @@ router = APIRouter()
 ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/plans"): SIGNED_IN,  # each person sees the plans the policy lets them see
     ("GET", "/plans/{plan_id}"): Act.VIEW.value,
-    ("GET", "/plans/{plan_id}/indicators/{ref}/chart.svg"): Act.VIEW.value,
+    ("GET", "/plans/{plan_id}/indicators/{indicator}/chart.svg"): Act.VIEW.value,
     ("GET", "/plans/{plan_id}/sign-off/{purpose}"): Act.SIGN_OFF.value,
     ("POST", "/plans/{plan_id}/sign-off/{purpose}"): Act.SIGN_OFF.value,
     ("GET", "/reports/{kind}"): Act.RUN_REPORTS.value,
@@ -58,10 +58,11 @@ def plan(request: Request, plan_id: str, done: str = "", signin: SignIn = Depend
         "title": f"{found['id']}: {found['title']}", "p": found, "signed": signed})
 
 
-@router.get("/plans/{plan_id}/indicators/{ref}/chart.svg")
-def chart(request: Request, plan_id: str, ref: str, signin: SignIn = Depends(deps.signed_in),
-          rt: Runtime = Depends(deps.runtime)) -> Response:
-    svg = pages.indicator_chart(rt, deps.actor(request, signin), plan_id, ref)
+@router.get("/plans/{plan_id}/indicators/{indicator}/chart.svg")
+def chart(request: Request, plan_id: str, indicator: str,
+          signin: SignIn = Depends(deps.signed_in), rt: Runtime = Depends(deps.runtime)
+          ) -> Response:
+    svg = pages.indicator_chart(rt, deps.actor(request, signin), plan_id, indicator)
     return Response(svg, media_type="image/svg+xml", headers={"content-security-policy": CHART_CSP})
 
 
