@@ -11,7 +11,7 @@ import typer
 
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
-from qip_flow.reports.data import PERIOD_HELP
+from qip_flow.reports.periods import PERIOD_HELP
 
 report_app = typer.Typer(no_args_is_help=True, help="Governance reports: the board pack, a "
                          "plan's closure report, the commissioner's assurance pack.")
