@@ -27,16 +27,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, create_engine, func, inspect
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    create_engine,
+    func,
+    inspect,
+    type_coerce,
+    update,
+)
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import NullType
 from sqlmodel import Session, SQLModel, col, select
 
 from qip_flow.runtime import Runtime
+from qip_flow.store.audit import GENESIS
 from qip_flow.store.models import (
-    Action,
     AuditEvent,
     AuditHead,
     DueRequest,
@@ -131,34 +143,80 @@ def _scratch() -> Engine:
     return engine
 
 
-def _copy(live: Session, engine: Engine, moment: datetime) -> None:
-    """Every table a report may read, less the rows written after the moment."""
-    present = set(inspect(live.connection()).get_table_names())
-    plans_then = select(Plan.id).where(col(Plan.created_at) <= moment)
-    with engine.begin() as scratch:
-        for table in SQLModel.metadata.sorted_tables:
-            if table.name in SKIPPED or table.name not in present:
-                continue
-            query = select(table)
-            if table.name == "publishedconfig":  # the files in force then, or the first
-                query = query.where((table.c.published_at <= moment) | (
-                    table.c.id == select(func.min(table.c.id)).scalar_subquery()))
-            elif table.name in WRITTEN_AT:
-                query = query.where(table.c[WRITTEN_AT[table.name]] <= moment)
-            elif table.name in DATED_ON:
-                query = query.where(table.c[DATED_ON[table.name]] <= moment.date())
-            elif table.name in OF_A_PLAN:
-                query = query.where(table.c.plan_id.in_(plans_then))
-            rows = live.connection().execute(query)
-            while batch := rows.fetchmany(BATCH):
-                scratch.execute(table.insert(), [dict(r._mapping) for r in batch])
+def _as_at(table: Table, moment: datetime) -> Select[Any]:
+    """The query of a table's rows as at the moment (the audit trail in its order)."""
+    query = select(table)
+    if table.name == "publishedconfig":  # the files in force then, or the first
+        query = query.where((table.c.published_at <= moment) | (
+            table.c.id == select(func.min(table.c.id)).scalar_subquery()))
+    elif table.name in WRITTEN_AT:
+        query = query.where(table.c[WRITTEN_AT[table.name]] <= moment)
+    elif table.name in DATED_ON:
+        query = query.where(table.c[DATED_ON[table.name]] <= moment.date())
+    elif table.name in OF_A_PLAN:
+        query = query.where(table.c.plan_id.in_(
+            select(Plan.id).where(col(Plan.created_at) <= moment)))
+    if table.name == "auditevent":
+        query = query.order_by(table.c.seq)
+    return query
+
+
+def _rows(live: Session, table: Table, moment: datetime) -> Iterator[list[dict[str, Any]]]:
+    """A table's rows as at the moment, as values, a batch at a time."""
+    rows = live.connection().execute(_as_at(table, moment))
+    while batch := rows.fetchmany(BATCH):
+        yield [dict(r._mapping) for r in batch]
+
+
+def _copy_stored(live: Session, scratch: Connection, table: Table, moment: datetime) -> None:
+    """SQLite to SQLite: the rows as stored, without turning each value into Python and back
+    (five times faster on a large portfolio); the same query, the same rows."""
+    query = _as_at(table, moment).with_only_columns(
+        *(type_coerce(c, NullType()) for c in table.columns))  # values as stored
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    insert = (f'INSERT INTO "{table.name}" ({names}) VALUES '
+              f'({", ".join("?" for _ in table.columns)})')
+    source = live.connection().execute(query)
+    target = scratch.connection.dbapi_connection
+    assert target is not None
+    while batch := source.fetchmany(BATCH):
+        target.executemany(insert, [tuple(r) for r in batch])
 
 
 def _rebuild(rt: Runtime, live: Session, engine: Engine, moment: datetime, later: int
              ) -> View:
-    _copy(live, engine, moment)
-    after = list(live.exec(select(AuditEvent).where(col(AuditEvent.at) > moment)
-                           .order_by(col(AuditEvent.seq))).all())
+    """Copy every table a report may read, less the rows written after the moment, with the
+    plans and actions set back by the replay of the trail as it is copied."""
+    tables = {t.name: t for t in SQLModel.metadata.sorted_tables}
+    present = set(inspect(live.connection()).get_table_names())
+    stored = live.get_bind().dialect.name == "sqlite"
+    replay = _Replay(rt, moment, [r for b in _rows(live, tables["plan"], moment) for r in b],
+                     [r for b in _rows(live, tables["action"], moment) for r in b])
+    variations = [name for name, effects in replay.effects["plan"].items()
+                  if "apply_variation" in effects]
+    after = list(live.exec(select(AuditEvent).where(
+        col(AuditEvent.at) > moment, AuditEvent.entity_type == "plan",
+        col(AuditEvent.what).in_([*variations, "plan updated"])).order_by(
+        col(AuditEvent.seq))).all())
+    replay.undo_variations(after)
+    with engine.begin() as scratch:
+        for name, table in tables.items():
+            if name in SKIPPED or name not in present or name in ("plan", "action"):
+                continue
+            if stored and name != "auditevent":
+                _copy_stored(live, scratch, table, moment)
+                continue
+            for batch in _rows(live, table, moment):
+                scratch.execute(table.insert(), batch)
+                if name == "auditevent":
+                    replay.events(batch)
+        replay.finish()
+        for name, rows in (("plan", replay.plans), ("action", replay.actions)):
+            if rows:
+                scratch.execute(tables[name].insert(), [vars(r) for r in rows.values()])
+        scratch.execute(update(AuditHead).values(seq=replay.last_seq, hash=replay.last_hash))
+        scratch.execute(update(DueRequest).where(col(DueRequest.decided_at) > moment).values(
+            state="pending", decided_by_id=None, decided_at=None, decision_reason=""))
     later_plans = dict(live.exec(select(Plan.id, Plan.created_at).where(
         col(Plan.created_at) > moment)).all())
     republished = list(live.exec(select(PublishedConfig.published_at).where(
@@ -167,32 +225,31 @@ def _rebuild(rt: Runtime, live: Session, engine: Engine, moment: datetime, later
     if live.exec(select(PublishedConfig.id).where(
             col(PublishedConfig.published_at) <= moment).limit(1)).first() is None:
         republished = republished[1:]  # the first publication came later: in force then too
-    with Session(engine, expire_on_commit=False) as session:
-        replay = _Replay(rt, session, moment)
-        replay.undo_variations(after)
-        events = replay.run()
-        session.commit()
-    view = View(live, moment, rebuilt=True, events=events, later_events=later,
+    view = View(live, moment, rebuilt=True, events=replay.count, later_events=later,
                 later_plans=later_plans)
     view.notes = _notes(view, after, replay, republished)
     return view
 
 
 class _Replay:
-    """The plans and actions of the scratch database set back to what the audit trail says
-    they were at the moment: reset to how they were loaded, then every event replayed with the
-    effects its workflow names."""
+    """The plans and actions as the audit trail says they were at the moment: reset to how
+    they were loaded, then every event replayed with the effects its workflow names. Rows are
+    plain records (the tables' columns as attributes), not ORM objects: a portfolio has
+    100,000 actions."""
 
-    def __init__(self, rt: Runtime, session: Session, moment: datetime) -> None:
-        self.rt, self.session, self.moment = rt, session, moment
+    def __init__(self, rt: Runtime, moment: datetime, plans: list[dict[str, Any]],
+                 actions: list[dict[str, Any]]) -> None:
+        self.rt, self.moment = rt, moment
         self.effects = {kind: {e.name: list(e.effects) for e in wf.events}
                         for kind, wf in rt.workflows.defs.items()}
-        self.plans = {p.id: p for p in session.exec(select(Plan)).all()}
-        self.actions = {a.id: a for a in session.exec(select(Action)).all()}
-        self.by_plan: dict[str, list[Action]] = defaultdict(list)
+        self.plans = {r["id"]: SimpleNamespace(**r) for r in plans}
+        self.actions = {r["id"]: SimpleNamespace(**r) for r in actions}
+        self.by_plan: dict[str, list[Any]] = defaultdict(list)
         for a in self.actions.values():
             self.by_plan[a.plan_id].append(a)
         self.not_replayed: set[str] = set()
+        self.count, self.last_seq, self.last_hash = 0, 0, GENESIS
+        self._reset()
 
     def undo_variations(self, after: list[AuditEvent]) -> None:
         """The closure criteria as pinned at the moment: the live ones, with each variation
@@ -212,8 +269,8 @@ class _Replay:
                     criteria[key] = before
             plan.closure_criteria = criteria
 
-    def run(self) -> int:
-        """Reset, replay every event by the moment, and set the chain head; the event count."""
+    def _reset(self) -> None:
+        """Every plan and action as it was loaded, before any event."""
         plan_initial = self.rt.workflows.initial("plan")
         action_initial = self.rt.workflows.initial("action")
         for plan in self.plans.values():
@@ -227,29 +284,26 @@ class _Replay:
             action.last_update_at, action.owner_update_at = action.created_at, None
             action.completed_at = action.completed_by_id = action.verified_by_id = None
             action.reopened_at = None
-        last: AuditEvent | None = None
-        count = 0
-        for event in self.session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))):
-            count, last = count + 1, event
+
+    def events(self, rows: list[dict[str, Any]]) -> None:
+        """Replay a batch of the trail's events, in their order."""
+        for row in rows:
+            event = SimpleNamespace(**row)
+            self.count, self.last_seq, self.last_hash = self.count + 1, event.seq, event.hash
             if event.entity_type == "plan" and event.entity_id in self.plans:
                 self._plan(self.plans[event.entity_id], event)
             elif event.entity_type == "action" and event.entity_id in self.actions:
                 self._action(self.actions[event.entity_id], event)
+
+    def finish(self) -> None:
+        """After the last event: criteria pinned only later were not pinned then."""
         for plan in self.plans.values():
-            if plan.approved_at is None:  # pinned later: not pinned then
+            if plan.approved_at is None:
                 plan.closure_criteria = {k: v for k, v in (plan.closure_criteria or {}).items()
                                          if k not in PINNED_KEYS}
                 plan.closure_rules_version = None
-        head = self.session.get(AuditHead, 1)
-        if head is not None:
-            head.seq, head.hash = (last.seq or 0, last.hash) if last else (0, "genesis")
-        for request in self.session.exec(select(DueRequest).where(
-                col(DueRequest.decided_at) > self.moment)).all():
-            request.state, request.decided_by_id, request.decided_at = "pending", None, None
-            request.decision_reason = ""
-        return count
 
-    def _plan(self, plan: Plan, event: AuditEvent) -> None:
+    def _plan(self, plan: Any, event: Any) -> None:
         at, detail = event.at, event.detail or {}
         if event.what in PLAN_FILE_EVENTS:
             plan.updated_at = at
@@ -266,7 +320,7 @@ class _Replay:
             for name in self.effects["plan"][event.what]:
                 self._plan_effect(plan, name, event)
 
-    def _plan_effect(self, plan: Plan, name: str, event: AuditEvent) -> None:
+    def _plan_effect(self, plan: Any, name: str, event: Any) -> None:
         """What the named effect did to the plan (workflow/effects.py), from the event."""
         at = event.at
         decisions = (event.detail or {}).get("decisions") or {}
@@ -294,12 +348,12 @@ class _Replay:
             self.not_replayed.add(name)
 
     @staticmethod
-    def _reviewed(plan: Plan, at: datetime) -> None:
+    def _reviewed(plan: Any, at: datetime) -> None:
         plan.last_review_at = at
         if plan.review_cadence_days:
             plan.next_review_at = at + timedelta(days=plan.review_cadence_days)
 
-    def _action(self, action: Action, event: AuditEvent) -> None:
+    def _action(self, action: Any, event: Any) -> None:
         at, detail = event.at, event.detail or {}
         if event.what == ACTION_ADDED:
             action.baseline_due = action.due = _date(detail.get("due")) or action.baseline_due
@@ -324,7 +378,7 @@ class _Replay:
                 self.not_replayed.add(name)
 
 
-def monitoring_until(plan: Plan, step_down: AuditEvent) -> datetime:
+def monitoring_until(plan: Any, step_down: Any) -> datetime:
     """When the monitoring period a step-down began ends: from that step-down's own moment
     and the monitoring days its rule gave (each step-down of a plan has its own)."""
     ruled = (((step_down.detail or {}).get("decisions") or {}).get("step_down") or {}).get(
