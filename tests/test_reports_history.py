@@ -38,10 +38,11 @@ from test_reports import (
 
 from qip_flow import SHIPPED_CONFIG, reports
 from qip_flow.errors import InvalidDefinition, NotFound
-from qip_flow.reports import periods
+from qip_flow.reports import as_at, periods
 from qip_flow.runtime import Runtime
 from qip_flow.services import pinning
 from qip_flow.services.demo import Timeline, board_oversight, care_planning, play
+from qip_flow.workflow.effects import EFFECTS
 
 __all__ = ["qip"]  # the in-process `qip` command on the demo database, from test_reports
 
@@ -98,6 +99,13 @@ def test_the_board_pack_of_22_june_shows_june_not_november(demo: DemoReports) ->
         assert all(p.recorded <= date(2026, 6, 22) for p in series.points)
     assert pack.header.audit_events == query(
         demo.db, "select max(seq) from auditevent where at <= '2026-06-22 09:00:00.000000'")[0][0]
+
+
+def test_the_replay_knows_every_workflow_effect() -> None:
+    """A new effect changes the record in a way the rebuild must learn to set back
+    (qip_flow/reports/as_at.py, _Replay): until it does, this fails."""
+    assert {kind: set(effects) for kind, effects in EFFECTS.items()} == {
+        kind: set(names) for kind, names in as_at.REPLAYED.items()}
 
 
 def test_a_report_of_today_reads_the_record_as_it_is(demo: DemoReports) -> None:

@@ -73,6 +73,12 @@ WRITTEN_AT = {"plan": "created_at", "action": "created_at", "measurement": "at",
 DATED_ON = {"evidence": "on"}
 #: Rows that belong to a plan and have no time of their own: kept with their plan.
 OF_A_PLAN = ("finding", "indicator")
+#: The workflow effects the replay knows how to set back (a test checks it knows them all).
+REPLAYED = {"plan": frozenset({"pin_closure_criteria", "start_action_clocks", "schedule_review",
+                               "mark_closed", "start_monitoring", "mark_reopened",
+                               "record_learning_review", "apply_variation"}),
+            "action": frozenset({"record_due_revision", "mark_completed", "mark_verified",
+                                 "clear_completion"})}
 PLAN_FILE_EVENTS = ("plan added", "plan updated")
 ACTION_ADDED = "action added"
 RAG_CHANGED = "rag changed"
