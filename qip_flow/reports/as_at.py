@@ -176,7 +176,7 @@ def _rows(live: Session, table: Table, moment: datetime) -> Iterator[list[dict[s
 
 def _copy_stored(live: Session, scratch: Connection, table: Table, moment: datetime) -> None:
     """SQLite to SQLite: the rows as stored, without turning each value into Python and back
-    (five times faster on a large portfolio); the same query, the same rows."""
+    (several times faster on a large portfolio); the same query, the same rows."""
     query = _as_at(table, moment).with_only_columns(
         *(type_coerce(c, NullType()) for c in table.columns))  # values as stored
     names = ", ".join(f'"{c.name}"' for c in table.columns)
