@@ -9,6 +9,7 @@ tests open the same HTML files."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import html
 import io
@@ -18,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,7 +33,7 @@ from qip_flow.cli import render as cli_render
 from qip_flow.cli.main import main
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput
-from qip_flow.reports import data, pdf
+from qip_flow.reports import pdf, periods
 from qip_flow.reports.export import export
 from qip_flow.reports.outputs import MANIFEST
 from qip_flow.runtime import Runtime
@@ -43,6 +44,16 @@ from qip_flow.store.db import Database
 NOW = "2026-11-21"
 TODAY = NOW
 LIVE = ("approved", "in_progress", "sustaining", "closure_review", "monitoring")
+#: Days of the demo year on which the demo, as it plays, records the reports as they read then
+#: (tests/test_reports_history.py rebuilds them from the finished database and compares):
+#: Cedar Court just RED; two plans sustaining, the care planning plan in its first monitoring
+#: period; two plans closed and the care planning plan reopened.
+HISTORY = ("2026-04-30", "2026-06-22", "2026-08-15")
+#: The reports recorded on those days: key, kind, options.
+WATCHED: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("board", "board", {}), ("commissioner", "commissioner", {"period": "FY2026"}),
+    ("plan-009", "plan", {"plan_id": "QIP-2026-009"}),
+    ("plan-021", "plan", {"plan_id": "QIP-2026-021"}))
 DONE = ("completed", "verified")
 
 
@@ -57,6 +68,9 @@ class DemoReports:
     demo_files: list[Path]
     digest_before: str
     digest_after: str
+    # "DAY KEY" → the report's data (as plain JSON, its notes left out) and Markdown, recorded
+    # by the demo on that day of the year
+    history: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def digest(db: Path) -> str:
@@ -65,6 +79,27 @@ def digest(db: Path) -> str:
     for path in (db, Path(f"{db}-wal")):
         h.update(path.read_bytes() if path.exists() else b"-")
     return h.hexdigest()
+
+
+def recorded(report: Any) -> dict[str, Any]:
+    """A report's data as plain JSON, without the notes a rebuilt report carries about itself
+    (the one way a report rebuilt as at a day may differ from the one read on the day)."""
+    out = json.loads(json.dumps(dataclasses.asdict(report), default=str))
+    out["header"].pop("history")
+    return out
+
+
+def watching(seen: dict[str, dict[str, Any]]) -> Callable[[Timeline], Iterator[str]]:
+    """A scenario played beside the demo's: on each day of HISTORY, after that day's steps,
+    it reads the WATCHED reports as they stand."""
+    def watch(t: Timeline) -> Iterator[str]:
+        for day in HISTORY:
+            yield day
+            for key, kind, options in WATCHED:
+                report = reports.gather(t.rt, kind, **options)
+                seen[f"{day} {key}"] = {"data": recorded(report),
+                                        "md": reports.text(kind, report, "md")}
+    return watch
 
 
 def runtime(db: Path, now: str = NOW) -> Runtime:
@@ -82,8 +117,10 @@ def build_demo_reports(base: Path) -> DemoReports:
         saved = json.loads(marker.read_text())
         return DemoReports(folder, folder / "qip.db", saved["html"], saved["md"],
                            [Path(p) for p in saved["demo_files"]], saved["before"],
-                           saved["after"])
-    rt = run_demo(folder, config_dir=SHIPPED_CONFIG, out=Console(file=io.StringIO()))
+                           saved["after"], saved["history"])
+    history: dict[str, dict[str, Any]] = {}
+    rt = run_demo(folder, config_dir=SHIPPED_CONFIG, out=Console(file=io.StringIO()),
+                  also=(watching(history),))
     rt.db.dispose()  # checkpoint the WAL, so only reading follows
     db = folder / "qip.db"
     before = digest(db)
@@ -106,8 +143,9 @@ def build_demo_reports(base: Path) -> DemoReports:
     rt.db.dispose()
     after = digest(db)
     marker.write_text(json.dumps({"html": pages, "md": texts, "before": before, "after": after,
-                                  "demo_files": [str(p) for p in demo_files]}))
-    return DemoReports(folder, db, pages, texts, demo_files, before, after)
+                                  "demo_files": [str(p) for p in demo_files],
+                                  "history": history}))
+    return DemoReports(folder, db, pages, texts, demo_files, before, after, history)
 
 
 @pytest.fixture(scope="module")
@@ -483,19 +521,28 @@ def test_board_pack_says_why_a_plan_is_blocked_and_when_it_is_ready(
 # --- periods, formats and the command ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "start", "end"), [
-    ("2026-Q3", "2026-07-01", "2026-09-30"), ("2026q1", "2026-01-01", "2026-03-31"),
-    ("2026-02", "2026-02-01", "2026-02-28"), ("2026", "2026-01-01", "2026-12-31"),
-    ("2026-07-01:2026-09-30", "2026-07-01", "2026-09-30"), (None, "2026-08-23", "2026-11-21")])
-def test_periods(text: str | None, start: str, end: str) -> None:
-    period = data.parse_period(text, date(2026, 11, 21))
-    assert (period.start.isoformat(), period.end.isoformat()) == (start, end)
+@pytest.mark.parametrize(("text", "start", "end", "label"), [
+    ("FY2026-Q3", "2026-10-01", "2026-12-31", "Q3 2026/27"),
+    ("fy2026q1", "2026-04-01", "2026-06-30", "Q1 2026/27"),
+    ("FY2026", "2026-04-01", "2027-03-31", "2026/27"),
+    ("2026/27", "2026-04-01", "2027-03-31", "2026/27"),
+    ("2025/26-Q4", "2026-01-01", "2026-03-31", "Q4 2025/26"),
+    ("CY2026-Q3", "2026-07-01", "2026-09-30", "calendar Q3 2026"),
+    ("2026-02", "2026-02-01", "2026-02-28", "2026-02"), ("2026", "2026-01-01", "2026-12-31", "2026"),
+    ("CY2026", "2026-01-01", "2026-12-31", "2026"),
+    ("2026-07-01:2026-09-30", "2026-07-01", "2026-09-30", "2026-07-01 to 2026-09-30"),
+    (None, "2026-08-23", "2026-11-21", "last 90 days")])
+def test_periods(text: str | None, start: str, end: str, label: str) -> None:
+    """Financial years start in April (FY2026 is 2026/27); calendar quarters say so."""
+    period = periods.parse_period(text, date(2026, 11, 21))
+    assert (period.start.isoformat(), period.end.isoformat(), period.label) == (start, end, label)
 
 
-@pytest.mark.parametrize("text", ["2026-Q5", "Q3", "2026-13", "2026-09-30:2026-07-01", "soon"])
+@pytest.mark.parametrize("text", ["2026-Q5", "Q3", "2026-13", "2026-09-30:2026-07-01", "soon",
+                                  "FY2026-Q5", "2026/28", "2026-Q3"])
 def test_bad_periods_say_how_to_write_one(text: str) -> None:
     with pytest.raises(InvalidInput, match="--period"):
-        data.parse_period(text, date(2026, 11, 21))
+        periods.parse_period(text, date(2026, 11, 21))
 
 
 def test_format_comes_from_the_option_or_the_file_name() -> None:

@@ -11,10 +11,12 @@ import typer
 
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
-from qip_flow.reports.data import PERIOD_HELP
+from qip_flow.reports.periods import PERIOD_HELP
 
 report_app = typer.Typer(no_args_is_help=True, help="Governance reports: the board pack, a "
-                         "plan's closure report, the commissioner's assurance pack.")
+                         "plan's closure report, the commissioner's assurance pack. With an "
+                         "earlier --now, each is the record as it stood then, rebuilt from the "
+                         "audit trail.")
 
 Format = Annotated[str | None, typer.Option(
     "--format", help="html, md or pdf (default: from --out's suffix, else Markdown).")]

@@ -256,7 +256,28 @@ class AccessSettings(_Strict):
                                        "sign-off in the web pages.")
 
 
-SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access")
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december")
+
+
+class ReportingSettings(_Strict):
+    """How the reports count time: the month the financial year starts in, which
+    ``--period FY2026`` and ``FY2026-Q3`` follow (April, as NHS bodies in England report)."""
+
+    financial_year_starts: Literal["january", "february", "march", "april", "may", "june",
+                                   "july", "august", "september", "october", "november",
+                                   "december"] = Field(
+        "april", description="The month the financial year starts in: FY2026 is the year "
+                             "starting in that month of 2026 (2026/27 with April).")
+
+    @property
+    def year_starts(self) -> int:
+        """The month as a number (April is 4)."""
+        return MONTHS.index(self.financial_year_starts) + 1
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access",
+                   "reporting")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -302,6 +323,9 @@ class RulesFile(_Strict):
                           "every separation rule is on.")
     access: AccessSettings | None = Field(
         None, description="Who may act through which door (cli_signoff); at most one file.")
+    reporting: ReportingSettings | None = Field(
+        None, description="How the reports count time (financial_year_starts); at most one "
+                          "file.")
     signoff: SignoffSettings | None = Field(
         None, description="Sign-off record settings; only in the file holding the closure "
                           "criteria (outcome `criterion`).")
@@ -343,6 +367,7 @@ class RuleBook:
     separation_file: str = "built-in default"
     signoff: SignoffSettings = field(default_factory=SignoffSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    reporting: ReportingSettings = field(default_factory=ReportingSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -355,6 +380,8 @@ class RuleBook:
             VariationMinimums())
         self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
         self.access = next((f.access for f in self.files if f.access), AccessSettings())
+        self.reporting = next((f.reporting for f in self.files if f.reporting),
+                              ReportingSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path

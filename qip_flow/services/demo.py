@@ -361,12 +361,13 @@ def board_oversight(t: Timeline) -> Iterator[str]:
     t.measure(p, {"ra-in-date": 100, "short-nights": 3})
 
 
-SCENARIOS = (medication, safeguarding, care_planning, board_oversight)
+#: A story played on the demo's calendar: it yields each day it acts on, then acts.
+Scenario = Callable[[Timeline], Iterator[str]]
+SCENARIOS: tuple[Scenario, ...] = (medication, safeguarding, care_planning, board_oversight)
 DEMO_END = date(2026, 11, 21)
 
 
-def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...],
-         until: date) -> None:
+def play(t: Timeline, scenarios: tuple[Scenario, ...], until: date) -> None:
     """Run the scenarios side by side on one calendar, the scheduler ticking every morning."""
     queue: list[tuple[str, int, Iterator[str]]] = []
     for i, scenario in enumerate(scenarios):
@@ -384,9 +385,11 @@ def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...]
     t.run_days(until)
 
 
-def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
+def run_demo(folder: Path, *, config_dir: Path | None, out: Console,
+             also: tuple[Scenario, ...] = ()) -> Runtime:
     """Play the demo on a new simulation database, under ``config_dir``'s files (published
-    there first) or the shipped ones."""
+    there first) or the shipped ones; ``also`` plays more scenarios on the same calendar
+    (a test watching the year, say, reading reports on the days it chooses)."""
     files = GovernanceFiles.from_folder(config_dir or SHIPPED_CONFIG)
     db = prepare_database(folder, files)
     rt = Runtime(db=db, clock=Clock())
@@ -402,7 +405,7 @@ def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
               "  QIP-2026-021  safeguarding QIP at Willow Lodge, closed by the safeguarding group\n"
               "  QIP-2026-009  care planning QIP, stepped down into monitoring\n"
               "  QIP-2026-017  Cedar Court under board oversight: risks, RAG, revised timelines\n")
-    play(t, SCENARIOS, DEMO_END)
+    play(t, (*SCENARIOS, *also), DEMO_END)
     with db.read() as session:
         check = audit.verify(session)
     with db.read() as session:
