@@ -4,7 +4,7 @@ NHS.UK frontend, vendored with its licence) and each page group's routes."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +61,91 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+FORM_ALLOWANCE = 1024 * 1024  # a form's fields beside its file (and any form without one)
+
+
+class BodyTooLarge(Exception):
+    """A request body larger than its form can need; raised while it is read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class BodyLimit:
+    """Reads no more of a request body than its form can need: for a form with a file, the
+    upload limit and a little for its other fields; 1 MB for any other. The limit is enforced
+    while the body arrives: past it, the rest is read and thrown away (so the browser gets the
+    answer, up to four times the limit) and the request is answered 413 with nothing kept."""
+
+    def __init__(self, app: ASGIApp, *, upload_limit: int) -> None:
+        self.app, self.upload_limit = app, upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in deps.UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        kind = dict(scope.get("headers", [])).get(b"content-type", b"")
+        allowed = self.upload_limit if kind.startswith(b"multipart/") else FORM_ALLOWANCE
+        limit = allowed + (FORM_ALLOWANCE if kind.startswith(b"multipart/") else 0)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    while message.get("more_body") and seen <= 4 * limit:
+                        message = await receive()
+                        seen += len(message.get("body", b""))
+                    raise BodyTooLarge(allowed)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 STATUS = {Refused: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 400,
           NotInitialised: 503}
+
+
+def uk_date(value: object) -> str:
+    """``2026-03-13`` (or a date, or a date-time) as people in England write it: 13 March 2026."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime | date):
+        return f"{value.day} {value:%B %Y}"
+    return str(value)
 
 
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["uk_date"] = uk_date
     return Jinja2Templates(env=env)
 
 
 def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
     """The web application over ``rt``; every route is behind the CSRF check."""
-    from qip_flow.web.routes import auth, home
+    from qip_flow.store.evidence_files import upload_limit
+    from qip_flow.web.routes import actions, auth, home
 
     app = FastAPI(title="qip_flow", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(deps.csrf_protect)])
     app.state.runtime, app.state.settings, app.state.templates = rt, settings, _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     auth.install(app, settings, rt)
-    for module in (auth, home):
+    for module in (auth, home, actions):
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     _handle_errors(app)
+    app.state.upload_limit = upload_limit()
+    app.add_middleware(BodyLimit, upload_limit=app.state.upload_limit)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     return app
 
@@ -99,7 +161,7 @@ def healthz(rt: Runtime = Depends(deps.runtime)) -> JSONResponse:
 def _error_page(request: Request, status: int, message: str, details: list[str] | None = None
                 ) -> Response:
     titles = {400: "There is a problem", 403: "You cannot do this", 404: "Page not found",
-              405: "Not allowed", 503: "Not ready"}
+              405: "Not allowed", 413: "The file is too large", 503: "Not ready"}
     return deps.render(request, "error.html.j2", {
         "title": titles.get(status, "Something went wrong"), "message": message,
         "details": details or []}, status_code=status)
@@ -109,6 +171,14 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(deps.SignInRequired)
     async def sign_in_first(request: Request, exc: deps.SignInRequired) -> Response:
         return RedirectResponse(deps.sign_in_url(exc.next_path, again=exc.again), status_code=303)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        from qip_flow.store.evidence_files import in_words
+
+        return _error_page(request, 413, f"What was sent is larger than {in_words(exc.limit)}, "
+                           "the most accepted, so nothing was kept. Go back and choose a smaller "
+                           "file (a PDF of the pages that matter, or a smaller photograph).")
 
     @app.exception_handler(QipError)
     async def refused(request: Request, exc: QipError) -> Response:
