@@ -64,19 +64,12 @@ class SecurityHeaders:
 FORM_ALLOWANCE = 1024 * 1024  # a form's fields beside its file (and any form without one)
 
 
-class BodyTooLarge(Exception):
-    """A request body larger than its form can need; raised while it is read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
 class BodyLimit:
     """Reads no more of a request body than its form can need: for a form with a file, the
     upload limit and a little for its other fields; 1 MB for any other. The limit is enforced
     while the body arrives: past it, the rest is read and thrown away (so the browser gets the
-    answer, up to four times the limit) and the request is answered 413 with nothing kept."""
+    answer, up to four times the limit), the application is told the client went away (so it
+    keeps nothing) and the answer is a 413 page."""
 
     def __init__(self, app: ASGIApp, *, upload_limit: int) -> None:
         self.app, self.upload_limit = app, upload_limit
@@ -85,13 +78,16 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in deps.UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        kind = dict(scope.get("headers", [])).get(b"content-type", b"")
-        allowed = self.upload_limit if kind.startswith(b"multipart/") else FORM_ALLOWANCE
-        limit = allowed + (FORM_ALLOWANCE if kind.startswith(b"multipart/") else 0)
-        seen = 0
+        multipart = dict(scope.get("headers", [])).get(b"content-type", b"").startswith(
+            b"multipart/")
+        allowed = self.upload_limit if multipart else FORM_ALLOWANCE
+        limit = allowed + (FORM_ALLOWANCE if multipart else 0)
+        seen, over = 0, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -99,10 +95,29 @@ class BodyLimit:
                     while message.get("more_body") and seen <= 4 * limit:
                         message = await receive()
                         seen += len(message.get("body", b""))
-                    raise BodyTooLarge(allowed)
+                    over = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def unless_over(message: Message) -> None:
+            if not over:  # the application's answer to a body it never had is not sent
+                await send(message)
+
+        try:
+            await self.app(scope, limited, unless_over)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await _too_large(Request(scope), allowed)(scope, receive, send)
+
+
+def _too_large(request: Request, allowed: int) -> Response:
+    from qip_flow.store.evidence_files import in_words
+
+    return _error_page(request, 413, f"What was sent is larger than {in_words(allowed)}, the "
+                       "most accepted, so nothing was kept. Go back and choose a smaller file "
+                       "(a PDF of the pages that matter, or a smaller photograph).")
 
 
 STATUS = {Refused: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 400,
@@ -171,14 +186,6 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(deps.SignInRequired)
     async def sign_in_first(request: Request, exc: deps.SignInRequired) -> Response:
         return RedirectResponse(deps.sign_in_url(exc.next_path, again=exc.again), status_code=303)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
-        from qip_flow.store.evidence_files import in_words
-
-        return _error_page(request, 413, f"What was sent is larger than {in_words(exc.limit)}, "
-                           "the most accepted, so nothing was kept. Go back and choose a smaller "
-                           "file (a PDF of the pages that matter, or a smaller photograph).")
 
     @app.exception_handler(QipError)
     async def refused(request: Request, exc: QipError) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -351,6 +352,7 @@ def download(request: Request, evidence_id: int,
     found = evidence.file_for(rt, evidence_id)
     media_type = found.media_type + ("; charset=utf-8" if found.media_type.startswith("text/")
                                      else "")
-    return FileResponse(found.path, media_type=media_type, filename=found.filename,
-                        content_disposition_type="attachment",
-                        headers={"Content-Security-Policy": "sandbox; default-src 'none'"})
+    return FileResponse(found.path, media_type=media_type, headers={
+        "Content-Disposition": f"attachment; filename=\"{found.filename}\"; "
+                               f"filename*=UTF-8''{quote(found.filename)}",
+        "Content-Security-Policy": "sandbox; default-src 'none'"})
