@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, or_, select
 
+from qip_flow.clock import as_aware
 from qip_flow.decide.calendar import calendar
 from qip_flow.errors import NotFound
 from qip_flow.runtime import Runtime
@@ -103,16 +104,25 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
         sent = session.exec(select(Notification).where(
             Notification.recipient_id == person.id, Notification.kind == "escalation")
             .order_by(col(Notification.id).desc()).limit(50)).all()
-        acknowledged = {a.notification_id: a for a in session.exec(select(Acknowledgement).where(
-            col(Acknowledgement.notification_id).in_([n.id for n in sent]))).all()} if sent else {}
-        escalations = [
-            {"id": n.id, "entity": n.entity_id, "plan": n.plan_id, "subject": n.subject,
-             "at": n.created_at.isoformat(), "rule": n.rule_id, "path": item_path(n.entity_id),
-             "acknowledged_on": acknowledged[n.id].at.date().isoformat()
-             if n.id in acknowledged else None,
-             "paused_until": acknowledged[n.id].paused_until.isoformat()
-             if n.id in acknowledged else None}
-            for n in sent]
+        acks = session.exec(select(Acknowledgement).where(
+            Acknowledgement.by_id == person.id,
+            col(Acknowledgement.action_id).in_({n.entity_id for n in sent}))
+            .order_by(col(Acknowledgement.id))).all() if sent else []
+
+        def acknowledged(n: Notification) -> Acknowledgement | None:
+            """The person's first acknowledgement of the action since this escalation."""
+            return next((a for a in acks if a.action_id == n.entity_id
+                         and as_aware(a.at) >= as_aware(n.created_at)), None)
+
+        escalations = []
+        for n in sent:
+            ack = acknowledged(n)
+            escalations.append({
+                "id": n.id, "entity": n.entity_id, "plan": n.plan_id, "subject": n.subject,
+                "at": n.created_at.isoformat(), "rule": n.rule_id,
+                "path": item_path(n.entity_id),
+                "acknowledged_on": ack.at.date().isoformat() if ack else None,
+                "paused_until": ack.paused_until.isoformat() if ack else None})
     return {"person": person.id, "name": person.name, "today": today.isoformat(),
             "actions": rows, "new_dates": dates, "verifications": verify,
             "signoffs": signoffs, "escalations": escalations}
