@@ -14,20 +14,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from notify_servers import (
-    SmtpServer,
-    approve_and_start,
-    free_port,
-    make_runtime,
-    smtp_server,
-)
-from web_servers import Served, emailed_link, prepare_database, start_server, wait_until_up
+from notify_servers import SmtpServer, approve_and_start, make_runtime, smtp_server
+from web_servers import Served, emailed_link, served
 
 from qip_flow.services import identity, notifications
 from qip_flow.store.db import Database
@@ -54,40 +47,29 @@ def smtp() -> Iterator[SmtpServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Served]:
-    """The examples, the medication plan approved and started on 22 January, and the morning
-    of 20 March played (tick and dispatch: the reminders and escalations go to the sink) before
-    the server starts, on that morning's clock."""
-    folder = tmp_path_factory.mktemp("web-actions")
-    db_file, channels = prepare_database(folder, smtp)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+def play_the_morning(db_file: Path, channels: Path, url: str) -> None:
+    """The medication plan approved and started on 22 January, and the morning of 20 March
+    played: tick and dispatch, so the reminders and escalations reach the sink."""
     with pytest.MonkeyPatch.context() as env:
         for name in [n for n in os.environ if n.startswith("QIP_")]:
             env.delenv(name)
         env.setenv("QIP_BASE_URL", url)
-        env.setenv("QIP_KEY_FILE", str(folder / "qip.key"))
-        env.chdir(folder)
+        env.setenv("QIP_KEY_FILE", str(db_file.parent / "qip.key"))
+        env.chdir(db_file.parent)
         rt = make_runtime(Database(f"sqlite:///{db_file}"), channels)
         approve_and_start(rt)
         rt.clock.set("2026-03-20T08:00")
         notifications.tick(rt, worker="test")
         notifications.dispatch(rt, worker="test")
         rt.db.dispose()
-    log = folder / "serve.log"
-    process = start_server(db_file, port, log=log, env={
-        "QIP_CHANNELS": str(channels), "QIP_BASE_URL": url, "QIP_NOW": "2026-03-20T10:00"})
-    try:
-        wait_until_up(url, process, log)
-        yield Served(url, db_file, smtp, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Served]:
+    """The server on that morning's clock."""
+    with served(tmp_path_factory.mktemp("web-actions"), smtp, prepare=play_the_morning,
+                env={"QIP_NOW": "2026-03-20T10:00"}) as running:
+        yield running
 
 
 def _link_in_reminder(served: Served) -> str:
@@ -144,6 +126,23 @@ def _sign_in_by_email(page: Any, served: Served, person: str) -> None:
     page.get_by_role("button", name="Continue").click()
 
 
+def _signed_in(browser: Any, served: Served, person: str) -> Any:
+    """A new browser signed in by email link, on My work."""
+    page = browser.new_context(bypass_csp=True).new_page()
+    page.goto(f"{served.url}/sign-in")
+    _sign_in_by_email(page, served, person)
+    page.wait_for_url(f"{served.url}/")
+    return page
+
+
+def _complete(page: Any, action_id: str, file: Path, shows: str) -> None:
+    """On the action's page: mark it complete with a file as its evidence."""
+    page.get_by_label(re.compile("The evidence that it is done")).set_input_files(str(file))
+    page.get_by_label("What does the file show?").fill(shows)
+    page.get_by_role("button", name="Mark as complete").click()
+    page.wait_for_url(f"**/actions/{action_id}?done=complete")
+
+
 def _banner(page: Any) -> str:
     return page.locator(".nhsuk-notification-banner").inner_text()
 
@@ -185,12 +184,7 @@ def test_owner_and_manager_act_on_the_action_pages_in_chromium(server: Served,
             megan.get_by_role("link", name="sign in", exact=True).click()
             _sign_in_by_email(megan, server, "mjones")
             megan.wait_for_url(f"{server.url}/actions/{A3}")
-            megan.get_by_label(re.compile("The evidence that it is done")).set_input_files(
-                str(evidence))
-            megan.get_by_label("What does the file show?").last.fill(
-                "Competency records, all six")
-            megan.get_by_role("button", name="Mark as complete").click()
-            megan.wait_for_url(f"**/actions/{A3}?done=complete")
+            _complete(megan, A3, evidence, "Competency records, all six")
             assert "marked complete" in _banner(megan)
             assert "Competency records, all six" in megan.inner_text("#evidence")
             camera.shoot(megan, "action-completed")
@@ -203,10 +197,7 @@ def test_owner_and_manager_act_on_the_action_pages_in_chromium(server: Served,
             megan.goto(f"{server.url}/")
             camera.shoot(megan, "my-work-owner")
 
-            jaya = browser.new_context(bypass_csp=True).new_page()
-            jaya.goto(f"{server.url}/sign-in")
-            _sign_in_by_email(jaya, server, "jpatel")
-            jaya.wait_for_url(f"{server.url}/")
+            jaya = _signed_in(browser, server, "jpatel")
             assert A3 in jaya.inner_text("#verifications")
             camera.shoot(jaya, "my-work-manager")
             jaya.locator("#verifications").get_by_role("link", name=A3).click()
@@ -220,11 +211,7 @@ def test_owner_and_manager_act_on_the_action_pages_in_chromium(server: Served,
 
             # Jaya completes her own A1; verifying it herself is refused, never offered
             jaya.goto(f"{server.url}/actions/{A1}")
-            jaya.get_by_label(re.compile("The evidence that it is done")).set_input_files(
-                str(evidence))
-            jaya.get_by_label("What does the file show?").last.fill("Weekly MAR audits")
-            jaya.get_by_role("button", name="Mark as complete").click()
-            jaya.wait_for_url(f"**/actions/{A1}?done=complete")
+            _complete(jaya, A1, evidence, "Weekly MAR audits")
             assert jaya.locator("#verify").count() == 0
             token = jaya.locator("input[name=csrf_token]").first.get_attribute("value")
             jaya.evaluate(  # the form the page never shows, sent anyway
@@ -238,10 +225,7 @@ def test_owner_and_manager_act_on_the_action_pages_in_chromium(server: Served,
             assert "Ruth Mensah (rmensah)" in jaya.inner_text("#who-can")
             camera.shoot(jaya, "refused-verify-own-action")
 
-            daniel = browser.new_context(bypass_csp=True).new_page()
-            daniel.goto(f"{server.url}/sign-in?next=%2F")
-            _sign_in_by_email(daniel, server, "dadeyemi")
-            daniel.wait_for_url(f"{server.url}/")
+            daniel = _signed_in(browser, server, "dadeyemi")
             assert A2 in daniel.inner_text("#escalations")
             camera.shoot(daniel, "my-work-escalations")
             daniel.goto(f"{server.url}/actions/{A2}")

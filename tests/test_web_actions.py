@@ -790,3 +790,22 @@ def test_migration_0017_goes_up_and_down(tmp_path: Path) -> None:
         columns = [r[1] for r in conn.exec_driver_sql("pragma table_info(evidence)")]
         assert {"sha256", "size", "media_type", "filename"} <= set(columns)
     db.dispose()
+
+
+def test_a_backup_holds_the_evidence_files_and_a_restore_puts_them_back(site: Site,
+                                                                        cli: Any) -> None:
+    send(site.client("anowak"), A2, "evidence", {"description": "Register"}, pdf())
+    (site.evidence / evidence_files.INCOMING / "upload-half").write_bytes(b"%PDF-half")
+    sha = site.rows(Evidence)[-1].sha256 or ""
+    url = f"sqlite:///{site.folder / 'qip.db'}"
+    code, _, err = cli(url, "backup", str(site.folder / "backup"))
+    assert code == 0, err
+    kept = site.folder / "backup" / "evidence" / sha[:2] / sha[2:]
+    assert kept.read_bytes() == PDF
+    assert not (site.folder / "backup" / "evidence" / evidence_files.INCOMING).exists()
+    site.rt.db.dispose()
+    shutil.rmtree(site.evidence)
+    code, _, err = cli(url, "restore", str(site.folder / "backup"), "--force")
+    assert code == 0, err
+    assert evidence_files.path_of(site.evidence, sha).read_bytes() == PDF
+    assert cli(url, "audit", "verify")[0] == 0

@@ -65,8 +65,8 @@ FORM_ALLOWANCE = 1024 * 1024  # a form's fields beside its file (and any form wi
 
 
 class BodyLimit:
-    """Reads no more of a request body than its form can need: for a form with a file, the
-    upload limit and a little for its other fields; 1 MB for any other. The limit is enforced
+    """Reads no more of a form's body than it can need: for a form with a file, the upload
+    limit and a little for its other fields; 1 MB for any other form. The limit is enforced
     while the body arrives: past it, the rest is read and thrown away (so the browser gets the
     answer, up to four times the limit), the application is told the client went away (so it
     keeps nothing) and the answer is a 413 page."""
@@ -75,11 +75,12 @@ class BodyLimit:
         self.app, self.upload_limit = app, upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in deps.UNSAFE_METHODS:
-            await self.app(scope, receive, send)
+        kind = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
+        multipart = kind.startswith(b"multipart/form-data")
+        if scope["type"] != "http" or scope["method"] not in deps.UNSAFE_METHODS or not (
+                multipart or kind.startswith(b"application/x-www-form-urlencoded")):
+            await self.app(scope, receive, send)  # not a form: its route judges its body
             return
-        multipart = dict(scope.get("headers", [])).get(b"content-type", b"").startswith(
-            b"multipart/")
         allowed = self.upload_limit if multipart else FORM_ALLOWANCE
         limit = allowed + (FORM_ALLOWANCE if multipart else 0)
         seen, over = 0, False

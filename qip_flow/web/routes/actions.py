@@ -147,13 +147,19 @@ def act(request: Request, signin: SignIn, action_id: str, what: Act, form: str, 
     return RedirectResponse(f"{item_path(action_id)}?done={word}", status_code=303)
 
 
-def _text(errors: dict[str, str], field: str, value: str, missing: str) -> str:
+def _short(errors: dict[str, str], field: str, value: str) -> str:
+    """Optional text, at most ``MAX_NOTE`` characters."""
     text = value.strip()
-    if not text:
-        errors[field] = missing
-    elif len(text) > MAX_NOTE:
+    if len(text) > MAX_NOTE:
         errors[field] = f"Keep it to {MAX_NOTE:,} characters (it has {len(text):,})"
     return text
+
+
+def _text(errors: dict[str, str], field: str, value: str, missing: str) -> str:
+    """Text that must be given."""
+    if not value.strip():
+        errors[field] = missing
+    return _short(errors, field, value)
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -215,8 +221,7 @@ def complete(request: Request, plan_id: str, ref: str, description: str = Form("
     if file is not None:
         _text(errors, "complete-description", description,
               "Say what the file shows, for example 'Training records, all 14 staff'")
-    if len(note) > MAX_NOTE:
-        errors["complete-note"] = f"Keep it to {MAX_NOTE:,} characters (it has {len(note):,})"
+    _short(errors, "complete-note", note)
     values = {"complete-description": description, "complete-note": note}
 
     def call(rt: Runtime) -> Any:
@@ -295,8 +300,7 @@ def decide_new_date(request: Request, plan_id: str, ref: str, request_id: int,
     elif decision == "refuse":
         _text(errors, "decide-reason", reason, "Say why the new date is refused, so the owner "
               "knows what to do next")
-    if len(reason) > MAX_NOTE:
-        errors["decide-reason"] = f"Keep it to {MAX_NOTE:,} characters (it has {len(reason):,})"
+    _short(errors, "decide-reason", reason)
     values = {"decision": decision, "decide-reason": reason}
     return act(request, signin, action_id, Act.DECIDE_NEW_DATE, "decide", values=values,
                errors=errors, request_id=request_id,
@@ -311,8 +315,7 @@ def verify(request: Request, plan_id: str, ref: str, note: str = Form(""),
            version: str = Form(""),
            signin: SignIn = Depends(deps.require_recent_full_signin)) -> Response:
     action_id, errors = _id(plan_id, ref), {}
-    if len(note) > MAX_NOTE:
-        errors["verify-note"] = f"Keep it to {MAX_NOTE:,} characters (it has {len(note):,})"
+    _short(errors, "verify-note", note)
     expected = _version(errors, "verify-note", version)
     return act(request, signin, action_id, Act.VERIFY, "verify", values={"verify-note": note},
                errors=errors, done="verified",
