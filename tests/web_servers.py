@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,14 +74,18 @@ def wait_until_up(url: str, process: subprocess.Popen[str], log: Path,
 
 
 @contextmanager
-def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None
-           ) -> Iterator[Served]:
+def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None,
+           prepare: Callable[[Path, Path, str], None] | None = None) -> Iterator[Served]:
+    """The server over a prepared database; ``prepare(db_file, channels, url)`` may play a
+    scenario on it first (the server starts after it)."""
     from notify_servers import free_port
 
     folder.mkdir(parents=True, exist_ok=True)
     db_file, channels = prepare_database(folder, smtp)
     port, log = free_port(), folder / "serve.log"
     url = f"http://127.0.0.1:{port}"
+    if prepare is not None:
+        prepare(db_file, channels, url)
     process = start_server(db_file, port, *args, log=log,
                            env={"QIP_CHANNELS": str(channels), "QIP_BASE_URL": url, **(env or {})})
     try:

@@ -276,8 +276,19 @@ class ReportingSettings(_Strict):
         return MONTHS.index(self.financial_year_starts) + 1
 
 
+class AcknowledgementSettings(_Strict):
+    """What acknowledging an escalation does: the person it went to says, on the action's
+    page, that they have seen it and act; the next rung of the ladder about that action waits
+    this many working days (the owner is told). The owner's own progress still stops the
+    ladder as before."""
+
+    grace_working_days: int = Field(
+        5, ge=1, le=60, description="Working days the next escalation about an action waits "
+                                    "after someone it went to acknowledges it.")
+
+
 SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access",
-                   "reporting")
+                   "reporting", "acknowledgement")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -326,6 +337,9 @@ class RulesFile(_Strict):
     reporting: ReportingSettings | None = Field(
         None, description="How the reports count time (financial_year_starts); at most one "
                           "file.")
+    acknowledgement: AcknowledgementSettings | None = Field(
+        None, description="How long acknowledging an escalation pauses the ladder; at most "
+                          "one file.")
     signoff: SignoffSettings | None = Field(
         None, description="Sign-off record settings; only in the file holding the closure "
                           "criteria (outcome `criterion`).")
@@ -368,6 +382,7 @@ class RuleBook:
     signoff: SignoffSettings = field(default_factory=SignoffSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     reporting: ReportingSettings = field(default_factory=ReportingSettings)
+    acknowledgement: AcknowledgementSettings = field(default_factory=AcknowledgementSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -382,6 +397,8 @@ class RuleBook:
         self.access = next((f.access for f in self.files if f.access), AccessSettings())
         self.reporting = next((f.reporting for f in self.files if f.reporting),
                               ReportingSettings())
+        self.acknowledgement = next((f.acknowledgement for f in self.files if f.acknowledgement),
+                                    AcknowledgementSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path

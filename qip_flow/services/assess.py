@@ -19,6 +19,7 @@ from qip_flow.decide.facts import (
     load_plan_data,
 )
 from qip_flow.decide.judge import RulesJudge
+from qip_flow.decide.schedule import check_moment
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
@@ -70,7 +71,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     and escalations into the outbox, reopening, the RAG rating, and when to look again. A tick
     passes a ``builder`` holding its batch's data and a shared message ``context``."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
-    from qip_flow.services.notifications import MessageContext, enqueue
+    from qip_flow.services.notifications import MessageContext, enqueue, hold_acknowledged
 
     result = Reassessment(plan.id)
     live = is_live(rt, plan.state)
@@ -81,8 +82,10 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     builder = builder or FactBuilder(session, now)
     actions = builder.actions(plan)
     facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
-    result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now,
-                              data=builder.data_for(plan), context=context or MessageContext(session))
+    decisions, resume = hold_acknowledged(session, rt.decide.notifications(facts, actions),
+                                          now.date())
+    result.notified = enqueue(rt, session, plan, decisions, now, data=builder.data_for(plan),
+                              context=context or MessageContext(session))
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
@@ -99,6 +102,8 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
             facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
         _rerate(rt, session, plan, facts, now, result)
     plan.next_check_at = rt.schedule.next_check(plan, actions, now, facts)
+    if resume is not None:  # a held escalation may go when the acknowledgement's grace ends
+        plan.next_check_at = min(filter(None, [plan.next_check_at, check_moment(resume)]))
     return result
 
 

@@ -112,9 +112,12 @@ def _record_inputs(session: Session, subject: Subject) -> None:
     plan_id = row.plan_id if isinstance(row, Action) else row.id
     action_id = row.id if isinstance(row, Action) else None
     for item in inputs.evidence:
+        file = item.file or {}
         session.add(Evidence(plan_id=plan_id, action_id=action_id, description=item.description,
                              reference=item.reference, on=item.on or inputs.now.date(),
-                             by_id=inputs.by.id))
+                             by_id=inputs.by.id, sha256=file.get("sha256"), size=file.get("size"),
+                             media_type=file.get("media_type", ""),
+                             filename=file.get("filename", "")))
     if isinstance(row, Action):
         row.last_update_at = inputs.now
         if inputs.by.id == row.owner_id:
@@ -188,15 +191,19 @@ def fire_event(
     signoff: SignoffInput | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
+    files: Sequence[EvidenceItem] = (),
+    via: dict[str, str] | None = None,
 ) -> EventResult:
     """Fire one event as the plan's one writer; ``expected_version`` refuses it if the plan
-    changed since the person saw that version."""
+    changed since the person saw that version. ``files`` are evidence items describing
+    uploaded files (``services/evidence.py``); ``via`` says how the person reached us (the
+    web pages: door and sign-in), for the audit trail."""
     now = rt.clock.now()
     with changing(rt, entity_id, expected_version=expected_version) as session:
         plan = get_plan(session, entity_id) if signoff is not None else None
         inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
-                             due=due, evidence=parse_evidence(evidence, now.date()),
-                             signoff=signoff, variation=variation or {})
+                             due=due, evidence=parse_evidence(evidence, now.date()) + list(files),
+                             signoff=signoff, variation=variation or {}, via=dict(via or {}))
         if plan is not None and signoff is not None:
             check_signoff_record(session, plan, signoff)
             _signoff_group(rt, plan, inputs.by, event, signoff)

@@ -15,13 +15,13 @@ import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, cast, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, func, or_, select
 
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
@@ -35,6 +35,7 @@ from qip_flow.services import failures
 from qip_flow.services.recipients import plan_recipients
 from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
+    Acknowledgement,
     Action,
     Delivery,
     DeliveryAttempt,
@@ -245,6 +246,60 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                                      "occurrence": decision.occurrence},
                              version=rt.rules.version)
     return made
+
+
+def hold_acknowledged(session: Session, decisions: list[NotifyDecision], today: date
+                      ) -> tuple[list[NotifyDecision], date | None]:
+    """The ladder's pause: escalations about an action whose escalation someone acknowledged
+    wait until the acknowledgement's grace period ends (``acknowledgement.grace_working_days``
+    in the reminders rules). Returns the decisions to act on now and the first day a held one
+    may go (the plan is looked at again then); the rules still decide whether it does."""
+    wanted = {d.entity_id for d in decisions if d.kind == "escalation" and d.subject == "action"}
+    if not wanted:
+        return decisions, None
+    paused = {action_id: until for action_id, until in session.exec(
+        select(Acknowledgement.action_id, func.max(Acknowledgement.paused_until))
+        .where(col(Acknowledgement.action_id).in_(wanted))
+        .group_by(col(Acknowledgement.action_id))).all() if until and until > today}
+    if not paused:
+        return decisions, None
+    kept = [d for d in decisions
+            if not (d.kind == "escalation" and d.subject == "action" and d.entity_id in paused)]
+    return kept, min(paused.values())
+
+
+def tell_owner_of_acknowledgement(rt: Runtime, session: Session, action: Action, plan: Plan,
+                                  by: Person, acknowledgement: Acknowledgement,
+                                  escalation: Notification, now: datetime) -> Notification | None:
+    """A message to the action's owner, through the outbox like any other: who acknowledged
+    the escalation and until when the next one waits."""
+    owner = session.get(Person, action.owner_id) if action.owner_id else None
+    if owner is None or owner.id == by.id:
+        return None
+    from qip_flow.store.models import Finding
+
+    headline = (f"{by.name} acknowledged the escalation about {action.id}; the next escalation "
+                f"waits until {acknowledgement.paused_until:%-d %B %Y}")
+    service = session.get(Service, plan.service_id)
+    message = render("notice", {
+        "person": owner, "headline": headline, "kind": "acknowledgement", "plan": plan,
+        "service": service.name if service else plan.service_id, "action": action,
+        "finding": session.get(Finding, action.finding_id) if action.finding_id else None,
+        "owner_name": owner.name,
+        "why": (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged "
+                "it. Record your progress: it stops the escalations."),
+        "rule_id": "acknowledgement", "others": [], "rules_version": rt.rules.version})
+    key = f"acknowledgement|{action.id}|{owner.id}|{acknowledgement.id}"
+    row = Notification(
+        key=key, message_key=key, rule_id="acknowledgement", kind="acknowledgement",
+        entity_id=action.id, plan_id=plan.id, recipient_id=owner.id, subject=message.subject,
+        body_text=message.text, body_html=message.html, card_text=message.card, state="queued",
+        created_at=now, rules_version=rt.rules.version,
+        detail={"headline": headline, "to": "owner", "subject": "action", "by": by.id,
+                "escalation": escalation.id,
+                "paused_until": acknowledgement.paused_until.isoformat()})
+    session.add(row)
+    return row
 
 
 def insert_once(session: Session, row: Notification) -> bool:

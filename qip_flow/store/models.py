@@ -169,6 +169,10 @@ class ProgressNote(SQLModel, table=True):
 
 
 class Evidence(SQLModel, table=True):
+    """What shows an action was done: a description and where it is kept, or an uploaded file
+    (kept outside the database under its SHA-256, ``store/evidence_files.py``) with its size,
+    the media type its content showed, and the name it was uploaded with."""
+
     id: int | None = Field(default=None, primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     action_id: str | None = Field(default=None, foreign_key="action.id", index=True)
@@ -176,6 +180,23 @@ class Evidence(SQLModel, table=True):
     reference: str = ""
     on: date
     by_id: str = Field(foreign_key="person.id")
+    sha256: str | None = Field(default=None, index=True)
+    size: int | None = None
+    media_type: str = ""
+    filename: str = ""
+
+
+class Acknowledgement(SQLModel, table=True):
+    """Someone an escalation went to has seen it and acts: the next rung of the ladder about
+    the action waits until ``paused_until`` (the reminders rules' grace period), and the owner
+    is told. One per escalation received."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: str = Field(foreign_key="action.id", index=True)
+    by_id: str = Field(foreign_key="person.id")
+    notification_id: int = Field(foreign_key="notification.id", unique=True)
+    at: datetime = _when()
+    paused_until: date
 
 
 class Indicator(SQLModel, table=True):
@@ -373,6 +394,7 @@ class PublishedConfig(SQLModel, table=True):
 
 __all__ = [
     "LEVELS",
+    "Acknowledgement",
     "Action",
     "AuditEvent",
     "AuditHead",

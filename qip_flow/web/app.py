@@ -4,7 +4,7 @@ NHS.UK frontend, vendored with its licence) and each page group's routes."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +61,107 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+FORM_ALLOWANCE = 1024 * 1024  # a form's fields beside its file (and any form without one)
+
+
+class BodyLimit:
+    """Reads no more of a form's body than it can need: for a form with a file, the upload
+    limit and a little for its other fields; 1 MB for any other form. The limit is enforced
+    while the body arrives: past it, the rest is read and thrown away (so the browser gets the
+    answer, up to four times the limit), the application is told the client went away (so it
+    keeps nothing) and the answer is a 413 page."""
+
+    def __init__(self, app: ASGIApp, *, upload_limit: int) -> None:
+        self.app, self.upload_limit = app, upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
+        multipart = kind.startswith(b"multipart/form-data")
+        if scope["type"] != "http" or scope["method"] not in deps.UNSAFE_METHODS or not (
+                multipart or kind.startswith(b"application/x-www-form-urlencoded")):
+            await self.app(scope, receive, send)  # not a form: its route judges its body
+            return
+        allowed = self.upload_limit if multipart else FORM_ALLOWANCE
+        limit = allowed + (FORM_ALLOWANCE if multipart else 0)
+        seen, over = 0, False
+
+        async def limited() -> Message:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    while message.get("more_body") and seen <= 4 * limit:
+                        message = await receive()
+                        seen += len(message.get("body", b""))
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_over(message: Message) -> None:
+            if not over:  # the application's answer to a body it never had is not sent
+                await send(message)
+
+        try:
+            await self.app(scope, limited, unless_over)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await _too_large(Request(scope), allowed)(scope, receive, send)
+
+
+def _too_large(request: Request, allowed: int) -> Response:
+    from qip_flow.store.evidence_files import in_words
+
+    return _error_page(request, 413, f"What was sent is larger than {in_words(allowed)}, the "
+                       "most accepted, so nothing was kept. Go back and choose a smaller file "
+                       "(a PDF of the pages that matter, or a smaller photograph).")
+
+
 STATUS = {Refused: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 400,
           NotInitialised: 503}
+
+
+def uk_date(value: object) -> str:
+    """``2026-03-13`` (or a date, or a date-time) as people in England write it: 13 March 2026."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime | date):
+        return f"{value.day} {value:%B %Y}"
+    return str(value)
 
 
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["uk_date"] = uk_date
     return Jinja2Templates(env=env)
 
 
 def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
     """The web application over ``rt``; every route is behind the CSRF check."""
-    from qip_flow.web.routes import auth, home
+    from qip_flow.store.evidence_files import upload_limit
+    from qip_flow.web.routes import actions, auth, home
 
     app = FastAPI(title="qip_flow", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(deps.csrf_protect)])
     app.state.runtime, app.state.settings, app.state.templates = rt, settings, _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     auth.install(app, settings, rt)
-    for module in (auth, home):
+    for module in (auth, home, actions):
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     _handle_errors(app)
+    app.state.upload_limit = upload_limit()
+    app.add_middleware(BodyLimit, upload_limit=app.state.upload_limit)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     return app
 
@@ -99,7 +177,7 @@ def healthz(rt: Runtime = Depends(deps.runtime)) -> JSONResponse:
 def _error_page(request: Request, status: int, message: str, details: list[str] | None = None
                 ) -> Response:
     titles = {400: "There is a problem", 403: "You cannot do this", 404: "Page not found",
-              405: "Not allowed", 503: "Not ready"}
+              405: "Not allowed", 413: "The file is too large", 503: "Not ready"}
     return deps.render(request, "error.html.j2", {
         "title": titles.get(status, "Something went wrong"), "message": message,
         "details": details or []}, status_code=status)

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from qip_flow.runtime import Runtime
 from qip_flow.services import identity
 from qip_flow.services.identity import SignIn
+from qip_flow.services.policy import Actor
 from qip_flow.web.config import WebSettings
 
 SESSION_COOKIE = "qip_session"
@@ -76,6 +77,21 @@ def require_recent_full_signin(request: Request, signin: SignIn = Depends(signed
     if signin.scope is not None or not signin.recent(identity.wall_clock()):
         raise SignInRequired(_here(request), again=True)
     return signin
+
+
+def actor(request: Request, signin: SignIn) -> Actor:
+    """The signed-in person as the policy sees them: through the web door, limited to a deep
+    link's item, with their last full sign-in as old on the runtime's clock as it really is
+    (a simulation database plays its own time; sessions expire by the real one)."""
+    full = signin.full_signin_at
+    if full is not None:
+        full = runtime(request).clock.now() - (identity.wall_clock() - full)
+    return Actor(signin.person, door="web", scope=signin.scope, full_signin_at=full)
+
+
+def via(signin: SignIn) -> dict[str, str]:
+    """How the person reached us, for the audit trail: the web pages, and how they signed in."""
+    return {"door": "web", "signin": signin.method}
 
 
 def sign_in_url(next_path: str, *, again: bool = False) -> str:
