@@ -256,7 +256,34 @@ class AccessSettings(_Strict):
                                        "sign-off in the web pages.")
 
 
-SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access")
+class SpcSettings(_Strict):
+    """How indicators are read as XmR charts, the way NHS England's Making Data Count asks:
+    process limits from the mean moving range (×2.66) over a baseline, and the four tests for
+    special-cause variation. The facts `special_cause_improvement`, `special_cause_concern`,
+    `assurance` and `points_since_shift` are read under these settings."""
+
+    baseline_points: int = Field(12, ge=2, le=100, description="Points the mean and process "
+                                 "limits are calculated from, from the start of a period. "
+                                 "With fewer, the limits are trial limits, revised with each "
+                                 "new point; with more, they are fixed.")
+    minimum_points: int = Field(6, ge=2, le=100, description="Fewest points before process "
+                                "limits are drawn and special causes are judged.")
+    run_length: int = Field(7, ge=2, le=50, description="A run of this many points on one "
+                            "side of the mean is a special cause.")
+    trend_length: int = Field(7, ge=3, le=50, description="This many points in a row, each "
+                              "higher (or each lower) than the one before, is a special cause.")
+    recalculate_on_shift: bool = Field(True, description="true: a run of run_length points "
+                                       "on one side of the mean is a sustained shift; a new "
+                                       "period starts at its first point, with its own limits. "
+                                       "false: the limits are never recalculated.")
+    screen_outlying_ranges: bool = Field(False, description="true: moving ranges above 3.267 "
+                                         "× the mean moving range are left out of it (Nelson "
+                                         "1982). false, as the Making Data Count tools do: "
+                                         "every moving range counts.")
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access",
+                   "spc")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -302,6 +329,9 @@ class RulesFile(_Strict):
                           "every separation rule is on.")
     access: AccessSettings | None = Field(
         None, description="Who may act through which door (cli_signoff); at most one file.")
+    spc: SpcSettings | None = Field(
+        None, description="How indicators are read as XmR charts (Making Data Count); at "
+                          "most one file.")
     signoff: SignoffSettings | None = Field(
         None, description="Sign-off record settings; only in the file holding the closure "
                           "criteria (outcome `criterion`).")
@@ -343,6 +373,7 @@ class RuleBook:
     separation_file: str = "built-in default"
     signoff: SignoffSettings = field(default_factory=SignoffSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    spc: SpcSettings = field(default_factory=SpcSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -355,6 +386,7 @@ class RuleBook:
             VariationMinimums())
         self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
         self.access = next((f.access for f in self.files if f.access), AccessSettings())
+        self.spc = next((f.spc for f in self.files if f.spc), SpcSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path
