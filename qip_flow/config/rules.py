@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,10 @@ class RuleDef(_Strict):
                                                     "`about` by default.")
     when: Condition
     then: Then
+    unmet: str | None = Field(None, min_length=1, description="What to say when this rule "
+                              "does not hold, in place of the sentences its conditions make "
+                              "(e.g. 'the safeguarding group has not yet seen a re-audit'), "
+                              "with {fact} placeholders.")
     subject: str = Field("", exclude=True)
     ruleset: str = Field("", exclude=True)
 
@@ -614,10 +619,19 @@ def check_rules(readers: list[Callable[[], YamlDocument]], vocab: Vocabulary, *,
                 checker.bad(["rules", i, "id"], f"rule id '{rule.id}' is also used in "
                             f"{seen_rules[rule.id]}")
             seen_rules[rule.id] = rf.path
-            for placeholder in re.findall(r"{(\w+)}", rule.description):
-                if vocab.fact_type(rule.subject, placeholder) is None:
-                    checker.bad(["rules", i, "description"],
-                                f"{{{placeholder}}} is not a {rule.subject} fact")
+            if rule.unmet is not None:
+                try:
+                    list(string.Formatter().parse(rule.unmet))
+                except ValueError as exc:
+                    checker.bad(["rules", i, "unmet"], f"{exc}: write a sentence with "
+                                "{fact} placeholders, each brace closed (double a brace to show "
+                                "one: {{ }})")
+            for key in ("description", "unmet"):
+                for placeholder in re.findall(r"{(\w+)", getattr(rule, key) or ""):
+                    if vocab.fact_type(rule.subject, placeholder) is None:
+                        checker.bad(["rules", i, key],
+                                    f"{{{placeholder}}} is not a {rule.subject} fact; write "
+                                    "the name of a fact (docs/rules.md) between braces")
             checker.condition(rule.subject, rule.when, ["rules", i, "when"])
             checker.then(rule.subject, rule.then, ["rules", i, "then"])
             key = (rule.subject, rule.then.outcome, _canonical(rule.when))

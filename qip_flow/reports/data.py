@@ -21,7 +21,6 @@ from sqlalchemy import String, and_, case, cast, func, or_
 from sqlmodel import Session, col, select
 
 from qip_flow.decide.calendar import calendar
-from qip_flow.decide.decisions import ConditionResult
 from qip_flow.decide.facts import (
     DONE,
     SHIFT_POINTS,
@@ -31,6 +30,7 @@ from qip_flow.decide.facts import (
     load_plan_data,
     on_target,
 )
+from qip_flow.decide.words import recorded_words
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, queries
@@ -259,10 +259,13 @@ class CriterionLine:
     def from_dict(cls, c: dict[str, Any], signoff_rules: set[str]) -> CriterionLine:
         """From a closure decision as a dict (``ClosureDecision.as_dict``, or as the audit
         trail recorded it)."""
-        failing = [ConditionResult(x["condition"], x["holds"], x["facts"]).describe()
-                   for x in c.get("conditions", []) if not x["holds"]]
+        failing = c.get("why_not")
+        if failing is None:  # recorded before the words were kept beside the conditions
+            failing = list(dict.fromkeys(
+                x.get("words") or recorded_words("plan", x["condition"], x["facts"], x["holds"])
+                for x in c.get("conditions", []) if not x["holds"]))
         return cls(c["criterion"], bool(c["met"]), c["description"], c["rule"],
-                   [] if c["met"] else failing, c["rule"] in signoff_rules)
+                   [] if c["met"] else list(failing), c["rule"] in signoff_rules)
 
 
 @dataclass
