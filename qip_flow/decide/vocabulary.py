@@ -264,7 +264,7 @@ INDICATOR_FACTS = _facts("indicator", [
 
 PLAN_WORDS = {
     "plan_id": W("the plan is {value}", missing="the plan has no id"),
-    "state": W("the plan is {value}", missing="the plan's state is not known"),
+    "state": W("the plan's state is {value}", missing="the plan's state is not known"),
     "theme": W("the plan's theme is {value}", missing="the plan has no theme"),
     "source_type": W("the plan's source is {value}", missing="the plan's source is not known"),
     "has_source_reference": W("the source names its reference",
@@ -477,7 +477,7 @@ PLAN_WORDS = {
 
 ACTION_WORDS = {
     "action_id": W("the action is {value}", missing="the action has no id"),
-    "state": W("the action is {value}", missing="the action's state is not known"),
+    "state": W("the action's state is {value}", missing="the action's state is not known"),
     "plan_state": W("its plan is {value}", missing="its plan's state is not known"),
     "has_owner": W("a named owner is set", "no named owner is set",
                    missing="its owner is not known"),
