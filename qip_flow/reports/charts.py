@@ -300,9 +300,11 @@ def xmr_chart(series: IndicatorSeries, *, key: str | None = None, with_plan: boo
                 series.run_start + timedelta(days=3)
             ax.axvspan(series.run_start - timedelta(days=3), end + timedelta(days=3),  # type: ignore[arg-type]
                        color=RUN, alpha=0.08, lw=0)
-            ax.text(series.run_start, 0.02, f" on target {series.run_days} days"  # type: ignore[arg-type]
-                    f"{_needs(series)}", transform=ax.get_xaxis_transform(), va="bottom",
-                    ha="left", fontsize=8.5, color=RUN, fontweight="bold")
+            ax.text(end + timedelta(days=3), 0.98, f"on target {series.run_days} days"  # type: ignore[arg-type]
+                    f"{_needs(series)} ", transform=ax.get_xaxis_transform(), va="top",
+                    ha="right", fontsize=8.5, color=RUN, fontweight="bold",
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                          "alpha": 0.8})
         ax.axhline(series.target, color=TARGET, ls="--", lw=1.4,
                    label=f"target {'≥' if series.direction == 'up' else '≤'} "
                          f"{_value(series.target, series.unit)}")
@@ -354,9 +356,8 @@ def xmr_chart(series: IndicatorSeries, *, key: str | None = None, with_plan: boo
         ax.set_ylim(low - pad, high + pad * 1.6)
         if series.until and series.until > days[-1]:
             ax.axvline(series.until, color=MUTED, lw=0.8, ls="-.")  # type: ignore[arg-type]
-            ax.text(series.until, 0.97, "now", transform=ax.get_xaxis_transform(), ha="center",  # type: ignore[arg-type]
-                    va="top", fontsize=9, color=MUTED,
-                    bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none"})
+            ax.text(series.until, 0.5, "now ", transform=ax.get_xaxis_transform(), ha="right",  # type: ignore[arg-type]
+                    va="center", rotation=90, fontsize=8.5, color=MUTED)
         ax.set_xlim(days[0] - timedelta(days=10), right + timedelta(days=45))  # type: ignore[arg-type]
         if all(float(v).is_integer() for v in values):
             ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
