@@ -537,12 +537,16 @@ def test_pdf_without_chromium_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
 @pytest.fixture
 def qip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], demo: DemoReports
         ) -> Any:
-    """`qip ARGS` on the demo database, in this process."""
+    return qip_on(demo.db, monkeypatch, capsys)
+
+
+def qip_on(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """`qip ARGS` on the database ``db`` (the demo's), in this process."""
     for console in (cli_render.console, cli_render.errors):
         monkeypatch.setattr(console, "width", 1000)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        monkeypatch.setenv("QIP_DATABASE_URL", f"sqlite:///{demo.db}")
+        monkeypatch.setenv("QIP_DATABASE_URL", f"sqlite:///{db}")
         monkeypatch.setenv("QIP_NOW", NOW)
         monkeypatch.delenv("QIP_CONFIG", raising=False)
         monkeypatch.setattr(sys, "argv", ["qip", *args])

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reports import NOW, DemoReports, build_demo_reports
+from test_reports import DemoReports, build_demo_reports, qip_on
 
-from qip_flow.cli import render as cli_render
-from qip_flow.cli.main import main
 from qip_flow.config.rules import Leaf, RuleDef, load_rules
 from qip_flow.decide.vocabulary import FACTS, EngineVocabulary
 from qip_flow.decide.words import (
@@ -168,35 +164,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoReports:
     return build_demo_reports(tmp_path_factory.getbasetemp())
 
 
-def qip_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                   db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    for console in (cli_render.console, cli_render.errors):
-        monkeypatch.setattr(console, "width", 1000)
-    monkeypatch.setenv("QIP_DATABASE_URL", f"sqlite:///{db}")
-    monkeypatch.setenv("QIP_NOW", NOW)
-    monkeypatch.delenv("QIP_CONFIG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["qip", *args])
-    with pytest.raises(SystemExit) as done:
-        main()
-    out, err = capsys.readouterr()
-    code = done.value.code
-    return subprocess.CompletedProcess(list(args), code if isinstance(code, int) else 1, out, err)
+@pytest.fixture
+def qip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], demo: DemoReports
+        ) -> Any:
+    return qip_on(demo.db, monkeypatch, capsys)
 
 
 PLANS = ("QIP-2026-009", "QIP-2026-014", "QIP-2026-017", "QIP-2026-021")
 
 
 @pytest.mark.parametrize("plan", PLANS)
-def test_qip_explain_names_no_fact(plan: str, demo: DemoReports, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_qip_explain_names_no_fact(plan: str, qip: Any) -> None:
     """Every criterion unmet says why in words, for a plan judged with and without someone
     signing; --json keeps the machine form beside the words."""
     for extra in ((), ("--by", "jpatel")):
-        done = qip_in_process(monkeypatch, capsys, demo.db, "explain", plan, *extra)
+        done = qip("explain", plan, *extra)
         assert done.returncode == 0, done.stderr
         assert not fact_names_in(done.stdout), (fact_names_in(done.stdout), done.stdout)
-    data = json.loads(qip_in_process(monkeypatch, capsys, demo.db, "--json", "explain", plan,
-                                     "--by", "jpatel").stdout)
+    data = json.loads(qip("--json", "explain", plan, "--by", "jpatel").stdout)
     for criterion in data["closure"]["criteria"]:
         assert criterion["met"] == (criterion["why_not"] == [])
         for condition in criterion["conditions"]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from qip_flow.config.rules import SpcSettings
 
@@ -63,8 +64,7 @@ class Limits:
         return self.mean + 2 / 3 * LIMIT_FACTOR * self.mean_range
 
 
-@dataclass(frozen=True)
-class Signal:
+class Signal(NamedTuple):
     """One special-cause test that a point is part of: which test, which side (above the mean
     or rising: ``high``), and for runs and trends how many points so far."""
 
@@ -255,11 +255,15 @@ def _signals(values: list[float], limits: Limits | None, settings: SpcSettings
     found: list[list[Signal]] = [[] for _ in values]
     if limits is None:
         return found
+    lower, upper = limits.lower, limits.upper
     for i, v in enumerate(values):
-        if v > limits.upper or v < limits.lower:
-            found[i].append(Signal("outside", v > limits.upper))
+        if v > upper or v < lower:
+            found[i].append(Signal("outside", v > upper))
+    near_upper, near_lower = limits.near_upper, limits.near_lower
     for high in (True, False):
-        near = [(v > limits.near_upper) if high else (v < limits.near_lower) for v in values]
+        near = [v > near_upper for v in values] if high else [v < near_lower for v in values]
+        if sum(near) < 2:
+            continue
         flagged = set()
         for i in range(len(values) - 2):
             window = [i + k for k in range(3) if near[i + k]]
@@ -276,7 +280,8 @@ def _signals(values: list[float], limits: Limits | None, settings: SpcSettings
             for k in range(length):
                 found[start + k].append(Signal("trend", rising, max(k + 1, settings.trend_length)))
     for signals in found:
-        signals.sort(key=lambda s: TESTS.index(s.test))
+        if len(signals) > 1:
+            signals.sort(key=lambda s: TESTS.index(s.test))
     return found
 
 
