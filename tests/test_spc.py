@@ -24,6 +24,7 @@ Sources of the worked examples:
 from __future__ import annotations
 
 import itertools
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,9 @@ from hypothesis import strategies as st
 
 from qip_flow.config.rules import SpcSettings
 from qip_flow.decide import spc
+from qip_flow.decide.facts import indicator_run
 from qip_flow.decide.spc import Limits, analyse, assurance, xmr_limits
+from qip_flow.store.models import Indicator, Measurement
 
 WHOLE = SpcSettings(baseline_points=100, minimum_points=2)  # limits from every point
 
@@ -189,6 +192,13 @@ def test_too_few_points_are_not_judged() -> None:
 
 def direct(values: list[int], direction: str, s: SpcSettings) -> tuple[list[str], list[int]]:
     """Each point's kind and the period starts, from the definitions, as plainly as possible."""
+    kinds, starts, _ = direct_with_limits(values, direction, s)
+    return kinds, starts
+
+
+def direct_with_limits(values: list[int], direction: str, s: SpcSettings
+                       ) -> tuple[list[str], list[int], tuple[float, float] | None]:
+    """The same, and the latest period's (lower, upper) process limits."""
     def limits(seg: list[int]) -> tuple[float, float, float, float, float] | None:
         if len(seg) < max(2, s.minimum_points):
             return None
@@ -221,9 +231,11 @@ def direct(values: list[int], direction: str, s: SpcSettings) -> tuple[list[str]
         starts.append(starts[-1] + found[0])
     out: list[str] = []
     bounds = [*starts, len(values)]
+    latest: tuple[float, float] | None = None
     for a, b in itertools.pairwise(bounds):
         seg = values[a:b]
         lim = limits(seg)
+        latest = (lim[1], lim[2]) if lim else None
         for i, v in enumerate(seg):
             highs, lows = [], []
             if lim is not None:
@@ -251,7 +263,7 @@ def direct(values: list[int], direction: str, s: SpcSettings) -> tuple[list[str]
                         lows.append("trend")
             better, worse = (highs, lows) if direction == "up" else (lows, highs)
             out.append("concern" if worse else "improvement" if better else "common")
-    return out, starts
+    return out, starts, latest
 
 
 @settings(max_examples=300, deadline=None)
@@ -273,3 +285,35 @@ def test_the_chart_matches_a_direct_computation(values: list[int], direction: st
     assert chart.special_cause_concern == (bool(expected) and expected[-1] == "concern")
     assert chart.special_cause_improvement == (bool(expected) and expected[-1] == "improvement")
     assert chart.points_since_shift == (len(values) - starts[-1] if len(starts) > 1 else None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.integers(0, 12), max_size=30),
+       direction=st.sampled_from(["up", "down"]), target=st.integers(0, 12),
+       run=st.integers(3, 8), recalculate=st.booleans())
+def test_the_indicator_facts_match_a_direct_computation(values: list[int], direction: str,
+                                                        target: int, run: int,
+                                                        recalculate: bool) -> None:
+    """The facts rules read (qip_flow/decide/facts.py, from measurements as stored) say what
+    the definitions say of the latest point, the assurance and the points since a shift."""
+    s = SpcSettings(run_length=run, recalculate_on_shift=recalculate)
+    indicator = Indicator(id="P/i", plan_id="P", ref="i", name="An indicator", unit="%",
+                          direction=direction, target=target)
+    start = date(2026, 1, 5)
+    measurements = [Measurement(id=k + 1, indicator_id="P/i", on=start + timedelta(weeks=k),
+                                value=v) for k, v in enumerate(values)]
+    facts = indicator_run(indicator, list(reversed(measurements)), date(2027, 1, 1),
+                          spc_settings=s).facts
+    kinds, starts, limits = direct_with_limits(values, direction, s)
+    latest = kinds[-1] if kinds else None
+    assert facts["special_cause_concern"] == (latest == "concern")
+    assert facts["special_cause_improvement"] == (latest == "improvement")
+    assert facts["points_since_shift"] == (len(values) - starts[-1] if len(starts) > 1 else None)
+    if limits is None:
+        assert facts["assurance"] is None and facts["variation"] is None
+    else:
+        lower, upper = limits
+        passes = target <= lower if direction == "up" else target >= upper
+        fails = target > upper if direction == "up" else target < lower
+        assert facts["assurance"] == ("pass" if passes else "fail" if fails else "hit-and-miss")
+        assert facts["variation"].startswith("common" if latest == "common" else latest)
