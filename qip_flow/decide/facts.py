@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from qip_flow.config.rules import SpcSettings
+from qip_flow.decide import spc
 from qip_flow.decide.calendar import calendar
 from qip_flow.store.models import (
     LEVELS,
@@ -107,6 +109,7 @@ class IndicatorRun:
     spc_shift: bool
     deteriorating: bool
     latest_on: str | None = None
+    chart: spc.Chart | None = None
 
 
 def reaudit_intervals(days: Iterable[date], gap_days: int) -> int:
@@ -125,8 +128,11 @@ def on_target(indicator: Indicator, value: float) -> bool:
 
 
 def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], today: date,
-                  *, reaudit_gap_days: int = DEFAULT_REAUDIT_GAP_DAYS) -> IndicatorRun:
+                  *, reaudit_gap_days: int = DEFAULT_REAUDIT_GAP_DAYS,
+                  spc_settings: SpcSettings | None = None) -> IndicatorRun:
     points = sorted(measurements, key=lambda m: (m.on, m.id or 0))
+    chart = spc.analyse([m.value for m in points], indicator.direction, indicator.target,
+                        spc_settings)
     hits = [on_target(indicator, m.value) for m in points]
     run: list[Measurement] = []
     for m, hit in zip(reversed(points), reversed(hits), strict=True):
@@ -159,10 +165,66 @@ def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], tod
                                                       reaudit_gap_days),
         "spc_shift": shift >= SHIFT_POINTS,
         "deteriorating": deteriorating,
+        **spc_facts(chart),
     }
     return IndicatorRun(facts, latest, run_days, len(run), facts["reaudits_in_run"],
                         facts["reaudit_intervals_in_run"], shift >= SHIFT_POINTS, deteriorating,
-                        points[-1].on.isoformat() if points else None)
+                        points[-1].on.isoformat() if points else None, chart)
+
+
+def spc_facts(chart: spc.Chart) -> dict[str, Any]:
+    """An indicator's XmR chart as facts: its latest point's special cause, the assurance
+    the limits give, and the points since the latest sustained shift."""
+    limits = chart.limits
+    return {
+        "special_cause_improvement": chart.special_cause_improvement,
+        "special_cause_concern": chart.special_cause_concern,
+        "assurance": chart.assurance,
+        "points_since_shift": chart.points_since_shift,
+        "variation": chart.variation,
+        "mean": round(limits.mean, 2) if limits else None,
+        "lower_limit": round(limits.lower, 2) if limits else None,
+        "upper_limit": round(limits.upper, 2) if limits else None,
+    }
+
+
+ASSURANCE_ORDER = ("pass", "hit-and-miss", "fail")
+
+
+def number(value: float, unit: str = "") -> str:
+    """A value as a board reads it: at most one decimal, with its unit."""
+    shown = f"{round(value, 1):g}"
+    return f"{shown}%" if unit == "%" else f"{shown} {unit}".rstrip()
+
+
+def plan_spc_facts(indicators: Sequence[Indicator], runs: Sequence[IndicatorRun]
+                   ) -> dict[str, Any]:
+    """The closure indicators' XmR charts as plan facts: improvement when every one shows it,
+    concern when any does (naming the first, its value, its limits and the test that fired),
+    the worst assurance, and the fewest points since a shift."""
+    charts = [(i, r.chart) for i, r in zip(indicators, runs, strict=True) if r.chart]
+    facts: dict[str, Any] = {
+        "special_cause_improvement": bool(charts) and all(
+            c.special_cause_improvement for _, c in charts),
+        "special_cause_concern": any(c.special_cause_concern for _, c in charts),
+        "assurance": max((c.assurance for _, c in charts if c.assurance),
+                         key=ASSURANCE_ORDER.index, default=None),
+        "points_since_shift": min((c.points_since_shift for _, c in charts
+                                   if c.points_since_shift is not None), default=None),
+    }
+    concern = next(((i, c) for i, c in charts if c.special_cause_concern), None)
+    if concern is not None:
+        indicator, chart = concern
+        latest, limits = chart.latest, chart.limits
+        assert latest is not None and latest.signal is not None and limits is not None
+        facts.update({
+            "concern_indicator": f"{indicator.ref} ({indicator.name})",
+            "concern_value": number(latest.value, indicator.unit),
+            "concern_limits": f"{number(limits.lower, indicator.unit)} to "
+                              f"{number(limits.upper, indicator.unit)}",
+            "concern_test": spc.signal_words(latest.signal),
+        })
+    return facts
 
 
 def _days(later: date | datetime, earlier: date | datetime) -> int:
@@ -285,6 +347,7 @@ class FactBuilder:
         self.session, self.now = session, now
         self.data = data if data is not None else {}
         self._people: Signers | None = None
+        self.spc = SpcSettings()  # the rules in force say otherwise through the judge
 
     def data_for(self, plan: Plan) -> PlanData:
         if plan.id not in self.data:
@@ -302,7 +365,8 @@ class FactBuilder:
         d = self.data_for(plan)
         today = self.now.date()
         gap = reaudit_gap(criteria if criteria is not None else plan.closure_criteria or {})
-        return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap)
+        return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap,
+                                     spc_settings=self.spc)
                 for i in d.indicators}
 
     def people(self) -> Signers:
@@ -394,8 +458,9 @@ class FactBuilder:
             "last_measured_on": max((r.latest_on for r in closure_runs if r.latest_on),
                                     default=None),
         }
-        facts.update(grown_facts(plan, d, [i for i in d.indicators if i.ref in closure_refs],
-                                 now))
+        closure_indicators = [i for i in d.indicators if i.ref in closure_refs]
+        facts.update(plan_spc_facts(closure_indicators, [runs[i.ref] for i in closure_indicators]))
+        facts.update(grown_facts(plan, d, closure_indicators, now))
         facts["actions_slipped"] = sum(
             1 for a in d.actions
             if a.state not in DONE and a.due and a.baseline_due and a.due > a.baseline_due)

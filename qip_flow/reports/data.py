@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import String, and_, case, cast, func, or_
 from sqlmodel import Session, col, select
 
+from qip_flow.config.rules import SpcSettings
+from qip_flow.decide import spc
 from qip_flow.decide.calendar import calendar
-from qip_flow.decide.decisions import ConditionResult
 from qip_flow.decide.facts import (
     DONE,
     SHIFT_POINTS,
@@ -30,6 +31,7 @@ from qip_flow.decide.facts import (
     load_plan_data,
     on_target,
 )
+from qip_flow.decide.words import recorded_words
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.reports import as_at
 from qip_flow.reports.periods import Period
@@ -199,10 +201,13 @@ class CriterionLine:
     def from_dict(cls, c: dict[str, Any], signoff_rules: set[str]) -> CriterionLine:
         """From a closure decision as a dict (``ClosureDecision.as_dict``, or as the audit
         trail recorded it)."""
-        failing = [ConditionResult(x["condition"], x["holds"], x["facts"]).describe()
-                   for x in c.get("conditions", []) if not x["holds"]]
+        failing = c.get("why_not")
+        if failing is None:  # recorded before the words were kept beside the conditions
+            failing = list(dict.fromkeys(
+                x.get("words") or recorded_words("plan", x["condition"], x["facts"], x["holds"])
+                for x in c.get("conditions", []) if not x["holds"]))
         return cls(c["criterion"], bool(c["met"]), c["description"], c["rule"],
-                   [] if c["met"] else failing, c["rule"] in signoff_rules)
+                   [] if c["met"] else list(failing), c["rule"] in signoff_rules)
 
 
 @dataclass
@@ -229,6 +234,7 @@ class Point:
     on_target: bool
     recorded: date | None = None
     backdate_reason: str = ""  # set when it was dated further back than the rules allow
+    kind: str = "common"  # the XmR chart's reading: common, improvement or concern
 
     @property
     def backdated(self) -> bool:
@@ -260,6 +266,7 @@ class IndicatorSeries:
     required_days: int | None
     closure: bool
     until: date | None = None  # a live plan's chart runs to today, so a stale series shows
+    chart: spc.Chart | None = None  # the XmR chart (Making Data Count) of the same points
 
     @property
     def latest(self) -> Point | None:
@@ -791,7 +798,8 @@ class _Reader:
             closure_refs = criteria.get("indicators") or []
             series = indicator_series(ind, points[ind.id], self.today,
                                       criteria.get("sustain_days"),
-                                      not closure_refs or ind.ref in closure_refs)
+                                      not closure_refs or ind.ref in closure_refs,
+                                      spc_settings=self.rt.rules.spc)
             if plans[ind.plan_id].state in self.flow.live:
                 series.until = self.today
             out.append(series)
@@ -938,10 +946,12 @@ def recorded_criteria(r: _Reader, event: AuditEvent | None
 
 
 def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today: date,
-                     required_days: int | None, closure: bool = True) -> IndicatorSeries:
-    """Run-chart data: the run and shift come from :func:`indicator_run`, the same reading
-    the closure rules use."""
-    run = indicator_run(ind, measurements, today)
+                     required_days: int | None, closure: bool = True, *,
+                     spc_settings: SpcSettings | None = None) -> IndicatorSeries:
+    """Chart data: the run, the shift and the XmR chart come from :func:`indicator_run`, the
+    same reading the rules use."""
+    run = indicator_run(ind, measurements, today, spc_settings=spc_settings)
+    kinds = [r.kind for r in run.chart.readings] if run.chart else []
     ordered = sorted(measurements, key=lambda m: (m.on, m.id or 0))
     in_run = ordered[len(ordered) - run.run_measurements:] if run.run_measurements else []
     baseline, derived = ind.baseline, False
@@ -952,11 +962,14 @@ def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today:
         id=ind.id, plan_id=ind.plan_id, ref=ind.ref, name=ind.name, unit=ind.unit,
         direction=ind.direction, target=ind.target, baseline=baseline, baseline_derived=derived,
         points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value), m.at.date(),
-                      m.backdate_reason if m.backdated else "") for m in ordered],
+                      m.backdate_reason if m.backdated else "",
+                      kinds[i] if i < len(kinds) else "common")
+                for i, m in enumerate(ordered)],
         run_start=in_run[0].on if in_run else None, run_end=in_run[-1].on if in_run else None,
         run_days=run.run_days, run_points=run.run_measurements,
         reaudits_in_run=run.reaudits_in_run, spc_shift=run.spc_shift,
-        deteriorating=run.deteriorating, required_days=required_days, closure=closure)
+        deteriorating=run.deteriorating, required_days=required_days, closure=closure,
+        chart=run.chart)
 
 
 # --- the three reports ---------------------------------------------------------------------

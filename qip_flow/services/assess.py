@@ -13,13 +13,15 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from qip_flow.config.formats import ClosureSpec
-from qip_flow.decide.decisions import CredibilityFinding, RagDecision
+from qip_flow.config.rules import fact_values
+from qip_flow.decide.decisions import CredibilityFinding, RagDecision, fill
 from qip_flow.decide.facts import (
     FactBuilder,
     load_plan_data,
 )
 from qip_flow.decide.judge import RulesJudge
 from qip_flow.decide.schedule import check_moment
+from qip_flow.decide.words import reasons_in_words
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from qip_flow.services.notifications import MessageContext
 
 RULES_ACTOR = "qip-rules"
+#: Kept with a reopening decision besides the facts its rules read: what was off, and how.
+REOPEN_FACTS = ("state", "indicators_off_target", "any_deteriorating", "special_cause_concern",
+                "concern_indicator", "concern_value", "concern_limits", "concern_test")
 
 
 def judge(rt: Runtime, session: Session, *, builder: FactBuilder | None = None) -> RulesJudge:
@@ -89,14 +94,17 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
-            reason = "; ".join(r.then.params["reason"] for r in reopen)
+            reason = "; ".join(fill(r.then.params["reason"], facts, missing="not known")
+                               for r in reopen)
             inputs = system_inputs(now, reason=reason)
             inputs.note = f"rules {', '.join(r.id for r in reopen)} ({rt.rules.version})"
+            used = {**{k: facts.get(k) for k in REOPEN_FACTS},
+                    **{k: v for r in reopen for k, v in fact_values(facts, r.leaves()).items()}}
             fire_in_session(rt, session, plan.id, "reopen", inputs, reassess_after=False,
                             decisions={"reopen": {"rules": [r.id for r in reopen],
-                                                  "facts": {k: facts.get(k) for k in (
-                                                      "any_deteriorating", "state",
-                                                      "indicators_off_target")},
+                                                  "facts": used,
+                                                  "words": [w for r in reopen for w in
+                                                            reasons_in_words(r, facts)],
                                                   "rules_version": rt.rules.version}})
             result.reopened = reason
             facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
