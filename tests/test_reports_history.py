@@ -142,21 +142,39 @@ def test_each_step_down_row_has_its_own_monitoring_period(demo: DemoReports) -> 
                          (datetime.fromisoformat(at) + timedelta(days=days)).date()))
     assert expected == [(date(2026, 5, 5), date(2026, 11, 3)), (date(2026, 11, 4), date(2027, 5, 5))]
     assert [(x.on, x.monitoring_until) for x in pack.stepped_down] == expected
+    reopened = reopened_on(demo.db)
     assert [(x.ended_on, x.ended_by) for x in pack.stepped_down] == [
-        (date(2026, 7, 29), "reopened"), (None, "")]
+        (reopened, "reopened"), (None, "")]
     text = reports.text("commissioner", pack, "md")
-    assert "| 5 May 2026 | Ruth Mensah | 3 Nov 2026 (ended 29 Jul 2026: reopened) |" in text
+    assert (f"| 5 May 2026 | Ruth Mensah | 3 Nov 2026 (ended {reopened.day} {reopened:%b %Y}: "
+            "reopened) |") in text
     assert "| 4 Nov 2026 | Ruth Mensah | 5 May 2027 |" in text
+
+
+def reopened_on(db: Path) -> date:
+    """The day the demo's rules reopened QIP-2026-009 (a special cause of concern in August's
+    audit, after its first step-down)."""
+    (at,), = query(db, "select at from auditevent where what = 'reopen' "
+                       "and entity_id = 'QIP-2026-009'")
+    day = datetime.fromisoformat(at).date()
+    assert date(2026, 8, 1) <= day <= date(2026, 8, 31)
+    return day
 
 
 @pytest.mark.parametrize(("period", "since", "reopened"), [
     ("2026", "2026-01-01", True), ("FY2026", "2026-04-01", True),
-    # the year to 28 Jul 2027 starts on 29 Jul 2026, the day the plan was reopened ...
-    ("2027-07-01:2027-07-28", "2026-07-29", True),
-    # ... and the year to 29 Jul 2027 starts the day after: a year, not a year and a day
-    ("2027-07-01:2027-07-29", "2026-07-30", False)])
+    # the year to the day before the reopening's anniversary starts on the reopening day ...
+    ("anniversary-1", "reopen", True),
+    # ... and the year to its anniversary starts the day after: a year, not a year and a day
+    ("anniversary", "reopen+1", False)])
 def test_recurrence_looks_over_the_year_to_the_period_end(
         demo: DemoReports, period: str, since: str, reopened: bool) -> None:
+    day = reopened_on(demo.db)
+    anniversary = day.replace(year=day.year + 1)
+    if period.startswith("anniversary"):
+        end = anniversary - timedelta(days=1) if period.endswith("-1") else anniversary
+        period = f"{end.replace(day=1).isoformat()}:{end.isoformat()}"
+        since = (day + timedelta(days=since.endswith("+1"))).isoformat()
     pack = rebuilt(demo.db, NOW, "commissioner", period=period)
     assert pack.recurrence_since == date.fromisoformat(since)
     found = {(x.plan_id, x.kind) for x in pack.recurrence}
