@@ -110,6 +110,10 @@ def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], no
         audit.append(session, at=now, actor=RULES_ACTOR, entity_type="plan", entity_id=plan.id,
                      what="rag changed", from_state=plan.rag, to_state=decision.rating,
                      reason=decision.reason, detail=decision.as_dict(), version=rt.rules.version)
+        from qip_flow.services import webhooks
+
+        webhooks.emit(rt, session, "plan.rag_changed", plan,
+                      {"from": plan.rag, "to": decision.rating, "reason": decision.reason}, now)
         plan.rag = decision.rating
         result.rag_changed = True
 
