@@ -51,6 +51,11 @@ class Refused(QipError):
     exit_code = 1
 
 
+class NotPermitted(Refused):
+    """The policy refused: the person (or system) has no authority for this act. The message
+    says why and who can."""
+
+
 class Conflict(Refused):
     """Someone else changed the plan since the person acting saw it (``expected_version``):
     nothing was changed; look again (``current_version``) and try again."""

@@ -21,7 +21,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from qip_flow.config.limits import FIRST_DAY, LAST_DAY, MAX_NAME, MAX_NUMBER, MAX_TEXT
-from qip_flow.errors import InvalidInput, InvalidRows, Refused
+from qip_flow.errors import InvalidInput, InvalidRows, NotPermitted
 from qip_flow.runtime import Runtime
 from qip_flow.services.policy import Act, Actor, Policy
 from qip_flow.store import audit
@@ -161,7 +161,7 @@ def _refused(rt: Runtime, session: Session, actor: Actor, plans: dict[str, Plan]
         answer = policy.decide(actor, Act.RECORD_MEASUREMENT, plan)
         if not answer:
             where = [p.where for p in pushes if p.plan_id == plan.id]
-            raise Refused(f"{answer.act.value}: {answer.explain()}",
+            raise NotPermitted(f"{answer.act.value}: {answer.explain()}",
                           details=[f"{w}: refused" for w in where[:20]])
 
 

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from qip_flow.clock import as_aware
 from qip_flow.config.rules import AccessSettings
 from qip_flow.decide.facts import level_rank
-from qip_flow.errors import Refused
+from qip_flow.errors import NotPermitted
 from qip_flow.store.models import Action, DueRequest, Indicator, Notification, Person, Plan, Service
 
 if TYPE_CHECKING:
@@ -158,9 +158,9 @@ class Permission:
         return f"{self.reason}{who}"
 
     def check(self) -> None:
-        """Raise :class:`Refused` with the reason when not allowed."""
+        """Raise :class:`NotPermitted` (a refusal) with the reason when not allowed."""
         if not self.allowed:
-            raise Refused(f"{self.act.value}: {self.explain()}")
+            raise NotPermitted(f"{self.act.value}: {self.explain()}")
 
 
 class Policy:
@@ -335,7 +335,7 @@ class Policy:
             return next(iter(allowed))
         if service is None or service not in allowed:
             asked = f"not {service}" if service else "name one with service="
-            raise Refused(f"{Act.RUN_REPORTS.value}: {who} covers "
+            raise NotPermitted(f"{Act.RUN_REPORTS.value}: {who} covers "
                           f"{', '.join(sorted(allowed)) or 'no whole service'}; {asked}")
         return service
 

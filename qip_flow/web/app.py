@@ -79,6 +79,9 @@ def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
                   dependencies=[Depends(deps.csrf_protect)])
     app.state.runtime, app.state.settings, app.state.templates = rt, settings, _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    from qip_flow.web.api import PREFIX, create_api
+
+    app.mount(PREFIX, create_api(rt, settings), name="api")
     auth.install(app, settings, rt)
     for module in (auth, home):
         app.include_router(module.router)
