@@ -166,10 +166,14 @@ def _refused(rt: Runtime, session: Session, actor: Actor, plans: dict[str, Plan]
 
 
 def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
-                caller: str | None = None, most: int = MAX_BATCH) -> list[Outcome]:
+                caller: str | None = None, most: int = MAX_BATCH,
+                found: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
     """Record every push or none: each is checked (indicator, value, date, key) and every
-    problem named with where it is before anything is written. ``caller`` scopes the
-    idempotency keys (a token's or a person's name: two feeds never share keys)."""
+    problem named with where it is before anything is written (with the problems ``found``
+    already, reading a sheet). ``caller`` scopes the idempotency keys (a token's or a person's
+    name: two feeds never share keys)."""
+    if not pushes and found:
+        raise InvalidRows(_summary(list(found), len(found)), list(found))
     if not pushes:
         raise InvalidInput("no measurements given: send one, a list under `measurements`, or a "
                            "sheet with the columns indicator, date, value")
@@ -179,9 +183,7 @@ def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
     now = rt.clock.now()
     for push in pushes:
         push.on = push.on or now.date()
-    problems = [p for push in pushes for p in _static_problems(rt, push)]
-    if problems:
-        raise InvalidRows(_summary(problems, len(pushes)), problems)
+    problems = [*found, *(p for push in pushes for p in _static_problems(rt, push))]
     caller = caller or actor.name
     with rt.db.write() as session:
         plans = {p.id: p for p in lock_plans(session, {push.plan_id for push in pushes})}
@@ -192,7 +194,9 @@ def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
         keys = {f"{caller}|{p.key}": p for p in pushes if p.key}
         held = {k.key: k for k in session.exec(select(MeasurementKey).where(
             col(MeasurementKey.key).in_(list(keys)))).all()} if keys else {}
-        outcomes, problems = _sort(session, pushes, plans, indicators, held, caller)
+        bad = {where.rsplit(".", 1)[0] for where, _ in problems}
+        outcomes, more = _sort(session, pushes, plans, indicators, held, caller, skip=bad)
+        problems += more
         if problems:
             raise InvalidRows(_summary(problems, len(pushes)), problems)
         detail = {"door": actor.door, **({"token": actor.account.name} if actor.account else {})}
@@ -235,8 +239,8 @@ def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
 
 
 def _sort(session: Session, pushes: Sequence[Push], plans: dict[str, Plan],
-          indicators: dict[str, Indicator], held: dict[str, MeasurementKey], caller: str
-          ) -> tuple[list[Outcome | None], list[tuple[str, str]]]:
+          indicators: dict[str, Indicator], held: dict[str, MeasurementKey], caller: str,
+          skip: set[str]) -> tuple[list[Outcome | None], list[tuple[str, str]]]:
     """Each push's earlier outcome (its key already recorded the same measurement) or None
     (to record), and every problem: an unknown plan or indicator, a key recorded (or given
     in this batch) for a different measurement."""
@@ -246,6 +250,8 @@ def _sort(session: Session, pushes: Sequence[Push], plans: dict[str, Plan],
     refs: dict[str, list[str]] = {}
     for push in pushes:
         outcomes.append(None)
+        if push.where in skip:
+            continue
         if push.plan_id not in plans:
             problems.append((f"{push.where}.indicator", f"unknown plan '{push.plan_id}'"))
             continue
@@ -340,14 +346,14 @@ class Sheet:
 
 
 def read_sheet(content: bytes, kind: str, *, plan_id: str | None = None,
-               key_prefix: str | None = None, name: str = "the sheet") -> list[Push]:
+               key_prefix: str | None = None, name: str = "the sheet") -> Sheet:
     """The rows of a CSV or XLSX sheet (first worksheet) with a header row naming the columns
     ``indicator``, ``date``, ``value`` and optionally ``reaudit``, ``source``, ``reason``,
     ``idempotency_key`` and ``plan``. ``indicator`` is PLAN/REF, or REF with a ``plan`` column or
     ``plan_id``. A row without its own key is keyed by ``key_prefix`` (default: the sheet's
-    SHA-256) and its row number, so the same sheet sent twice records each row once. Every bad
-    row is named by its row number (the header is row 1); nothing is returned unless all rows
-    are good."""
+    SHA-256) and its row number, so the same sheet sent twice records each row once. A row a cell
+    of which cannot be read is named by its row number (the header is row 1) among the sheet's
+    ``problems``, for :func:`record_many` to report with the rest."""
     rows = _xlsx_rows(content, name) if kind == "xlsx" else _csv_rows(content, name)
     prefix = key_prefix or "sheet:" + hashlib.sha256(content).hexdigest()[:24]
     sheet = Sheet()
@@ -371,10 +377,7 @@ def read_sheet(content: bytes, kind: str, *, plan_id: str | None = None,
                                       prefix, sheet.problems))
     if header is None:
         raise InvalidInput(f"{name}: empty; the first row names the columns indicator, date, value")
-    if sheet.problems:
-        raise InvalidRows(f"{name}: {len({w for w, _ in sheet.problems})} row(s) cannot be "
-                          "read, so none was recorded", sheet.problems)
-    return sheet.pushes
+    return sheet
 
 
 def _row_push(row: dict[str, Any], number: int, plan_id: str | None, prefix: str,

@@ -92,10 +92,11 @@ async def push(request: Request, rt: Runtime = Depends(runtime), actor: Actor = 
         pushes = _pushes(body, idempotency_key)
         outcomes = measurements.record_many(rt, actor, pushes)
     elif kind in ("text/csv", XLSX):
-        pushes = measurements.read_sheet(raw, "xlsx" if kind == XLSX else "csv",
-                                         key_prefix=f"header:{idempotency_key}"
-                                         if idempotency_key else None)
-        outcomes = measurements.record_many(rt, actor, pushes, most=measurements.MAX_SHEET_ROWS)
+        sheet = measurements.read_sheet(raw, "xlsx" if kind == XLSX else "csv",
+                                        key_prefix=f"header:{idempotency_key}"
+                                        if idempotency_key else None)
+        outcomes = measurements.record_many(rt, actor, sheet.pushes, found=sheet.problems,
+                                            most=measurements.MAX_SHEET_ROWS)
     else:
         from starlette.exceptions import HTTPException
 
