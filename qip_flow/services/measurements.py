@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,6 +34,8 @@ MAX_SHEET_ROWS = 10_000
 MAX_KEY = 200
 SHEET_COLUMNS = ("indicator", "date", "value", "reaudit", "source", "reason", "idempotency_key",
                  "plan")
+#: a header cell, lower case without spaces or punctuation ("Re-audit", "Idempotency key")
+_COLUMN = {**{c.replace("_", ""): c for c in SHEET_COLUMNS}, "on": "date"}
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -360,8 +363,8 @@ def read_sheet(content: bytes, kind: str, *, plan_id: str | None = None,
     header: list[str] | None = None
     for number, cells in rows:
         if header is None:
-            header = [_cell_text(c).lower().replace(" ", "_").replace("-", "_") for c in cells]
-            header = ["date" if h == "on" else h for h in header]
+            header = [_COLUMN.get(re.sub(r"[^a-z]", "", _cell_text(c).lower()), "")
+                      for c in cells]
             missing = [c for c in ("indicator", "date", "value") if c not in header]
             if missing:
                 raise InvalidInput(f"{name}: row {number} (the header) has no "
