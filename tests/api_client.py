@@ -49,6 +49,7 @@ def session_of(rt: Runtime, web: TestClient, person: str) -> dict[str, str]:
 
 @dataclass
 class Hook:
+    path: str
     headers: dict[str, str]
     body: str
     status: int
@@ -82,7 +83,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
                     status = receiver._script.popleft() if receiver._script else 200
-                    receiver.hooks.append(Hook({k.lower(): v for k, v in self.headers.items()},
+                    receiver.hooks.append(Hook(self.path, {k.lower(): v for k, v in self.headers.items()},
                                                body.decode(), status))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
