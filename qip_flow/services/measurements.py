@@ -231,13 +231,13 @@ def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
         touched = sorted({plans[o.measurement.indicator_id.partition("/")[0]].id
                           for o in made if not o.replayed})
         if touched:
-            from qip_flow.services.assess import reassess
+            from qip_flow.services.assess import reassess_locked
 
             for plan_id in touched:
                 plans[plan_id].updated_at = now
             session.flush()
-            for plan_id in touched:
-                reassess(rt, session, plans[plan_id])
+            for _ in reassess_locked(rt, session, [plans[p] for p in touched]):
+                pass
         return made
 
 
