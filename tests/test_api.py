@@ -7,12 +7,15 @@ acts as a named service account, never a person; the rate limit answers 429 with
 from __future__ import annotations
 
 import io
+import json
 import threading
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from api_client import MAPLE, client, session_of, token
-from conftest import EXAMPLES, snapshot
+from conftest import EXAMPLES, contents, snapshot
 from sqlmodel import select
 
 from qip_flow import SHIPPED_CONFIG
@@ -323,3 +326,58 @@ def test_the_openapi_document_and_its_docs_page(api_lite: Runtime) -> None:
     assert page.status_code == 200 and "<script" not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert 'id="problem-conflict"' in page.text and "POST /measurements" in page.text
+
+
+def test_a_deep_audit_verify_agrees_with_what_a_token_recorded(api_lite: Runtime) -> None:
+    from qip_flow.services import integrity
+
+    web, auth = client(api_lite), token(api_lite)
+    assert web.post("/api/v1/measurements", headers=auth, json={
+        "indicator": MAR, "value": 93, "idempotency_key": "deep-1"}).status_code == 201
+    found = integrity.verify(api_lite, deep=True)
+    assert found.deep is not None and found.deep.differences == [], found.deep.differences
+
+
+def test_every_api_route_declares_its_policy(api_lite: Runtime) -> None:
+    from qip_flow.web.api import PREFIX, route_policy
+
+    doc = client(api_lite).get("/api/v1/openapi.json").json()
+    operations = {(m.upper(), PREFIX + p) for p, ms in doc["paths"].items() for m in ms}
+    hidden = {("GET", PREFIX + "/openapi.json"), ("GET", PREFIX + "/docs")}
+    assert operations | hidden == set(route_policy())
+
+
+def test_token_commands_and_measure_from_a_sheet(cli: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'qip.db'}"
+    assert cli(url, "init", "--simulation")[0] == 0
+    assert cli(url, "--now", "2026-01-15", "load", str(EXAMPLES), "--by", "cevans")[0] == 0
+    code, out, _ = cli(url, "token", "create", "--name", "emar-feed", "--scope",
+                       "measurements:write", "--plans", "service:Maple House", "--expires",
+                       "2027-03-31", "--by", "cevans")
+    assert code == 0 and out.strip().splitlines()[-1].startswith("qip_")
+    made = out.strip().splitlines()[-1]
+    assert made not in str(contents(tmp_path / "qip.db"))  # only its hash is kept
+    refused = cli(url, "token", "create", "--name", "other", "--scope", "plans:read",
+                  "--plans", "all", "--by", "jpatel")
+    assert refused[0] == 1 and "only administrators" in refused[2]
+    code, out, _ = cli(url, "--json", "token", "list")
+    assert code == 0 and json.loads(out)[0]["for"] == "Maple House"
+    sheet = tmp_path / "mar.csv"
+    sheet.write_text("indicator,date,value,reaudit\nmar-complete,2026-01-10,90,no\n"
+                     "mar-complete,2026-01-12,91,yes\n", encoding="utf-8")
+    for recorded in (2, 0):  # the same sheet twice: each row once
+        code, out, err = cli(url, "--now", "2026-01-15T10:00", "--json", "measure", PLAN,
+                             "--from", str(sheet), "--by", "jpatel")
+        assert code == 0, err
+        assert json.loads(out)["recorded"] == recorded
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"indicator,date,value\n{PLAN}/nope,2026-01-10,90\n{MAR},x,y\n",
+                   encoding="utf-8")
+    before = contents(tmp_path / "qip.db")
+    code, _, err = cli(url, "--now", "2026-01-15T10:00", "measure", "--from", str(bad),
+                       "--by", "jpatel")
+    assert code == 2 and "row 2.indicator" in err and "row 3.date" in err and "row 3.value" in err
+    assert contents(tmp_path / "qip.db") == before
+    assert cli(url, "token", "revoke", "emar-feed", "--by", "cevans")[0] == 0
+    code, out, _ = cli(url, "--json", "token", "list")
+    assert json.loads(out)[0]["state"] == "revoked"

@@ -6,7 +6,6 @@ refused (any 4xx) changes no table."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import schemathesis
 from conftest import contents
 from hypothesis import HealthCheck, Phase, given, settings
-from notify_servers import approve_and_start, free_port, load_examples, make_runtime
+from notify_servers import approve_and_start, load_examples, make_runtime
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -24,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from web_servers import start_server, wait_until_up
+from web_servers import running
 
 from qip_flow.services import tokens
 from qip_flow.store.db import Database
@@ -57,21 +56,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     finally:
         del os.environ["QIP_SECRET_KEY"]
     db.dispose()
-    port, log = free_port(), folder / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    process = start_server(db_file, port, log=log, env={
-        "QIP_SECRET_KEY": SECRET, "QIP_BASE_URL": url, "QIP_API_RATE": "1000000",
-        "QIP_API_MAX_BODY": "1", "QIP_EVIDENCE_DIR": str(folder / "evidence")})
-    try:
-        wait_until_up(url, process, log)
+    with running(db_file, env={"QIP_SECRET_KEY": SECRET, "QIP_API_RATE": "1000000",
+                               "QIP_API_MAX_BODY": "1",
+                               "QIP_EVIDENCE_DIR": str(folder / "evidence")}) as (url, _, _):
         yield Api(url, db_file, {"Authorization": f"Bearer {made}"})
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -74,19 +74,18 @@ def wait_until_up(url: str, process: subprocess.Popen[str], log: Path,
 
 
 @contextmanager
-def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None
-           ) -> Iterator[Served]:
+def running(db_file: Path, *args: str, env: dict[str, str] | None = None
+            ) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """``qip serve`` on ``db_file`` on a free loopback port until the block ends: its address,
+    process and log."""
     from notify_servers import free_port
 
-    folder.mkdir(parents=True, exist_ok=True)
-    db_file, channels = prepare_database(folder, smtp)
-    port, log = free_port(), folder / "serve.log"
+    port, log = free_port(), db_file.parent / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    process = start_server(db_file, port, *args, log=log,
-                           env={"QIP_CHANNELS": str(channels), "QIP_BASE_URL": url, **(env or {})})
+    process = start_server(db_file, port, *args, log=log, env={"QIP_BASE_URL": url, **(env or {})})
     try:
         wait_until_up(url, process, log)
-        yield Served(url, db_file, smtp, process, log)
+        yield url, process, log
     finally:
         process.terminate()
         try:
@@ -94,6 +93,16 @@ def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None
+           ) -> Iterator[Served]:
+    folder.mkdir(parents=True, exist_ok=True)
+    db_file, channels = prepare_database(folder, smtp)
+    with running(db_file, *args, env={"QIP_CHANNELS": str(channels), **(env or {})}) as (
+            url, process, log):
+        yield Served(url, db_file, smtp, process, log)
 
 
 def form_token(html: str) -> str:

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from qip_flow.config.limits import FIRST_DAY, LAST_DAY, MAX_NAME, MAX_NUMBER, MAX_TEXT
-from qip_flow.errors import InvalidInput, InvalidRows, NotPermitted
+from qip_flow.errors import InvalidInput, InvalidRows, NotPermitted, Unavailable
 from qip_flow.runtime import Runtime
 from qip_flow.services.policy import Act, Actor, Policy
 from qip_flow.store import audit
@@ -188,6 +189,16 @@ def record_many(rt: Runtime, actor: Actor, pushes: Sequence[Push], *,
         push.on = push.on or now.date()
     problems = [*found, *(p for push in pushes for p in _static_problems(rt, push))]
     caller = caller or actor.name
+    try:
+        return _record(rt, actor, pushes, problems, caller, now)
+    except IntegrityError:  # a key taken at this moment by a push to other plans
+        raise Unavailable("another push recorded one of these idempotency keys at the same "
+                          "moment; nothing was recorded: send it again (a repeat is recorded "
+                          "once)") from None
+
+
+def _record(rt: Runtime, actor: Actor, pushes: Sequence[Push], problems: list[tuple[str, str]],
+            caller: str, now: datetime) -> list[Outcome]:
     with rt.db.write() as session:
         plans = {p.id: p for p in lock_plans(session, {push.plan_id for push in pushes})}
         known = {p.id for p in plans.values()}

@@ -30,6 +30,17 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
 }
 
 
+def route_policy() -> dict[tuple[str, str], str]:
+    """Every API route, with its full path, and its policy (an ``Act`` value, "public" or
+    "signed-in"), for the route-by-role permission test of the web application."""
+    from qip_flow.web.api.routes import account, actions, measurements, plans, reports
+
+    found = dict(ROUTE_POLICY)
+    for module in (plans, actions, measurements, reports, account):
+        found.update(module.ROUTE_POLICY)
+    return {(method, PREFIX + path): act for (method, path), act in found.items()}
+
+
 def create_api(rt: Runtime, settings: WebSettings) -> FastAPI:
     """The API application over ``rt`` (mounted at ``/api/v1`` by the web application)."""
     from qip_flow.web.api.routes import account, actions, measurements, plans, reports
