@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "per push, with no checks, audit events or re-rating.",
               f"Target: ≥ 1,000 measurements/s in batches ({'met' if met else 'NOT met'}); "
               f"≤ 5× the floor ({'met' if within else 'NOT met'}).",
-              f"Machine: {machine()}."])
+              f"Machine: {machine()}; load average at the end "
+              f"{os.getloadavg()[0]:.1f} (other work on the machine slows both sides alike)."])
     return {"batched": batched, "single": single, "floor_batched": floor_batched,
             "floor_single": floor_single}
 

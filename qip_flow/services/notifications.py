@@ -733,7 +733,9 @@ def list_notifications(session: Session, *, state: str | None = None,
             deliveries.setdefault(d.notification_id, []).append(d)
     return [{
         "id": n.id, "created": n.created_at.isoformat(), "kind": n.kind, "rule": n.rule_id,
-        "to": n.recipient_id or "operators", "about": n.entity_id, "subject": n.subject,
+        "to": n.recipient_id or ("webhook subscribers" if n.kind == webhooks.KIND
+                                 else "operators"),
+        "about": n.entity_id, "subject": n.subject,
         "state": n.state,
         "channels": [{"channel": d.channel, "state": d.state, "attempts": d.attempts,
                       "next_attempt": d.next_attempt_at.isoformat(), "error": d.last_error,
