@@ -32,6 +32,15 @@ class NotFound(InvalidInput):
     """An id names nothing in the database."""
 
 
+class InvalidRows(InvalidInput):
+    """Several items of one batch (a list pushed to the API, the rows of a spreadsheet) are
+    wrong: each is named with where it is and what is wrong; none was recorded."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message, details=[f"{where}: {what}" for where, what in problems])
+        self.problems = problems
+
+
 class NotInitialised(QipError):
     """The database has no schema, or an older one: run ``qip init``."""
 
@@ -40,6 +49,28 @@ class Refused(QipError):
     """A guard, a rule or missing authority refused the change; nothing was changed."""
 
     exit_code = 1
+
+
+class NotPermitted(Refused):
+    """The policy refused: the person (or system) has no authority for this act. The message
+    says why and who can."""
+
+
+class Conflict(Refused):
+    """Someone else changed the plan since the person acting saw it (``expected_version``):
+    nothing was changed; look again (``current_version``) and try again."""
+
+    def __init__(self, message: str, *, plan_id: str, expected_version: int,
+                 current_version: int, details: list[str] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.plan_id = plan_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+
+
+class NotAuthenticated(QipError):
+    """A request to the API that does not prove who sent it: no token, an unknown, expired or
+    revoked one, or no live session. Nothing was changed."""
 
 
 class Unavailable(QipError):

@@ -50,6 +50,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("evidence_dir", None, "QIP_EVIDENCE_DIR", "folder of uploaded evidence files",
             "evidence/ beside a SQLite database", is_path=True),
     Setting("upload_limit", None, "QIP_UPLOAD_LIMIT", "largest evidence file accepted", "25MB"),
+    Setting("api_rate", None, "QIP_API_RATE", "API requests a minute per caller (per server "
+            "process)", "600"),
+    Setting("api_max_body", None, "QIP_API_MAX_BODY", "largest API request body, in MB", "26"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 SETTINGS_ENV = "QIP_SETTINGS"

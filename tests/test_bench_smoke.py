@@ -62,3 +62,11 @@ def test_load_twice_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench("load").main(["--files", "20"])
     assert result["unchanged"] == result["records"] == 20 + 17  # plans, people, services, risks
     assert "second load s" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_api_bench_pushes_every_measurement_and_compares_the_floor() -> None:
+    result = bench("api").main(["--actions", "500", "--count", "20", "--batch", "10",
+                                "--indicators", "5"])
+    assert result["batched"]["requests"] == 2 and result["single"]["requests"] == 20
+    assert result["floor_batched"]["rate"] > 0

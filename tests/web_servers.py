@@ -74,6 +74,28 @@ def wait_until_up(url: str, process: subprocess.Popen[str], log: Path,
 
 
 @contextmanager
+def running(db_file: Path, *args: str, env: dict[str, str] | None = None,
+            port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """``qip serve`` on ``db_file`` on a free loopback port (or ``port``) until the block ends:
+    its address, process and log."""
+    from notify_servers import free_port
+
+    port, log = port or free_port(), db_file.parent / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(db_file, port, *args, log=log, env={"QIP_BASE_URL": url, **(env or {})})
+    try:
+        wait_until_up(url, process, log)
+        yield url, process, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None,
            prepare: Callable[[Path, Path, str], None] | None = None) -> Iterator[Served]:
     """The server over a prepared database; ``prepare(db_file, channels, url)`` may play a
@@ -82,22 +104,12 @@ def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | Non
 
     folder.mkdir(parents=True, exist_ok=True)
     db_file, channels = prepare_database(folder, smtp)
-    port, log = free_port(), folder / "serve.log"
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
     if prepare is not None:
-        prepare(db_file, channels, url)
-    process = start_server(db_file, port, *args, log=log,
-                           env={"QIP_CHANNELS": str(channels), "QIP_BASE_URL": url, **(env or {})})
-    try:
-        wait_until_up(url, process, log)
+        prepare(db_file, channels, f"http://127.0.0.1:{port}")
+    with running(db_file, *args, port=port, env={"QIP_CHANNELS": str(channels), **(env or {})}
+                 ) as (url, process, log):
         yield Served(url, db_file, smtp, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def form_token(html: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import String, cast
 from sqlmodel import Session, col, func, select
 
 from qip_flow.config.rules import SpcSettings
@@ -372,8 +373,7 @@ class FactBuilder:
     def people(self) -> Signers:
         """Who in the organisation could sign, read once per builder."""
         if self._people is None:
-            self._people = Signers(self.session.exec(
-                select(Person.id, Person.level, Person.groups)).all())
+            self._people = Signers(self.session)
         return self._people
 
     def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
@@ -483,22 +483,37 @@ def can_sign(level: str | None, groups: Sequence[str] | None, required_level: st
 
 
 class Signers:
-    """The organisation's people as far as authority goes: level and groups."""
+    """The organisation's people as far as authority goes: level and groups, asked of the
+    database as needed (a count per level and group, a level per person), never read whole:
+    one change to a plan must not cost a read of every person."""
 
-    def __init__(self, rows: Iterable[tuple[str, str, list[str]]]) -> None:
-        self.rows = {pid: (level, list(groups or [])) for pid, level, groups in rows}
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._levels: dict[str, str | None] = {}
         self._counts: dict[tuple[str | None, str | None], int] = {}
 
     def level_of(self, person_id: str | None) -> str | None:
-        row = self.rows.get(person_id or "")
-        return row[0] if row else None
+        if not person_id:
+            return None
+        if person_id not in self._levels:
+            self._levels[person_id] = self.session.exec(
+                select(Person.level).where(Person.id == person_id)).first()
+        return self._levels[person_id]
 
     def count(self, level: str | None, group: str | None) -> int:
         """How many people could sign at ``level`` in ``group``."""
         key = (level, group)
         if key not in self._counts:
-            self._counts[key] = sum(1 for lv, groups in self.rows.values()
-                                    if can_sign(lv, groups, level, group))
+            if group:  # the JSON list's text holds the group name in quotes on every database
+                rows = self.session.exec(select(Person.level, Person.groups).where(
+                    cast(Person.groups, String).like(f'%"{group}"%'))).all()
+                self._counts[key] = sum(1 for lv, groups in rows
+                                        if can_sign(lv, groups, level, group))
+            else:
+                by_level = self.session.exec(select(Person.level, func.count())
+                                             .group_by(Person.level)).all()
+                self._counts[key] = sum(n for lv, n in by_level
+                                        if can_sign(lv, [], level, None))
         return self._counts[key]
 
 

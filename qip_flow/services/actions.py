@@ -83,13 +83,14 @@ def _revisable(rt: Runtime, action: Action) -> None:
 
 
 def request_new_date(rt: Runtime, action_id: str, *, by: str, new_due: date, reason: str,
-                     via: dict[str, str] | None = None) -> DueRequest:
+                     via: dict[str, str] | None = None,
+                     expected_version: int | None = None) -> DueRequest:
     """The owner asks for a new due date, with a reason; someone else decides it
     (:func:`decide_new_date`). One request waits at a time."""
     check_day(new_due, field="new_due")
     reason = _text(reason, field="reason", missing="say why the action needs a new date")
     now = rt.clock.now()
-    with changing(rt, action_id) as session:
+    with changing(rt, action_id, expected_version=expected_version) as session:
         action, person = _action(session, action_id), get_person(session, by)
         _revisable(rt, action)
         if new_due == action.due:

@@ -123,6 +123,10 @@ def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], no
         audit.append(session, at=now, actor=RULES_ACTOR, entity_type="plan", entity_id=plan.id,
                      what="rag changed", from_state=plan.rag, to_state=decision.rating,
                      reason=decision.reason, detail=decision.as_dict(), version=rt.rules.version)
+        from qip_flow.services import webhooks
+
+        webhooks.emit(rt, session, "plan.rag_changed", plan,
+                      {"from": plan.rag, "to": decision.rating, "reason": decision.reason}, now)
         plan.rag = decision.rating
         result.rag_changed = True
 
@@ -131,24 +135,31 @@ def reassess_batch(rt: Runtime, plan_ids: Sequence[str]
                    ) -> Iterator[tuple[Plan, Reassessment]]:
     """Reassess a batch of plans in one transaction, from data loaded once for the batch after
     their rows are locked; the caller may change each plan before the transaction commits."""
+
+    with rt.db.write() as session:
+        plans = lock_plans(session, plan_ids)  # a sign-off meanwhile waits, or is waited for
+        yield from reassess_locked(rt, session, plans)
+
+
+def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
+                    ) -> Iterator[tuple[Plan, Reassessment]]:
+    """Reassess plans this transaction holds (``lock_plans``), from data loaded once for them
+    all and one message context."""
     from qip_flow.services.notifications import MessageContext
 
     now = rt.clock.now()
-    with rt.db.write() as session:
-        plans = lock_plans(session, plan_ids)  # a sign-off meanwhile waits, or is waited for
-        data = load_plan_data(session, plans, now)
-        builder = FactBuilder(session, now, data)
-        context = MessageContext(session, plan_ids=[p.id for p in plans],
-                                 candidates=[a.owner_id for d in data.values()
-                                             for a in d.actions])
-        for plan in plans:
-            try:
-                result = reassess(rt, session, plan, builder=builder, context=context)
-            except INFRASTRUCTURE:
-                raise
-            except Exception as exc:  # this plan's data or messages: the caller may skip it
-                raise PlanEvaluationFailed(plan.id, exc) from exc
-            yield plan, result
+    data = load_plan_data(session, list(plans), now)
+    builder = FactBuilder(session, now, data)
+    context = MessageContext(session, plan_ids=[p.id for p in plans],
+                             candidates=[a.owner_id for d in data.values() for a in d.actions])
+    for plan in plans:
+        try:
+            result = reassess(rt, session, plan, builder=builder, context=context)
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:  # this plan's data or messages: the caller may skip it
+            raise PlanEvaluationFailed(plan.id, exc) from exc
+        yield plan, result
 
 
 def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,

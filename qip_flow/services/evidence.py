@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlmodel import col, select
 
@@ -61,6 +61,23 @@ def add_file(rt: Runtime, action_id: str, *, by: str, source: BinaryIO, filename
         if created:
             _forget_unless_used(rt, path, staged.sha256)
         raise
+
+
+def add_evidence_file(rt: Runtime, actor: Actor, action_id: str, filename: str,
+                      stream: BinaryIO, *, description: str) -> dict[str, Any]:
+    """The API's upload: :func:`add_file` for an actor the policy lets add evidence, answered
+    with what was kept."""
+    from qip_flow.services.acting import authorise
+
+    authorise(rt, actor, Act.ADD_EVIDENCE, action_id)
+    result = add_file(rt, action_id, by=actor.person.id, source=stream, filename=filename,
+                      description=description, via={"door": actor.door})
+    with rt.db.read() as session:
+        row = session.exec(select(Evidence).where(Evidence.action_id == result.entity_id)
+                           .order_by(col(Evidence.id).desc())).first()
+    assert row is not None and row.sha256 is not None
+    return {"action": result.entity_id, "sha256": row.sha256, "bytes": row.size or 0,
+            "type": row.media_type, "filename": row.filename, "description": row.description}
 
 
 def _forget_unless_used(rt: Runtime, path: Path, sha256: str) -> None:

@@ -49,8 +49,12 @@ def list_plans(
     theme: str | None = None,
     rag: str | None = None,
     states: Sequence[str] = (),
+    after: str | None = None,
+    limit: int | None = None,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Plans matching the filters. A filter value that can never match (a state the plan
+    """Plans matching the filters, in id order: after the id ``after``, at most ``limit``,
+    among ``only`` (None: every plan). A filter value that can never match (a state the plan
     workflow does not have, a RAG that is not red/amber/green, an unknown service) is refused
     with the allowed values, rather than answered with an empty list."""
     rag = rag.lower() if rag else rag
@@ -64,6 +68,12 @@ def list_plans(
                           (Plan.rag, rag)):
         if value is not None:
             query = query.where(column == value)
+    if after is not None:
+        query = query.where(col(Plan.id) > after)
+    if only is not None:
+        query = query.where(col(Plan.id).in_(sorted(only)))
+    if limit is not None:
+        query = query.limit(limit)
     plans = session.exec(query).all()
     counts: dict[str, dict[str, int]] = {}
     if plans:

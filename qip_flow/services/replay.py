@@ -120,7 +120,9 @@ def _derive(rt: Runtime, session: Session, replay: Replay) -> _Derived:
             d.measurements[entity].append({
                 "on": _day(detail.get("on")), "value": detail.get("value"),
                 "source": detail.get("source", ""), "reaudit": detail.get("reaudit", False),
-                "recorded_by_id": None if event.actor == "system" else event.actor})
+                # a token's service account is named in the trail, and no person recorded it
+                "recorded_by_id": None if event.actor == "system" or detail.get("token")
+                else event.actor})
         elif kind in ("plan", "action") and event.to_state is not None:
             _move(d, event, effects[kind].get(event.what, set()))
     return d

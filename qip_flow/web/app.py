@@ -155,6 +155,9 @@ def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
                   dependencies=[Depends(deps.csrf_protect)])
     app.state.runtime, app.state.settings, app.state.templates = rt, settings, _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    from qip_flow.web.api import PREFIX, create_api
+
+    app.mount(PREFIX, create_api(rt, settings), name="api")
     auth.install(app, settings, rt)
     for module in (auth, home, actions):
         app.include_router(module.router)
@@ -195,6 +198,12 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):  # a path the API's mount cannot match
+            from qip_flow.web.api.problems import problem
+
+            kind = "method-not-allowed" if exc.status_code == 405 else "not-found"
+            return problem(request, kind, "nothing at this path; /api/v1/docs lists the "
+                           "operations")
         message: Any = exc.detail if isinstance(exc.detail, str) else "This request cannot be answered."
         if exc.status_code == 404:
             message = "There is no page at this address. Check it, or go to your work."
