@@ -57,7 +57,7 @@ OUT_OF_SCOPE = ("closure.monitoring-kept-up",)
 FACTS = ("actions", "actions_verified", "all_indicators_on_target", "sustained_days",
          "required_sustain_days", "reaudit_intervals_in_run", "required_reaudits", "learning_required",
          "learning_summary", "learning_embedded_places", "signer_level_rank",
-         "required_signoff_level_rank", "signer_in_required_group")
+         "required_signoff_level_rank", "signer_in_required_group", "special_cause_concern")
 
 
 # --- the fact sets ---------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def fact_sets(n: int, seed: int) -> list[dict[str, Any]]:
                 "reaudit_intervals_in_run": 2, "learning_required": True, "learning_summary": True,
                 "learning_embedded_places": rng.randint(1, 4), "signer_level_rank": 2,
                 "required_signoff_level_rank": rng.choice([None, 1, 2]),
-                "signer_in_required_group": True}
+                "signer_in_required_group": True, "special_cause_concern": False}
             if rng.random() < 0.5:  # spoil one fact: missing, or the other truth value, or 0
                 name = rng.choice(FACTS)
                 value = facts[name]
@@ -103,7 +103,8 @@ def fact_sets(n: int, seed: int) -> list[dict[str, Any]]:
                 "learning_embedded_places": maybe(rng.randint(0, 3)),
                 "signer_level_rank": maybe(rng.randint(0, 3), 0.25),
                 "required_signoff_level_rank": maybe(rng.randint(0, 3), 0.4),
-                "signer_in_required_group": maybe(rng.random() < 0.5, 0.2)}
+                "signer_in_required_group": maybe(rng.random() < 0.5, 0.2),
+                "special_cause_concern": maybe(rng.random() < 0.2)}
         facts["plan_id"] = f"QIP-BENCH-{i:05d}"
         if rng.random() < 0.3:
             facts["required_signoff_group"] = "Quality committee"
@@ -133,7 +134,8 @@ def python_closure(f: dict[str, Any]) -> list[str]:
         met.append("actions verified")
     if on_target is True:
         met.append("indicators on target")
-        if sustained is not None and sustain_needed is not None and sustained >= sustain_needed:
+        if sustained is not None and sustain_needed is not None and sustained >= sustain_needed \
+                and g("special_cause_concern") is False:
             met.append("sustained")
     if reaudits is not None and reaudits_needed is not None and reaudits >= reaudits_needed:
         met.append("re-audits")

@@ -32,6 +32,15 @@ class NotFound(InvalidInput):
     """An id names nothing in the database."""
 
 
+class InvalidRows(InvalidInput):
+    """Several items of one batch (a list pushed to the API, the rows of a spreadsheet) are
+    wrong: each is named with where it is and what is wrong; none was recorded."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message, details=[f"{where}: {what}" for where, what in problems])
+        self.problems = problems
+
+
 class NotInitialised(QipError):
     """The database has no schema, or an older one: run ``qip init``."""
 
@@ -49,13 +58,31 @@ class Refused(QipError):
         self.guards = list(guards or [])
 
 
-class NotAllowed(Refused):
-    """The policy refused: the person may not do this at all (``Permission.check``), whatever
-    the plan's state; ``who_can`` names who may."""
+class NotPermitted(Refused):
+    """The policy refused: the person (or system) has no authority for this act. The message
+    says why and who can; ``reason`` and ``who_can`` give them apart (for a 403 page)."""
 
-    def __init__(self, message: str, *, reason: str = "", who_can: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, details: list[str] | None = None, reason: str = "",
+                 who_can: tuple[str, ...] = ()) -> None:
+        super().__init__(message, details=details)
         self.reason, self.who_can = reason or message, tuple(who_can)
+
+
+class Conflict(Refused):
+    """Someone else changed the plan since the person acting saw it (``expected_version``):
+    nothing was changed; look again (``current_version``) and try again."""
+
+    def __init__(self, message: str, *, plan_id: str, expected_version: int,
+                 current_version: int, details: list[str] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.plan_id = plan_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+
+
+class NotAuthenticated(QipError):
+    """A request to the API that does not prove who sent it: no token, an unknown, expired or
+    revoked one, or no live session. Nothing was changed."""
 
 
 class Unavailable(QipError):

@@ -27,6 +27,7 @@ from qip_flow.workflow.machines import Workflows
 
 if TYPE_CHECKING:
     from qip_flow.notify.channels import Channels
+    from qip_flow.notify.webhooks import Subscriber
 
 
 def config_folder(value: str | Path | None) -> Path | None:
@@ -140,11 +141,22 @@ class Runtime:
         beside the database."""
         from qip_flow.notify.channels import Channels
 
+        return Channels.load(self.channels_path(), default_file=self.outbox_file())
+
+    def channels_path(self) -> Path | None:
         folder = self.config_dir or SHIPPED_CONFIG
         path = self.channels_file or os.environ.get("QIP_CHANNELS")
         if not path and (folder / "channels.yaml").exists():
             path = str(folder / "channels.yaml")
-        return Channels.load(Path(path) if path else None, default_file=self.outbox_file())
+        return Path(path) if path else None
+
+    @cached_property
+    def webhooks(self) -> list[Subscriber]:
+        """The channels file's webhook subscribers, read without Apprise: every change to a
+        plan asks whether someone wants to hear of it."""
+        from qip_flow.notify.webhooks import read_subscribers
+
+        return read_subscribers(self.channels_path())
 
     def outbox_file(self) -> Path:
         folder = self.db.sqlite_folder() or Path.cwd()

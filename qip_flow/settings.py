@@ -47,6 +47,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("session_max", None, "QIP_SESSION_MAX", "web session ends this long after sign-in",
             "12h"),
     Setting("link_days", None, "QIP_LINK_DAYS", "days a link in a message stays valid", "14"),
+    Setting("evidence_dir", None, "QIP_EVIDENCE_DIR", "folder of uploaded evidence files",
+            "evidence/ beside a SQLite database", is_path=True),
+    Setting("upload_limit", None, "QIP_UPLOAD_LIMIT", "largest evidence file accepted", "25MB"),
+    Setting("api_rate", None, "QIP_API_RATE", "API requests a minute per caller (per server "
+            "process)", "600"),
+    Setting("api_max_body", None, "QIP_API_MAX_BODY", "largest API request body, in MB", "26"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 SETTINGS_ENV = "QIP_SETTINGS"

@@ -9,6 +9,7 @@ tests open the same HTML files."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import html
 import io
@@ -18,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,7 +33,7 @@ from qip_flow.cli import render as cli_render
 from qip_flow.cli.main import main
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput
-from qip_flow.reports import data, pdf
+from qip_flow.reports import charts, pdf, periods
 from qip_flow.reports.export import export
 from qip_flow.reports.outputs import MANIFEST
 from qip_flow.runtime import Runtime
@@ -43,6 +44,16 @@ from qip_flow.store.db import Database
 NOW = "2026-11-21"
 TODAY = NOW
 LIVE = ("approved", "in_progress", "sustaining", "closure_review", "monitoring")
+#: Days of the demo year on which the demo, as it plays, records the reports as they read then
+#: (tests/test_reports_history.py rebuilds them from the finished database and compares):
+#: Cedar Court just RED; two plans sustaining, the care planning plan in its first monitoring
+#: period; two plans closed and the care planning plan reopened.
+HISTORY = ("2026-04-30", "2026-06-22", "2026-08-15")
+#: The reports recorded on those days: key, kind, options.
+WATCHED: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("board", "board", {}), ("commissioner", "commissioner", {"period": "FY2026"}),
+    ("plan-009", "plan", {"plan_id": "QIP-2026-009"}),
+    ("plan-021", "plan", {"plan_id": "QIP-2026-021"}))
 DONE = ("completed", "verified")
 
 
@@ -57,6 +68,9 @@ class DemoReports:
     demo_files: list[Path]
     digest_before: str
     digest_after: str
+    # "DAY KEY" → the report's data (as plain JSON, its notes left out) and Markdown, recorded
+    # by the demo on that day of the year
+    history: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def digest(db: Path) -> str:
@@ -65,6 +79,27 @@ def digest(db: Path) -> str:
     for path in (db, Path(f"{db}-wal")):
         h.update(path.read_bytes() if path.exists() else b"-")
     return h.hexdigest()
+
+
+def recorded(report: Any) -> dict[str, Any]:
+    """A report's data as plain JSON, without the notes a rebuilt report carries about itself
+    (the one way a report rebuilt as at a day may differ from the one read on the day)."""
+    out = json.loads(json.dumps(dataclasses.asdict(report), default=str))
+    out["header"].pop("history")
+    return out
+
+
+def watching(seen: dict[str, dict[str, Any]]) -> Callable[[Timeline], Iterator[str]]:
+    """A scenario played beside the demo's: on each day of HISTORY, after that day's steps,
+    it reads the WATCHED reports as they stand."""
+    def watch(t: Timeline) -> Iterator[str]:
+        for day in HISTORY:
+            yield day
+            for key, kind, options in WATCHED:
+                report = reports.gather(t.rt, kind, **options)
+                seen[f"{day} {key}"] = {"data": recorded(report),
+                                        "md": reports.text(kind, report, "md")}
+    return watch
 
 
 def runtime(db: Path, now: str = NOW) -> Runtime:
@@ -82,8 +117,10 @@ def build_demo_reports(base: Path) -> DemoReports:
         saved = json.loads(marker.read_text())
         return DemoReports(folder, folder / "qip.db", saved["html"], saved["md"],
                            [Path(p) for p in saved["demo_files"]], saved["before"],
-                           saved["after"])
-    rt = run_demo(folder, config_dir=SHIPPED_CONFIG, out=Console(file=io.StringIO()))
+                           saved["after"], saved["history"])
+    history: dict[str, dict[str, Any]] = {}
+    rt = run_demo(folder, config_dir=SHIPPED_CONFIG, out=Console(file=io.StringIO()),
+                  also=(watching(history),))
     rt.db.dispose()  # checkpoint the WAL, so only reading follows
     db = folder / "qip.db"
     before = digest(db)
@@ -106,8 +143,9 @@ def build_demo_reports(base: Path) -> DemoReports:
     rt.db.dispose()
     after = digest(db)
     marker.write_text(json.dumps({"html": pages, "md": texts, "before": before, "after": after,
-                                  "demo_files": [str(p) for p in demo_files]}))
-    return DemoReports(folder, db, pages, texts, demo_files, before, after)
+                                  "demo_files": [str(p) for p in demo_files],
+                                  "history": history}))
+    return DemoReports(folder, db, pages, texts, demo_files, before, after, history)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +232,9 @@ def test_board_pack_rag_tiles_overdue_and_escalations_match_the_database(
 
 
 def test_board_pack_rag_trend_comes_from_the_audit_trail(demo: DemoReports) -> None:
-    """The care planning plan was RED at the start of the last 90 days (deteriorated in July)
-    and is AMBER now: better. Cedar Court was RED and still is."""
+    """The care planning plan was AMBER at the start of the last 90 days (one July audit below
+    target, within the process limits: common cause, so not RED) and is AMBER now (its review
+    is overdue): the same. Cedar Court was RED and still is."""
     start = date.fromisoformat(TODAY).toordinal() - 90
     start_day = date.fromordinal(start).isoformat()
     then = dict(query(demo.db, """select entity_id, to_state from auditevent where seq in (
@@ -203,7 +242,7 @@ def test_board_pack_rag_trend_comes_from_the_audit_trail(demo: DemoReports) -> N
         group by entity_id)""", start_day))
     now = dict(query(demo.db, "select id, rag from plan"))
     rows = table(demo.html["board"], "rag")
-    for plan_id, expected in (("QIP-2026-009", "better"), ("QIP-2026-017", "same")):
+    for plan_id, expected in (("QIP-2026-009", "same"), ("QIP-2026-017", "same")):
         row = re.search(rf'data-plan="{plan_id}">(.*?)</tr>', rows, re.S)
         assert row, plan_id
         ratings = re.findall(r'data-rag="(\w*)"', row[1])
@@ -239,7 +278,7 @@ def test_board_pack_closure_learning_and_risks(demo: DemoReports) -> None:
     assert sr04 and "QIP-2026-017" in sr04[1] and 'data-rag="red"' in sr04[1]
 
 
-def test_board_pack_embeds_a_run_chart_for_each_indicator_of_a_live_plan(
+def test_board_pack_embeds_an_xmr_chart_for_each_indicator_of_a_live_plan(
         demo: DemoReports) -> None:
     page = demo.html["board"]
     indicators = [r[0] for r in query(demo.db, f"""select i.id from indicator i
@@ -250,8 +289,22 @@ def test_board_pack_embeds_a_run_chart_for_each_indicator_of_a_live_plan(
         assert f'data-indicator="{indicator_id}"' in page
     # the chart says the figures: target, baseline and the latest value, as text
     care = re.search(r'data-indicator="QIP-2026-009/plan-audit">(.*?)</figure>', page, re.S)
-    assert care and "target ≥ 90%" in care[1] and "baseline 62%" in care[1] and "95%" in care[1]
-    assert "on target 56 days of 90 needed" in care[1]
+    assert care and "target ≥ 90%" in care[1] and "baseline 62%" in care[1] and "94%" in care[1]
+    assert "on target 28 days of 90 needed" in care[1]
+    # the XmR chart (Making Data Count): 84, 91, 93, 94, 92, 86, 62, 91, 94 have mean 787 / 9 =
+    # 87.4 and moving ranges adding to 74 over 8, 9.25: limits 87.4 ± 24.6 = 62.8 and 112.05;
+    # the 62 of August lies below the lower limit, the one special cause (of concern)
+    svg, caption = care[1].split("<figcaption>")
+    for text in ("UPL 112%", "mean 87.4%", "LPL 62.8%", ">Common cause<", ">Hit and miss<",
+                 "special cause: concern"):
+        assert text in svg, text
+    alt = re.search(r'<svg[^>]*aria-label="([^"]*)"', svg)
+    assert alt and alt[1].startswith("XmR chart of plan-audit, Care plans meeting the audit "
+                                     "standard: mean 87.4%, process limits 62.8% to 112%")
+    assert "the latest value, 94%, is common cause variation" in alt[1]
+    assert "1 of 9 points are special causes" in caption
+    assert svg.count(charts.SPC_COLOURS["concern"]) == 2  # the August point and its legend
+    assert svg.count(charts.SPC_COLOURS["improvement"]) == 0
 
 
 def test_html_reports_are_self_contained(demo: DemoReports) -> None:
@@ -466,8 +519,9 @@ def test_board_pack_says_why_a_plan_is_blocked_and_when_it_is_ready(
     facts = assess.explain(rt, "QIP-2026-021")["facts"]
     page = reports.text("board", board, "html")
     row = re.search(r'data-plan="QIP-2026-021" data-verdict="blocked">(.*?)</tr>', page, re.S)
-    assert row and f"sustained_days = {facts['sustained_days']}," in row[1]
-    assert f"reaudit_intervals_in_run = {facts['reaudit_intervals_in_run']}," in row[1]
+    assert row and (f"on target for only {facts['sustained_days']} days of the 90 required"
+                    in row[1])
+    assert "re-audits confirm it at only 1 distinct interval of the 2 required" in row[1]
     assert facts["reaudit_intervals_in_run"] == 1
     assert metric(page, "blocked") == "1"
     assert "QIP-2026-021</b> cannot close yet: sustained, re-audits unmet." in page
@@ -483,19 +537,28 @@ def test_board_pack_says_why_a_plan_is_blocked_and_when_it_is_ready(
 # --- periods, formats and the command ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "start", "end"), [
-    ("2026-Q3", "2026-07-01", "2026-09-30"), ("2026q1", "2026-01-01", "2026-03-31"),
-    ("2026-02", "2026-02-01", "2026-02-28"), ("2026", "2026-01-01", "2026-12-31"),
-    ("2026-07-01:2026-09-30", "2026-07-01", "2026-09-30"), (None, "2026-08-23", "2026-11-21")])
-def test_periods(text: str | None, start: str, end: str) -> None:
-    period = data.parse_period(text, date(2026, 11, 21))
-    assert (period.start.isoformat(), period.end.isoformat()) == (start, end)
+@pytest.mark.parametrize(("text", "start", "end", "label"), [
+    ("FY2026-Q3", "2026-10-01", "2026-12-31", "Q3 2026/27"),
+    ("fy2026q1", "2026-04-01", "2026-06-30", "Q1 2026/27"),
+    ("FY2026", "2026-04-01", "2027-03-31", "2026/27"),
+    ("2026/27", "2026-04-01", "2027-03-31", "2026/27"),
+    ("2025/26-Q4", "2026-01-01", "2026-03-31", "Q4 2025/26"),
+    ("CY2026-Q3", "2026-07-01", "2026-09-30", "calendar Q3 2026"),
+    ("2026-02", "2026-02-01", "2026-02-28", "2026-02"), ("2026", "2026-01-01", "2026-12-31", "2026"),
+    ("CY2026", "2026-01-01", "2026-12-31", "2026"),
+    ("2026-07-01:2026-09-30", "2026-07-01", "2026-09-30", "2026-07-01 to 2026-09-30"),
+    (None, "2026-08-23", "2026-11-21", "last 90 days")])
+def test_periods(text: str | None, start: str, end: str, label: str) -> None:
+    """Financial years start in April (FY2026 is 2026/27); calendar quarters say so."""
+    period = periods.parse_period(text, date(2026, 11, 21))
+    assert (period.start.isoformat(), period.end.isoformat(), period.label) == (start, end, label)
 
 
-@pytest.mark.parametrize("text", ["2026-Q5", "Q3", "2026-13", "2026-09-30:2026-07-01", "soon"])
+@pytest.mark.parametrize("text", ["2026-Q5", "Q3", "2026-13", "2026-09-30:2026-07-01", "soon",
+                                  "FY2026-Q5", "2026/28", "2026-Q3"])
 def test_bad_periods_say_how_to_write_one(text: str) -> None:
     with pytest.raises(InvalidInput, match="--period"):
-        data.parse_period(text, date(2026, 11, 21))
+        periods.parse_period(text, date(2026, 11, 21))
 
 
 def test_format_comes_from_the_option_or_the_file_name() -> None:
@@ -521,12 +584,16 @@ def test_pdf_without_chromium_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
 @pytest.fixture
 def qip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], demo: DemoReports
         ) -> Any:
-    """`qip ARGS` on the demo database, in this process."""
+    return qip_on(demo.db, monkeypatch, capsys)
+
+
+def qip_on(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """`qip ARGS` on the database ``db`` (the demo's), in this process."""
     for console in (cli_render.console, cli_render.errors):
         monkeypatch.setattr(console, "width", 1000)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        monkeypatch.setenv("QIP_DATABASE_URL", f"sqlite:///{demo.db}")
+        monkeypatch.setenv("QIP_DATABASE_URL", f"sqlite:///{db}")
         monkeypatch.setenv("QIP_NOW", NOW)
         monkeypatch.delenv("QIP_CONFIG", raising=False)
         monkeypatch.setattr(sys, "argv", ["qip", *args])
@@ -569,3 +636,25 @@ def test_report_command_runs_as_a_program(demo: DemoReports, tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == demo.html["board"]
+
+
+def test_the_demo_year_reopens_care_planning_on_a_special_cause_not_on_one_point(
+        demo: DemoReports) -> None:
+    """Making Data Count in the demo year: the July audit of the care planning plan (86, below
+    the 90 target but within the process limits) leaves it in monitoring, AMBER; the August
+    audit (62, below the lower process limit 67.4) is a special cause of concern: the rules
+    reopen the plan, turn it RED and escalate to the sponsor, each naming the indicator, its
+    value, the limits and the test that fired."""
+    rows = query(demo.db, """select substr(at, 1, 10), what, to_state, reason from auditevent
+        where entity_id = 'QIP-2026-009' and at >= '2026-07-29' and at < '2026-08-27'
+        and what in ('rag changed', 'reopen', 'escalated') order by seq""")
+    finding = ("plan-audit (Care plans meeting the audit standard) shows special cause variation "
+               "of concern: 62%, below the lower process limit (process limits 67.4% to 104.6%)")
+    assert [(day, what, state) for day, what, state, _ in rows] == [
+        ("2026-07-29", "rag changed", "amber"), ("2026-08-26", "escalated", None),
+        ("2026-08-26", "reopen", "in_progress"), ("2026-08-26", "rag changed", "red")]
+    assert rows[2][3] == finding
+    assert rows[1][3] == ("QIP-2026-009: plan-audit (Care plans meeting the audit standard) at "
+                          "62%, below the lower process limit (process limits 67.4% to 104.6%) "
+                          "on 2026-08-26")
+    assert scalar(demo.db, "select count(*) from auditevent where what = 'reopen'") == 1

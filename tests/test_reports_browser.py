@@ -84,3 +84,30 @@ def test_board_pack_prints_to_a4_pdf(chromium: str, demo: DemoReports) -> None:
     assert pages, "the PDF has pages"
     width, height = (float(v) for v in pages[0])
     assert (round(width), round(height)) in {(595, 842), (596, 842)}, "A4 portrait"
+
+
+def test_board_pack_shows_xmr_charts_with_their_icons_in_chromium(
+        chromium: str, demo: DemoReports, tmp_path: Path) -> None:
+    """Each indicator of the board pack is an XmR chart as Chromium builds it: mean and
+    process limits written on it, the variation and assurance icons with their words, and a
+    text alternative that says the finding. The screenshot (test-artifacts/board-pack-xmr.png)
+    shows the whole pack, charts included, for a person to look at."""
+    page = demo.folder / PAGES["board-pack"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "board-pack-xmr.png"
+    shot.unlink(missing_ok=True)
+    done = browse(chromium, tmp_path / "profile", f"--screenshot={shot}",
+                  "--window-size=1240,9000", page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.stat().st_size > 100_000
+    dom = browse(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    figures = re.findall(r'<figure class="chart" data-indicator="([^"]+)">(.*?)</figure>', dom,
+                         re.S)
+    assert len(figures) == 3
+    for indicator, figure in figures:
+        alt = re.search(r'<svg[^>]*role="img"[^>]*aria-label="([^"]+)"', figure)
+        assert alt and alt[1].startswith("XmR chart of "), indicator
+        assert "process limits" in alt[1] or "too few points" in alt[1], indicator
+    care = dict(figures)["QIP-2026-009/plan-audit"]
+    for words in ("UPL 112%", "mean 87.4%", "LPL 62.8%", ">Common cause<", ">Hit and miss<"):
+        assert words in care, words

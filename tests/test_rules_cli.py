@@ -207,7 +207,10 @@ def test_explain_lists_each_criterion_met_or_unmet(db: Path) -> None:
     (sustained,) = [c for c in data["closure"]["criteria"] if c["rule"] == "closure.sustained"]
     assert sustained["conditions"][1] == {
         "condition": "sustained_days ≥ required_sustain_days", "holds": False,
-        "facts": {"sustained_days": 56, "required_sustain_days": 90}}
+        "facts": {"sustained_days": 56, "required_sustain_days": 90},
+        "words": "the closure indicators have been on target for only 56 days of the 90 "
+                 "required"}
+    assert sustained["why_not"] == [sustained["conditions"][1]["words"]]
     assert data["rules_version"] == book.version and data["criteria_pinned"] is True
 
 
@@ -239,7 +242,7 @@ def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Pat
         assert f"· {unmet} — " in early.stderr
     for met in ("actions verified", "indicators on target", "sign-off group", "sign-off level"):
         assert f"· {met} — " not in early.stderr
-    assert "sustained_days = 56, required_sustain_days = 90" in early.stderr
+    assert "on target for only 56 days of the 90 required" in early.stderr
     assert contents(db) == before
 
     rt = runtime_on(db)

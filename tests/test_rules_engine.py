@@ -134,6 +134,7 @@ def test_thousands_of_evaluations_stay_within_the_session_limit() -> None:
                 "max_working_days_overdue": rng.randint(0, 30),
                 "all_indicators_on_target": rng.choice([True, False, None]),
                 "sustained_days": rng.randint(0, 120), "required_sustain_days": 90,
+                "special_cause_concern": i % 10 == 0,
                 "reaudit_intervals_in_run": rng.randint(0, 3), "required_reaudits": 2,
                 "learning_required": rng.choice([True, False]),
                 "learning_summary": rng.choice([True, False]),

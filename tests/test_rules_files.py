@@ -167,6 +167,21 @@ BROKEN_RULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "  - id: rag.priority\n    description: d\n    priority: 3\n"
         "    when: {fact: actions_overdue, at_least: 9}\n    then: {outcome: rag, rating: red}\n",
         "priority: 3", (".priority: unknown field",)),
+    "unknown fact in an unmet sentence": (
+        "  - id: rag.worded\n    description: d\n"
+        "    when: {fact: actions_overdue, at_least: 9}\n    then: {outcome: rag, rating: red}\n"
+        "    unmet: \"only {overdue_count} overdue\"\n",
+        "unmet:", ("{overdue_count} is not a plan fact",)),
+    "unclosed brace in an unmet sentence": (
+        "  - id: rag.braced\n    description: d\n"
+        "    when: {fact: actions_overdue, at_least: 9}\n    then: {outcome: rag, rating: red}\n"
+        "    unmet: \"{actions_overdue overdue\"\n",
+        "unmet:", ("each brace closed",)),
+    "an empty unmet sentence": (
+        "  - id: rag.blank\n    description: d\n"
+        "    when: {fact: actions_overdue, at_least: 9}\n    then: {outcome: rag, rating: red}\n"
+        "    unmet: \"\"\n",
+        "unmet:", ("at least 1 character",)),
     "YAML syntax error": (
         "  - id: rag.colon\n    description: Overdue: again\n"
         "    when: {fact: actions_overdue, at_least: 9}\n    then: {outcome: rag, rating: red}\n",

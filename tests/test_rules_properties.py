@@ -341,12 +341,14 @@ def test_merged_defaults_keep_the_soonest_learning_review(order: tuple[int, int]
 
 
 def test_the_oracle_reads_a_shipped_rule_as_written(book: RuleBook) -> None:
-    """The oracle itself on closure.sustained: holds only with every indicator on target and
-    the sustained days reaching the required ones; a missing requirement never holds."""
+    """The oracle itself on closure.sustained: holds only with every indicator on target, the
+    sustained days reaching the required ones and no special cause of concern; a missing
+    requirement never holds."""
     rule = book.rules["closure.sustained"]
     base = {"all_indicators_on_target": True, "sustained_days": 90,
-            "required_sustain_days": 90}
+            "required_sustain_days": 90, "special_cause_concern": False}
     assert holds(rule.when, base)
+    assert not holds(rule.when, {**base, "special_cause_concern": True})
     assert not holds(rule.when, {**base, "sustained_days": 89})
     assert not holds(rule.when, {**base, "all_indicators_on_target": False})
     assert not holds(rule.when, {**base, "required_sustain_days": None})

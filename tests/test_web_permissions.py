@@ -7,8 +7,6 @@ through — in this process, over one database, restored after every POST."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import secrets
 import sqlite3
 import time
@@ -23,7 +21,6 @@ from sqlmodel import select
 from starlette.routing import Mount
 from web_plans import GUEST, LEAD, MEDICATION, SAFEGUARDING, build, runtime
 
-import qip_flow.web
 from qip_flow.runtime import Runtime
 from qip_flow.services import identity
 from qip_flow.services.policy import Act
@@ -58,9 +55,14 @@ EXPECTED: dict[str, frozenset[str]] = {
     SIGNED_IN: SIGNED_IN_VISITORS,
     Act.VIEW.value: SEES_THE_PLAN,
     Act.SIGN_OFF.value: FULL,  # the policy lets them try; the closure rules judge them
-    Act.RUN_REPORTS.value: frozenset({"governance lead", "board"}),  # the board pack
+    # the board pack, and a plan's closure report: a guest's cover their one service
+    Act.RUN_REPORTS.value: frozenset({"governance lead", "board", "guest"}),
     Act.SEE_EVERY_PLAN.value: frozenset({"governance lead", "board"}),
     Act.PREVIEW_RULES.value: frozenset({"governance lead"}),
+    Act.EXPORT.value: frozenset({"governance lead"}),
+    Act.MANAGE_TOKENS.value: frozenset(),  # administrators only: none of these visitors
+    Act.MANAGE_WEBHOOKS.value: frozenset(),
+    Act.RECORD_MEASUREMENT.value: frozenset({"owner", "manager", "sponsor", "governance lead"}),
     Act.RECORD_PROGRESS.value: frozenset({"owner"}),
     Act.ADD_EVIDENCE.value: frozenset({"owner"}),
     Act.COMPLETE.value: frozenset({"owner"}),
@@ -75,31 +77,45 @@ LINK_ACTS = frozenset({Act.VIEW.value, Act.RECORD_PROGRESS.value, Act.ADD_EVIDEN
 #: a sample value for each path parameter (a new one needs adding here); ``site`` adds the
 #: ids of rows it makes (a pending new-date request, A3's evidence)
 PARAMS = {"plan_id": SAFEGUARDING, "item_id": ACTION, "action_id": ACTION, "ref": "A3",
-          "indicator": "escalated-24h", "purpose": "closure", "kind": "board"}
+          "indicator": "escalated-24h", "purpose": "closure", "kind": "board",
+          "name": "emar-feed"}
 
 
 def declared_policies() -> dict[tuple[str, str], str]:
-    """Every ``ROUTE_POLICY`` of every module of ``qip_flow.web`` (routes, API, app)."""
+    """Every route's declared policy: each page group's ``ROUTE_POLICY`` (qip_flow.web.routes),
+    the application's own, and the API's (``route_policy()``, with its prefix)."""
+    from qip_flow.web import app
+    from qip_flow.web.api import route_policy
+    from qip_flow.web.routes import route_modules
+
     found: dict[tuple[str, str], str] = {}
-    for info in pkgutil.walk_packages(qip_flow.web.__path__, "qip_flow.web."):
-        module = importlib.import_module(info.name)
-        for key, value in getattr(module, "ROUTE_POLICY", {}).items():
+    declared = [getattr(m, "ROUTE_POLICY", {}) for m in route_modules()]
+    for policies in [*declared, app.ROUTE_POLICY, route_policy()]:
+        for key, value in policies.items():
             assert found.get(key, value) == value, f"{key} declared twice, differently"
             found[key] = value
     return found
 
 
 def app_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """(METHOD, path template) of every route but the static files."""
+    """(METHOD, path template) of every route, those of mounted applications (the API) with
+    their prefix; the static files are not routes."""
     from fastapi.routing import iter_route_contexts
+    from starlette.staticfiles import StaticFiles
 
-    out = []
-    for route in iter_route_contexts(app.routes):  # routers included, prefixes applied
-        if isinstance(route.original_route, Mount):
-            continue
-        assert route.path, route
-        out += [(m, route.path) for m in sorted(route.methods or {"GET"}) if m != "HEAD"]
-    return out
+    def walk(routes: Any, prefix: str) -> Iterator[tuple[str, str]]:
+        for route in iter_route_contexts(routes):  # routers included, prefixes applied
+            original = route.original_route
+            if isinstance(original, Mount):
+                if not isinstance(original.app, StaticFiles):
+                    yield from walk(original.routes, prefix + original.path)
+                continue
+            assert route.path, route
+            for method in sorted(route.methods or {"GET"}):
+                if method != "HEAD":
+                    yield method, prefix + route.path
+
+    return list(walk(app.routes, ""))
 
 
 def undeclared(app: FastAPI, policies: dict[tuple[str, str], str]) -> list[str]:
@@ -179,11 +195,37 @@ def test_a_route_added_without_a_policy_is_caught(site: Site) -> None:
         "POST /plans/{plan_id}/secret: no ROUTE_POLICY entry in its module"]
 
 
-def expected_visitors(url: str, policy: str) -> frozenset[str]:
+API = "/api/v1"
+#: what each API operation that changes something is sent: a valid body, so that the policy,
+#: not the body's validation, answers (a page's form is sent its token and nothing else)
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", f"{API}/plans/{{plan_id}}/actions/{{ref}}/progress"): {"json": {"note": "Done"}},
+    ("POST", f"{API}/plans/{{plan_id}}/actions/{{ref}}/complete"): {"json": {"note": "Done"}},
+    ("POST", f"{API}/plans/{{plan_id}}/actions/{{ref}}/date-requests"): {
+        "json": {"new_due": "2026-09-01", "reason": "Staff leave"}},
+    ("POST", f"{API}/plans/{{plan_id}}/actions/{{ref}}/evidence"): {
+        "files": {"file": ("log.txt", b"Supervision log\n", "text/plain")},
+        "data": {"description": "Supervision log"}},
+    ("POST", f"{API}/measurements"): {
+        "json": {"indicator": f"{SAFEGUARDING}/escalated-24h", "value": 97,
+                 "idempotency_key": "permission-test"}},
+    ("POST", f"{API}/webhooks"): {"json": {"name": "emar-feed", "url": "https://bi.example/h"}},
+}
+
+#: acts asked of each plan a route answers about: a route naming no plan (a list, a batch of
+#: measurements) lets every signed-in visitor through and keeps to what the policy lets each see
+PER_PLAN = (Act.VIEW.value, Act.RECORD_MEASUREMENT.value)
+
+
+def expected_visitors(url: str, policy: str, body: dict[str, Any]) -> frozenset[str]:
     assert policy in EXPECTED, (f"add who may pass '{policy}' to EXPECTED in "
                                 "tests/test_web_permissions.py")
+    names_a_plan = SAFEGUARDING in url + repr(body) or url.startswith("/evidence/")
+    if policy in PER_PLAN and not names_a_plan:
+        return SIGNED_IN_VISITORS
     allowed = set(EXPECTED[policy])
-    about_the_item = url.startswith((f"/actions/{ACTION}", "/evidence/"))  # A3, its evidence
+    about_the_item = url.startswith((f"/actions/{ACTION}", "/evidence/")) or \
+        f"/plans/{SAFEGUARDING}/actions/A3" in url  # A3 (pages, API), its evidence
     if policy in LINK_ACTS and about_the_item:
         allowed.add("link")  # a link opens its own item, for a link's acts
     return frozenset(allowed)
@@ -204,9 +246,9 @@ def concrete(path: str, site: Site) -> str:
 
 
 def refused(response: Any) -> bool:
-    """Refused: a 403 page, or sent to sign in (again)."""
+    """Refused: 401 (the API, without proof), 403, or sent to sign in (again)."""
     location = response.headers.get("location", "")
-    return response.status_code == 403 or (
+    return response.status_code in (401, 403) or (
         response.status_code in (302, 303, 307) and location.split("?")[0] == "/sign-in")
 
 
@@ -229,23 +271,29 @@ def visit(site: Site, visitor: str, method: str, path: str) -> Any:
         url = concrete(path, site)
         if method == "GET":
             return client.get(url)
-        form = {"csrf_token": identity.csrf_token(identity.key_of(site.rt), binding)}
-        try:
-            return client.request(method, url, data=form)
+        token = identity.csrf_token(identity.key_of(site.rt), binding)
+        body = BODIES.get((method, path), {})
+        sent = {**body, "data": {**body.get("data", {}), "csrf_token": token}} \
+            if "json" not in body else body
+        try:  # a page's form carries the token in a field, the API's caller in a header
+            return client.request(method, url, headers={"X-CSRF-Token": token}, **sent)
         finally:
             site.restore()
 
 
 def test_each_route_lets_through_exactly_the_expected_visitors(site: Site) -> None:
     policies = declared_policies()
-    wrong = []
+    wrong, outcomes = [], {True: 0, False: 0}
     for method, path in app_routes(site.app):
         policy = policies[(method, path)]
-        allowed = expected_visitors(concrete(path, site), policy)
+        allowed = expected_visitors(concrete(path, site), policy,
+                                    BODIES.get((method, path), {}))
         for visitor in VISITORS:
             answer = visit(site, visitor, method, path)
             assert answer.status_code != 500, (method, path, visitor, answer.text[:500])
+            outcomes[refused(answer)] += 1
             if refused(answer) == (visitor in allowed):
                 wrong.append(f"{method} {path} ({policy}) {visitor}: {answer.status_code} "
                              f"{answer.headers.get('location', '')}")
     assert wrong == [], "\n".join(wrong)
+    assert outcomes[True] > 100 and outcomes[False] > 100, outcomes  # both answers were seen

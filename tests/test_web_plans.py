@@ -188,7 +188,7 @@ def test_a_member_of_the_group_closes_it_as_herself(fresh: Runtime) -> None:
         assert done.status_code == 303
         assert done.headers["location"] == f"/plans/{SAFEGUARDING}?done=closure"
         page = client.get(done.headers["location"])
-        assert "You signed the closure on 28 Jul 2026; the plan is now closed" in main_text(page.text)
+        assert "You signed the closure on 28 July 2026; the plan is now closed" in main_text(page.text)
         assert "Sign off closure" not in page.text  # a closed plan offers no closure
     with fresh.db.read() as session:
         plan = session.get(Plan, SAFEGUARDING)
@@ -278,14 +278,18 @@ def test_each_person_sees_their_plans_and_the_packs_of_their_scope(shared: Runti
         signed_in(client, shared, GUEST)
         guest = client.get("/plans")
         assert re.findall(r'href="/plans/(QIP-[^"]+)"', guest.text) == [SAFEGUARDING]
+        # a guest's packs cover their one service (the policy's report_service, as the API)
         assert 'href="/reports/commissioner?service=willow-lodge"' in guest.text
-        assert "/reports/board" not in guest.text
+        assert 'href="/reports/board?service=willow-lodge"' in guest.text
         pack = client.get("/reports/commissioner?service=willow-lodge")
         assert pack.status_code == 200 and "Willow Lodge" in pack.text
         assert "script-src" not in pack.headers["content-security-policy"]
         assert "sandbox" in pack.headers["content-security-policy"]
-        assert client.get("/reports/commissioner?service=maple-house").status_code == 403
-        assert client.get("/reports/board").status_code == 403
+        refused = client.get("/reports/commissioner?service=maple-house")
+        assert refused.status_code == 403 and "covers willow-lodge" in refused.text
+        board = client.get("/reports/board")  # their only service, without naming it
+        assert board.status_code == 200 and "Willow Lodge" in board.text
+        assert "Maple House" not in board.text
         signed_in(client, shared, "hwright")  # the board's chair: the board pack, every service
         board = client.get("/reports/board")
         assert board.status_code == 200 and "Board pack" in board.text

@@ -60,8 +60,21 @@ def server(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer,
                     'label = "Sign in with Riverside"\n')
     env = {"QIP_OIDC": str(oidc), "QIP_OIDC_CLIENT_SECRET": "a-test-secret",
            "QIP_NOW": CLOSURE_DAY}
-    with served(folder / "site", smtp, env=env, then=played_to_closure_review) as running:
+    with served(folder / "site", smtp, env=env, prepare=closure_review_of) as running:
         yield running
+
+
+def closure_review_of(db_file: Path, channels: Path, url: str) -> None:
+    """The served database played to the safeguarding QIP's closure review."""
+    from notify_servers import make_runtime
+
+    from qip_flow.store.db import Database
+
+    db = Database(f"sqlite:///{db_file}")
+    try:
+        played_to_closure_review(make_runtime(db, channels))
+    finally:
+        db.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +210,7 @@ def test_closure_refused_outside_the_group_then_signed_by_a_member_after_single_
     lola.get_by_role("button", name="Sign as Lola Okafor").click()
     lola.wait_for_url(f"{server.url}/plans/{SAFEGUARDING}?done=closure")
     banner = lola.locator(".nhsuk-notification-banner").inner_text()
-    assert "You signed the closure on 28 Jul 2026; the plan is now closed" in banner
+    assert "You signed the closure on 28 July 2026; the plan is now closed" in banner
     assert "Safeguarding governance group 2026-07-28" in lola.inner_text("main")
     looker.look(lola, "plan-closed")
     lola.context.close()

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 from notify_servers import SmtpServer, clean_env, load_examples, make_runtime, write_channels
 
-from qip_flow.runtime import Runtime
 from qip_flow.store.db import Database
 from qip_flow.store.keys import ensure_key
 
@@ -38,18 +37,14 @@ class Served:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
 
 
-def prepare_database(folder: Path, smtp: SmtpServer,
-                     then: Callable[[Runtime], None] | None = None) -> tuple[Path, Path]:
-    """A simulation SQLite file with the examples loaded (and ``then`` played on it), its key
-    file, and a channels file whose email relay is the SMTP sink."""
+def prepare_database(folder: Path, smtp: SmtpServer) -> tuple[Path, Path]:
+    """A simulation SQLite file with the examples loaded, its key file, and a channels file
+    whose email relay is the SMTP sink."""
     db_file = folder / "qip.db"
     db = Database(f"sqlite:///{db_file}")
     db.init(simulation=True)
     channels = write_channels(folder / "channels.yaml", [(smtp.url(), "email")])
-    rt = make_runtime(db, channels)
-    load_examples(rt)
-    if then is not None:
-        then(rt)
+    load_examples(make_runtime(db, channels))
     ensure_key(db)
     db.dispose()
     return db_file, channels
@@ -79,19 +74,18 @@ def wait_until_up(url: str, process: subprocess.Popen[str], log: Path,
 
 
 @contextmanager
-def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None,
-           then: Callable[[Runtime], None] | None = None) -> Iterator[Served]:
+def running(db_file: Path, *args: str, env: dict[str, str] | None = None,
+            port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """``qip serve`` on ``db_file`` on a free loopback port (or ``port``) until the block ends:
+    its address, process and log."""
     from notify_servers import free_port
 
-    folder.mkdir(parents=True, exist_ok=True)
-    db_file, channels = prepare_database(folder, smtp, then)
-    port, log = free_port(), folder / "serve.log"
+    port, log = port or free_port(), db_file.parent / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    process = start_server(db_file, port, *args, log=log,
-                           env={"QIP_CHANNELS": str(channels), "QIP_BASE_URL": url, **(env or {})})
+    process = start_server(db_file, port, *args, log=log, env={"QIP_BASE_URL": url, **(env or {})})
     try:
         wait_until_up(url, process, log)
-        yield Served(url, db_file, smtp, process, log)
+        yield url, process, log
     finally:
         process.terminate()
         try:
@@ -99,6 +93,23 @@ def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def served(folder: Path, smtp: SmtpServer, *args: str, env: dict[str, str] | None = None,
+           prepare: Callable[[Path, Path, str], None] | None = None) -> Iterator[Served]:
+    """The server over a prepared database; ``prepare(db_file, channels, url)`` may play a
+    scenario on it first (the server starts after it)."""
+    from notify_servers import free_port
+
+    folder.mkdir(parents=True, exist_ok=True)
+    db_file, channels = prepare_database(folder, smtp)
+    port = free_port()
+    if prepare is not None:
+        prepare(db_file, channels, f"http://127.0.0.1:{port}")
+    with running(db_file, *args, port=port, env={"QIP_CHANNELS": str(channels), **(env or {})}
+                 ) as (url, process, log):
+        yield Served(url, db_file, smtp, process, log)
 
 
 def form_token(html: str) -> str:

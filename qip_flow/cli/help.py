@@ -12,7 +12,7 @@ from typer.core import TyperArgument, TyperOption
 #: Each command's group in ``qip --help``; a test fails when a command has none.
 PANELS: dict[str, str] = {
     **dict.fromkeys(("init", "new", "config", "load", "schema", "demo", "health", "backup",
-                     "restore", "serve"), "Setting up and running"),
+                     "restore", "serve", "token"), "Setting up and running"),
     **dict.fromkeys(("plans", "show", "explain", "lint", "audit"), "Looking"),
     **dict.fromkeys(("do", "signoff", "close", "measure", "learning", "learning-review",
                      "vary", "reassess", "add-action"), "Doing"),

@@ -23,6 +23,7 @@ from qip_flow.cli.reports import register as register_report_commands
 from qip_flow.cli.rules import rules_app
 from qip_flow.cli.serve import register as register_serve_commands
 from qip_flow.cli.state import State, state_of
+from qip_flow.cli.tokens import register as register_token_commands
 from qip_flow.clock import parse_day
 from qip_flow.config.limits import check_text
 from qip_flow.errors import InvalidInput, QipError, Unavailable
@@ -44,6 +45,7 @@ register_notify_commands(app)
 register_report_commands(app)
 register_operate_commands(app)
 register_serve_commands(app)
+register_token_commands(app)
 
 
 def _print_version(value: bool) -> None:
@@ -277,10 +279,16 @@ def signoff(
 @app.command()
 def measure(
     ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(metavar="PLAN")],
-    indicator: Annotated[str, typer.Argument(help="The indicator id within the plan.")],
-    value: Annotated[float, typer.Argument()],
-    by: Annotated[str, typer.Option(help="Who recorded it (their id).")],
+    plan_id: Annotated[str | None, typer.Argument(metavar="PLAN")] = None,
+    indicator: Annotated[str | None, typer.Argument(
+        help="The indicator id within the plan.")] = None,
+    value: Annotated[float | None, typer.Argument()] = None,
+    by: Annotated[str, typer.Option(help="Who recorded it (their id).")] = "",
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", metavar="FILE", help="A sheet (.csv or .xlsx) with the columns indicator, "
+        "date, value and optionally reaudit, source, reason, idempotency_key, plan; PLAN, if "
+        "given, is the plan of indicators named without one. All rows are checked before any "
+        "is recorded; the same sheet twice records each row once.")] = None,
     on: Annotated[str | None, typer.Option(help="Date measured (default: today).")] = None,
     source: Annotated[str, typer.Option(help="Where the value comes from.")] = "",
     reaudit: Annotated[bool, typer.Option(help="This value is a re-audit.")] = False,
@@ -288,8 +296,15 @@ def measure(
         help="Why it is recorded late: needed when --on is further back than the rules allow "
         "(14 days by default); the value is flagged in the closure report.")] = None,
 ) -> None:
-    """Record an indicator measurement (never dated in the future)."""
+    """Record an indicator measurement (never dated in the future), or every row of a sheet."""
     st = state_of(ctx)
+    if not by:
+        raise InvalidInput("--by: say who records the measurement (their id)")
+    if from_file is not None:
+        _measure_sheet(st, from_file, plan_id, by, extra=[indicator, value, on, reason])
+        return
+    if plan_id is None or indicator is None or value is None:
+        raise InvalidInput("give PLAN INDICATOR VALUE, or --from FILE.csv|.xlsx")
     m = lifecycle.record_measurement(st.runtime(writes=True), plan_id, indicator, value,
                                      on=parse_day(on, field="--on") if on else None,
                                      source=source, reaudit=reaudit, by=by, reason=reason)
@@ -297,6 +312,32 @@ def measure(
         render.emit_json(queries.row_dict(m))
     else:
         render.console.print(render.esc(f"{plan_id}/{indicator}: {value} on {m.on}"))
+
+
+def _measure_sheet(st: State, path: Path, plan_id: str | None, by: str,
+                   extra: list[object]) -> None:
+    from qip_flow.services import measurements
+    from qip_flow.services.lifecycle import get_person
+
+    if any(x is not None for x in extra):
+        raise InvalidInput("--from: the sheet gives indicator, date, value (and reason); give "
+                           "only PLAN beside it")
+    kind = {".csv": "csv", ".xlsx": "xlsx"}.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidInput(f"--from: '{path.name}' is neither .csv nor .xlsx")
+    rt = st.runtime(writes=True)
+    sheet = measurements.read_sheet(path.read_bytes(), kind, plan_id=plan_id, name=str(path))
+    with rt.db.read() as session:
+        actor = policy.Actor.command_line(get_person(session, by))
+    outcomes = measurements.record_many(rt, actor, sheet.pushes, found=sheet.problems,
+                                        most=measurements.MAX_SHEET_ROWS)
+    recorded = sum(1 for o in outcomes if not o.replayed)
+    if st.json:
+        render.emit_json({"recorded": recorded, "replayed": len(outcomes) - recorded,
+                          "measurements": [o.as_dict() for o in outcomes]})
+    else:
+        render.console.print(render.esc(f"{path}: {recorded} measurement(s) recorded, "
+                                         f"{len(outcomes) - recorded} already recorded earlier"))
 
 
 @app.command()

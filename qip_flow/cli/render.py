@@ -136,16 +136,9 @@ def explanation(result: dict[str, Any]) -> None:
     console.print(f"Closure test {esc(result['closure_rules_version'])}: "
                   f"{esc(result['closure_rules_note'])}")
     rows = []
-    def shown(v: Any) -> str:
-        return "missing" if v is None else json.dumps(v)
-
     for c in closure["criteria"]:
-        failing = [] if c["met"] else [
-            f"{x['condition']} ({', '.join(f'{k} = {shown(v)}' for k, v in x['facts'].items())})"
-            for x in c["conditions"] if not x["holds"]]
         rows.append([Styled("[green]met[/green]" if c["met"] else "[red]unmet[/red]"),
-                     c["criterion"],
-                     c["description"], "; ".join(failing), c["rule"]])
+                     c["criterion"], c["description"], "; ".join(c["why_not"]), c["rule"]])
     table("Closure criteria", ["", "criterion", "what it asks", "why not", "rule"], rows)
     verdict = ("[green]every criterion is met[/green]" if closure["all_met"]
                else f"[red]{sum(1 for c in closure['criteria'] if not c['met'])} criteria unmet[/red]")

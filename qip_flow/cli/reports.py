@@ -11,10 +11,12 @@ import typer
 
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
-from qip_flow.reports.data import PERIOD_HELP
+from qip_flow.reports.periods import PERIOD_HELP
 
 report_app = typer.Typer(no_args_is_help=True, help="Governance reports: the board pack, a "
-                         "plan's closure report, the commissioner's assurance pack.")
+                         "plan's closure report, the commissioner's assurance pack. With an "
+                         "earlier --now, each is the record as it stood then, rebuilt from the "
+                         "audit trail.")
 
 Format = Annotated[str | None, typer.Option(
     "--format", help="html, md or pdf (default: from --out's suffix, else Markdown).")]
@@ -83,8 +85,9 @@ def export(
         "--force", help="Write into a folder or over a zip qip did not write (never the "
         "database).")] = False,
 ) -> None:
-    """Export the full record and the audit trail for an inspector: a CSV per table and one
-    JSON file, with the audit chain checked."""
+    """Export the full record and the audit trail for an inspector: a CSV per table, one
+    JSON file and the uploaded evidence files, with the audit chain and every file's hash
+    checked."""
     from qip_flow.reports.export import export as run_export
 
     st = state_of(ctx)
@@ -94,11 +97,15 @@ def export(
     else:
         rows = sum(result.rows.values())
         chain = ("intact" if result.chain_ok else f"BROKEN: {result.chain_problem}")
+        files = sum(1 for f in result.files if f.startswith("evidence/"))
         render.console.print(render.esc(
             f"exported {rows} rows from {len(result.rows)} tables to {out} "
             f"({', '.join(result.files[:3])}{', …' if len(result.files) > 3 else ''}); "
+            f"{files} evidence file{'s' * (files != 1)}; "
             f"audit trail {result.audit_events} events, hash chain {chain}"))
-    if not result.chain_ok:
+        for problem in result.missing_files:
+            render.errors.print(render.esc(problem))
+    if not result.chain_ok or result.missing_files:
         raise typer.Exit(1)
 
 

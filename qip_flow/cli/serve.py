@@ -19,6 +19,13 @@ def _period(value: str | None, setting: str, default: str) -> float:
         raise InvalidInput(f"{setting}: '{value}' is not a period; write e.g. 30m or 12h") from None
 
 
+def _whole(value: str | None, setting: str, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise InvalidInput(f"{setting}: '{value}' is not a whole number") from None
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
@@ -51,7 +58,9 @@ def serve(
         lifetimes=Lifetimes(
             idle=timedelta(seconds=_period(values.get("session_idle"), "QIP_SESSION_IDLE", "30m")),
             absolute=timedelta(seconds=_period(values.get("session_max"), "QIP_SESSION_MAX", "12h")),
-            deep_link=timedelta(days=link_days(values.get("link_days")))))
+            deep_link=timedelta(days=link_days(values.get("link_days")))),
+        api_rate_per_minute=_whole(values.get("api_rate"), "QIP_API_RATE", 600),
+        api_max_body=_whole(values.get("api_max_body"), "QIP_API_MAX_BODY", 26) * 1024 * 1024)
     app = create_app(rt, settings)
     render.errors.print(f"qip_flow serving {rt.db.shown_url} on http://{host}:{port} "
                         f"(links use {base_url}){' with the development sign-in' if dev_login else ''}")

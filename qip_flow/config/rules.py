@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,10 @@ class RuleDef(_Strict):
                                                     "`about` by default.")
     when: Condition
     then: Then
+    unmet: str | None = Field(None, min_length=1, description="What to say when this rule "
+                              "does not hold, in place of the sentences its conditions make "
+                              "(e.g. 'the safeguarding group has not yet seen a re-audit'), "
+                              "with {fact} placeholders.")
     subject: str = Field("", exclude=True)
     ruleset: str = Field("", exclude=True)
 
@@ -256,7 +261,65 @@ class AccessSettings(_Strict):
                                        "sign-off in the web pages.")
 
 
-SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access")
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december")
+
+
+class ReportingSettings(_Strict):
+    """How the reports count time: the month the financial year starts in, which
+    ``--period FY2026`` and ``FY2026-Q3`` follow (April, as NHS bodies in England report)."""
+
+    financial_year_starts: Literal["january", "february", "march", "april", "may", "june",
+                                   "july", "august", "september", "october", "november",
+                                   "december"] = Field(
+        "april", description="The month the financial year starts in: FY2026 is the year "
+                             "starting in that month of 2026 (2026/27 with April).")
+
+    @property
+    def year_starts(self) -> int:
+        """The month as a number (April is 4)."""
+        return MONTHS.index(self.financial_year_starts) + 1
+
+
+class AcknowledgementSettings(_Strict):
+    """What acknowledging an escalation does: the person it went to says, on the action's
+    page, that they have seen it and act; the next rung of the ladder about that action waits
+    this many working days (the owner is told). The owner's own progress still stops the
+    ladder as before."""
+
+    grace_working_days: int = Field(
+        5, ge=1, le=60, description="Working days the next escalation about an action waits "
+                                    "after someone it went to acknowledges it.")
+
+
+class SpcSettings(_Strict):
+    """How indicators are read as XmR charts, the way NHS England's Making Data Count asks:
+    process limits from the mean moving range (×2.66) over a baseline, and the four tests for
+    special-cause variation. The facts `special_cause_improvement`, `special_cause_concern`,
+    `assurance` and `points_since_shift` are read under these settings."""
+
+    baseline_points: int = Field(12, ge=2, le=100, description="Points the mean and process "
+                                 "limits are calculated from, from the start of a period. "
+                                 "With fewer, the limits are trial limits, revised with each "
+                                 "new point; with more, they are fixed.")
+    minimum_points: int = Field(6, ge=2, le=100, description="Fewest points before process "
+                                "limits are drawn and special causes are judged.")
+    run_length: int = Field(7, ge=2, le=50, description="A run of this many points on one "
+                            "side of the mean is a special cause.")
+    trend_length: int = Field(7, ge=3, le=50, description="This many points in a row, each "
+                              "higher (or each lower) than the one before, is a special cause.")
+    recalculate_on_shift: bool = Field(True, description="true: a run of run_length points "
+                                       "on one side of the mean is a sustained shift; a new "
+                                       "period starts at its first point, with its own limits. "
+                                       "false: the limits are never recalculated.")
+    screen_outlying_ranges: bool = Field(False, description="true: moving ranges above 3.267 "
+                                         "× the mean moving range are left out of it (Nelson "
+                                         "1982). false, as the Making Data Count tools do: "
+                                         "every moving range counts.")
+
+
+SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access",
+                   "reporting", "acknowledgement", "spc")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -302,6 +365,15 @@ class RulesFile(_Strict):
                           "every separation rule is on.")
     access: AccessSettings | None = Field(
         None, description="Who may act through which door (cli_signoff); at most one file.")
+    reporting: ReportingSettings | None = Field(
+        None, description="How the reports count time (financial_year_starts); at most one "
+                          "file.")
+    acknowledgement: AcknowledgementSettings | None = Field(
+        None, description="How long acknowledging an escalation pauses the ladder; at most "
+                          "one file.")
+    spc: SpcSettings | None = Field(
+        None, description="How indicators are read as XmR charts (Making Data Count); at "
+                          "most one file.")
     signoff: SignoffSettings | None = Field(
         None, description="Sign-off record settings; only in the file holding the closure "
                           "criteria (outcome `criterion`).")
@@ -343,6 +415,9 @@ class RuleBook:
     separation_file: str = "built-in default"
     signoff: SignoffSettings = field(default_factory=SignoffSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    reporting: ReportingSettings = field(default_factory=ReportingSettings)
+    acknowledgement: AcknowledgementSettings = field(default_factory=AcknowledgementSettings)
+    spc: SpcSettings = field(default_factory=SpcSettings)
     _selected: dict[tuple[str, tuple[str, ...]], list[RuleDef]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -355,6 +430,11 @@ class RuleBook:
             VariationMinimums())
         self.signoff = next((f.signoff for f in self.files if f.signoff), SignoffSettings())
         self.access = next((f.access for f in self.files if f.access), AccessSettings())
+        self.reporting = next((f.reporting for f in self.files if f.reporting),
+                              ReportingSettings())
+        self.acknowledgement = next((f.acknowledgement for f in self.files if f.acknowledgement),
+                                    AcknowledgementSettings())
+        self.spc = next((f.spc for f in self.files if f.spc), SpcSettings())
         carrier = next((f for f in self.files if f.separation), None)
         if carrier is not None and carrier.separation is not None:
             self.separation, self.separation_file = carrier.separation, carrier.path
@@ -582,10 +662,19 @@ def check_rules(readers: list[Callable[[], YamlDocument]], vocab: Vocabulary, *,
                 checker.bad(["rules", i, "id"], f"rule id '{rule.id}' is also used in "
                             f"{seen_rules[rule.id]}")
             seen_rules[rule.id] = rf.path
-            for placeholder in re.findall(r"{(\w+)}", rule.description):
-                if vocab.fact_type(rule.subject, placeholder) is None:
-                    checker.bad(["rules", i, "description"],
-                                f"{{{placeholder}}} is not a {rule.subject} fact")
+            if rule.unmet is not None:
+                try:
+                    list(string.Formatter().parse(rule.unmet))
+                except ValueError as exc:
+                    checker.bad(["rules", i, "unmet"], f"{exc}: write a sentence with "
+                                "{fact} placeholders, each brace closed (double a brace to show "
+                                "one: {{ }})")
+            for key in ("description", "unmet"):
+                for placeholder in re.findall(r"{(\w+)", getattr(rule, key) or ""):
+                    if vocab.fact_type(rule.subject, placeholder) is None:
+                        checker.bad(["rules", i, key],
+                                    f"{{{placeholder}}} is not a {rule.subject} fact; write "
+                                    "the name of a fact (docs/rules.md) between braces")
             checker.condition(rule.subject, rule.when, ["rules", i, "when"])
             checker.then(rule.subject, rule.then, ["rules", i, "then"])
             key = (rule.subject, rule.then.outcome, _canonical(rule.when))

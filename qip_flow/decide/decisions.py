@@ -13,6 +13,7 @@ from qip_flow.config.rules import FactRef, RuleBook, RuleDef, fact_values
 from qip_flow.decide.engine import Evaluation, RulesEngine
 from qip_flow.decide.facts import tighten
 from qip_flow.decide.vocabulary import RATINGS
+from qip_flow.decide.words import condition_words, phrase, phrase_facts, reasons_in_words
 
 
 def _value(v: Any) -> str:
@@ -21,11 +22,18 @@ def _value(v: Any) -> str:
 
 @dataclass
 class ConditionResult:
+    """One condition of a rule judged: the machine form (the condition as written and the
+    facts it read) and the same in words."""
+
     text: str
     holds: bool
     values: dict[str, Any]
+    words: str = ""
 
     def describe(self) -> str:
+        """In words; the machine form only for a condition recorded without them."""
+        if self.words:
+            return self.words
         shown = ", ".join(f"{k} = {_value(v)}" for k, v in self.values.items())
         return f"{self.text} ({shown})"
 
@@ -47,15 +55,30 @@ class CriterionResult:
         """The rule's description with its {fact} placeholders filled in."""
         return fill(self.rule.description, self.facts, missing="none")
 
+    @property
+    def why_not(self) -> list[str]:
+        """Why it does not hold, in words: the rules author's `unmet` sentence, or a sentence
+        for each condition that fails (empty when it holds)."""
+        if self.met:
+            return []
+        if self.rule.unmet:
+            return [fill_words(self.rule.unmet, self.facts)]
+        out: list[str] = []
+        for c in self.conditions:
+            if not c.holds and c.describe() not in out:
+                out.append(c.describe())
+        return out
+
     def describe(self) -> str:
-        failing = [c.describe() for c in self.conditions if not c.holds]
-        because = f": {'; '.join(failing)}" if failing and not self.met else ""
+        failing = self.why_not
+        because = f": {'; '.join(failing)}" if failing else ""
         return f"{self.name} — {self.description.rstrip('.')}{because} [rule {self.rule.id}]"
 
     def as_dict(self) -> dict[str, Any]:
         return {"criterion": self.name, "met": self.met, "rule": self.rule.id,
-                "description": self.description,
-                "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values}
+                "description": self.description, "why_not": self.why_not,
+                "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values,
+                                "words": c.words}
                                for c in self.conditions]}
 
 
@@ -97,7 +120,9 @@ class RagDecision:
         for rule in self.because:
             used.update(fact_values(self.facts, rule.leaves()))
         return {"rating": self.rating, "rules": [r.id for r in self.because],
-                "reason": self.reason, "facts": used, "rules_version": self.version}
+                "reason": self.reason, "facts": used, "rules_version": self.version,
+                "words": [w for rule in self.because
+                          for w in reasons_in_words(rule, self.facts)]}
 
 
 @dataclass
@@ -132,6 +157,11 @@ class _Blank(dict[str, Any]):
 
     def __missing__(self, key: str) -> str:
         return self.missing if self.missing is not None else "{" + key + "}"
+
+
+def fill_words(template: str, facts: dict[str, Any]) -> str:
+    """A rules author's sentence with its {fact} placeholders in words."""
+    return phrase(template, facts)
 
 
 def fill(template: str, facts: dict[str, Any], *, missing: str | None = None) -> str:
@@ -173,9 +203,10 @@ class Decide:
             conditions = []
             for leaf, ok in zip(rule.leaves(), holds or [], strict=holds is not None):
                 names = [leaf.fact] + ([leaf.value.fact] if isinstance(leaf.value, FactRef)
-                                       else [])
-                conditions.append(ConditionResult(leaf.text(), ok,
-                                                  {n: evaluation.facts.get(n) for n in names}))
+                                       else []) + phrase_facts("plan", leaf.fact)
+                conditions.append(ConditionResult(
+                    leaf.text(), ok, {n: evaluation.facts.get(n) for n in dict.fromkeys(names)},
+                    condition_words("plan", leaf, evaluation.facts, ok)))
             criteria.append(CriterionResult(rule, rule.id in fired, conditions,
                                             evaluation.facts))
         return ClosureDecision(str(facts.get("plan_id")), criteria, self.version, evaluation.facts)

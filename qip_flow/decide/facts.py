@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import String, cast
 from sqlmodel import Session, col, func, select
 
+from qip_flow.config.rules import SpcSettings
+from qip_flow.decide import spc
 from qip_flow.decide.calendar import calendar
 from qip_flow.store.models import (
     LEVELS,
@@ -108,6 +110,7 @@ class IndicatorRun:
     spc_shift: bool
     deteriorating: bool
     latest_on: str | None = None
+    chart: spc.Chart | None = None
 
 
 def reaudit_intervals(days: Iterable[date], gap_days: int) -> int:
@@ -126,8 +129,11 @@ def on_target(indicator: Indicator, value: float) -> bool:
 
 
 def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], today: date,
-                  *, reaudit_gap_days: int = DEFAULT_REAUDIT_GAP_DAYS) -> IndicatorRun:
+                  *, reaudit_gap_days: int = DEFAULT_REAUDIT_GAP_DAYS,
+                  spc_settings: SpcSettings | None = None) -> IndicatorRun:
     points = sorted(measurements, key=lambda m: (m.on, m.id or 0))
+    chart = spc.analyse([m.value for m in points], indicator.direction, indicator.target,
+                        spc_settings)
     hits = [on_target(indicator, m.value) for m in points]
     run: list[Measurement] = []
     for m, hit in zip(reversed(points), reversed(hits), strict=True):
@@ -160,10 +166,66 @@ def indicator_run(indicator: Indicator, measurements: Sequence[Measurement], tod
                                                       reaudit_gap_days),
         "spc_shift": shift >= SHIFT_POINTS,
         "deteriorating": deteriorating,
+        **spc_facts(chart),
     }
     return IndicatorRun(facts, latest, run_days, len(run), facts["reaudits_in_run"],
                         facts["reaudit_intervals_in_run"], shift >= SHIFT_POINTS, deteriorating,
-                        points[-1].on.isoformat() if points else None)
+                        points[-1].on.isoformat() if points else None, chart)
+
+
+def spc_facts(chart: spc.Chart) -> dict[str, Any]:
+    """An indicator's XmR chart as facts: its latest point's special cause, the assurance
+    the limits give, and the points since the latest sustained shift."""
+    limits = chart.limits
+    return {
+        "special_cause_improvement": chart.special_cause_improvement,
+        "special_cause_concern": chart.special_cause_concern,
+        "assurance": chart.assurance,
+        "points_since_shift": chart.points_since_shift,
+        "variation": chart.variation,
+        "mean": round(limits.mean, 2) if limits else None,
+        "lower_limit": round(limits.lower, 2) if limits else None,
+        "upper_limit": round(limits.upper, 2) if limits else None,
+    }
+
+
+ASSURANCE_ORDER = ("pass", "hit-and-miss", "fail")
+
+
+def number(value: float, unit: str = "") -> str:
+    """A value as a board reads it: at most one decimal, with its unit."""
+    shown = f"{round(value, 1):g}"
+    return f"{shown}%" if unit == "%" else f"{shown} {unit}".rstrip()
+
+
+def plan_spc_facts(indicators: Sequence[Indicator], runs: Sequence[IndicatorRun]
+                   ) -> dict[str, Any]:
+    """The closure indicators' XmR charts as plan facts: improvement when every one shows it,
+    concern when any does (naming the first, its value, its limits and the test that fired),
+    the worst assurance, and the fewest points since a shift."""
+    charts = [(i, r.chart) for i, r in zip(indicators, runs, strict=True) if r.chart]
+    facts: dict[str, Any] = {
+        "special_cause_improvement": bool(charts) and all(
+            c.special_cause_improvement for _, c in charts),
+        "special_cause_concern": any(c.special_cause_concern for _, c in charts),
+        "assurance": max((c.assurance for _, c in charts if c.assurance),
+                         key=ASSURANCE_ORDER.index, default=None),
+        "points_since_shift": min((c.points_since_shift for _, c in charts
+                                   if c.points_since_shift is not None), default=None),
+    }
+    concern = next(((i, c) for i, c in charts if c.special_cause_concern), None)
+    if concern is not None:
+        indicator, chart = concern
+        latest, limits = chart.latest, chart.limits
+        assert latest is not None and latest.signal is not None and limits is not None
+        facts.update({
+            "concern_indicator": f"{indicator.ref} ({indicator.name})",
+            "concern_value": number(latest.value, indicator.unit),
+            "concern_limits": f"{number(limits.lower, indicator.unit)} to "
+                              f"{number(limits.upper, indicator.unit)}",
+            "concern_test": spc.signal_words(latest.signal),
+        })
+    return facts
 
 
 def _days(later: date | datetime, earlier: date | datetime) -> int:
@@ -285,8 +347,8 @@ class FactBuilder:
                  data: dict[str, PlanData] | None = None) -> None:
         self.session, self.now = session, now
         self.data = data if data is not None else {}
-        self._bulk = data is not None
-        self._people: Signers | SignersOnDemand | None = None
+        self._people: Signers | None = None
+        self.spc = SpcSettings()  # the rules in force say otherwise through the judge
 
     def data_for(self, plan: Plan) -> PlanData:
         if plan.id not in self.data:
@@ -304,16 +366,14 @@ class FactBuilder:
         d = self.data_for(plan)
         today = self.now.date()
         gap = reaudit_gap(criteria if criteria is not None else plan.closure_criteria or {})
-        return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap)
+        return {i.ref: indicator_run(i, d.measurements[i.id], today, reaudit_gap_days=gap,
+                                     spc_settings=self.spc)
                 for i in d.indicators}
 
-    def people(self) -> Signers | SignersOnDemand:
-        """Who in the organisation could sign: read whole once per builder for a batch of
-        plans; asked as needed for a single plan (a page), which must not read thousands."""
+    def people(self) -> Signers:
+        """Who in the organisation could sign, read once per builder."""
         if self._people is None:
-            self._people = Signers(self.session.exec(
-                select(Person.id, Person.level, Person.groups)).all()) if self._bulk \
-                else SignersOnDemand(self.session)
+            self._people = Signers(self.session)
         return self._people
 
     def plan(self, plan: Plan, *, criteria: dict[str, Any] | None = None,
@@ -398,8 +458,9 @@ class FactBuilder:
             "last_measured_on": max((r.latest_on for r in closure_runs if r.latest_on),
                                     default=None),
         }
-        facts.update(grown_facts(plan, d, [i for i in d.indicators if i.ref in closure_refs],
-                                 now))
+        closure_indicators = [i for i in d.indicators if i.ref in closure_refs]
+        facts.update(plan_spc_facts(closure_indicators, [runs[i.ref] for i in closure_indicators]))
+        facts.update(grown_facts(plan, d, closure_indicators, now))
         facts["actions_slipped"] = sum(
             1 for a in d.actions
             if a.state not in DONE and a.due and a.baseline_due and a.due > a.baseline_due)
@@ -422,27 +483,9 @@ def can_sign(level: str | None, groups: Sequence[str] | None, required_level: st
 
 
 class Signers:
-    """The organisation's people as far as authority goes: level and groups."""
-
-    def __init__(self, rows: Iterable[tuple[str, str, list[str]]]) -> None:
-        self.rows = {pid: (level, list(groups or [])) for pid, level, groups in rows}
-        self._counts: dict[tuple[str | None, str | None], int] = {}
-
-    def level_of(self, person_id: str | None) -> str | None:
-        row = self.rows.get(person_id or "")
-        return row[0] if row else None
-
-    def count(self, level: str | None, group: str | None) -> int:
-        """How many people could sign at ``level`` in ``group``."""
-        key = (level, group)
-        if key not in self._counts:
-            self._counts[key] = sum(1 for lv, groups in self.rows.values()
-                                    if can_sign(lv, groups, level, group))
-        return self._counts[key]
-
-
-class SignersOnDemand:
-    """``Signers`` answered by small queries, for the facts of a single plan."""
+    """The organisation's people as far as authority goes: level and groups, asked of the
+    database as needed (a count per level and group, a level per person), never read whole:
+    one change to a plan must not cost a read of every person."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -458,17 +501,19 @@ class SignersOnDemand:
         return self._levels[person_id]
 
     def count(self, level: str | None, group: str | None) -> int:
+        """How many people could sign at ``level`` in ``group``."""
         key = (level, group)
         if key not in self._counts:
-            if group:  # the group's name is in the text of its members' groups
+            if group:  # the JSON list's text holds the group name in quotes on every database
                 rows = self.session.exec(select(Person.level, Person.groups).where(
-                    cast(Person.groups, String).like(f"%{group}%"))).all()
+                    cast(Person.groups, String).like(f'%"{group}"%'))).all()
                 self._counts[key] = sum(1 for lv, groups in rows
                                         if can_sign(lv, groups, level, group))
             else:
-                self._counts[key] = sum(int(n) for lv, n in self.session.exec(
-                    select(Person.level, func.count()).group_by(Person.level)).all()
-                    if can_sign(lv, [], level, None))
+                by_level = self.session.exec(select(Person.level, func.count())
+                                             .group_by(Person.level)).all()
+                self._counts[key] = sum(n for lv, n in by_level
+                                        if can_sign(lv, [], level, None))
         return self._counts[key]
 
 
@@ -542,7 +587,7 @@ def monitoring_facts(plan: Plan, d: PlanData, indicators: Sequence[Indicator], t
 
 
 def criteria_facts(criteria: dict[str, Any], signer: Person | None,
-                   people: Signers | SignersOnDemand | None = None) -> dict[str, Any]:
+                   people: Signers | None = None) -> dict[str, Any]:
     """The facts that depend on the closure criteria and on who is signing."""
     signoff = criteria.get("signoff") or {}
     group = signoff.get("group")

@@ -63,6 +63,7 @@ class RulesJudge:
                  builder: FactBuilder | None = None) -> None:
         self.decide, self.vocabulary, self.session, self.now = decide, vocabulary, session, now
         self.builder = builder or FactBuilder(session, now)
+        self.builder.spc = decide.book.spc
 
     @property
     def rules_version(self) -> str:

@@ -122,7 +122,12 @@ class Schedule:
             if (plan_facts or {}).get(fact):
                 candidates += self._dates(anchor, date.fromisoformat(plan_facts[fact]))
         future = [d for d in candidates if d > today]
-        return datetime.combine(min(future), CHECK_TIME, tzinfo=UTC) if future else None
+        return check_moment(min(future)) if future else None
+
+
+def check_moment(day: date) -> datetime:
+    """When a plan falls due for its check on ``day``: before the working day starts."""
+    return datetime.combine(day, CHECK_TIME, tzinfo=UTC)
 
 
 def working_moment(settings: DeliverySettings, moment: datetime) -> datetime:

@@ -132,9 +132,25 @@ def docs_markdown() -> str:
                 out.append(f"| `{p.name}` | {kind} | {'yes' if p.required else 'no'} | "
                            f"{p.meaning} |")
             out.append("")
+    out += [
+        "## Facts in words",
+        "",
+        "Each fact says how it reads in words, so `qip explain`, the reports and the messages",
+        "give reasons people can read: **met** is the sentence when a condition on the fact",
+        "holds, **unmet** when it does not (for a true/false fact: when it is true, when it is",
+        "false), **missing** when the fact is not known. `{value}` is the fact, `{wanted}`",
+        "what the condition compares it with, `{n:one|many}` (or `{n:none|one|many}`) picks",
+        "words by number with `#` for the number. A rule may replace its own sentence with",
+        "`unmet:` (see [rules-guide.md](rules-guide.md)).",
+        "",
+    ]
     for subject, facts in FACTS.items():
-        out += [f"## Facts about a {subject}", "", "| fact | type | meaning |",
-                "| --- | --- | --- |"]
-        out += [f"| `{f.name}` | {type_names[f.type]} | {f.meaning} |" for f in facts.values()]
+        out += [f"## Facts about a {subject}", "", "| fact | type | meaning | in words |",
+                "| --- | --- | --- | --- |"]
+        for f in facts.values():
+            words = f"met: “{f.met}”" if f.met == f.unmet else \
+                f"met: “{f.met}”; unmet: “{f.unmet}”"
+            words = (words + f"; missing: “{f.missing}”").replace("|", "\\|")
+            out.append(f"| `{f.name}` | {type_names[f.type]} | {f.meaning} | {words} |")
         out.append("")
     return "\n".join(out)

@@ -26,6 +26,7 @@ import yaml
 from apprise.decorators import notify
 
 from qip_flow.errors import InvalidDefinition
+from qip_flow.notify.webhooks import Subscriber, subscribers_in
 
 FILE_SCHEMA = "qipfile"
 _ENV = re.compile(r"\$\{(\w+)\}")
@@ -80,7 +81,7 @@ class SendResult:
 
 
 OPERATORS = "operators"
-_TOP_LEVEL = {"version", "urls", "tag", "tags"}
+_TOP_LEVEL = {"version", "urls", "tag", "tags", "webhooks"}
 
 
 @dataclass
@@ -97,8 +98,10 @@ class _Entry:
 class Channels:
     """The channels in force and how to reach each person."""
 
-    def __init__(self, channels: list[Channel], secrets: set[str], source: str) -> None:
+    def __init__(self, channels: list[Channel], secrets: set[str], source: str,
+                 webhooks: list[Subscriber] | None = None) -> None:
         self.channels, self.secrets, self.source = channels, secrets, source
+        self.webhooks = list(webhooks or [])
 
     @classmethod
     def load(cls, path: Path | None, *, default_file: Path) -> Channels:
@@ -117,6 +120,7 @@ class Channels:
         missing = sorted({m for m in _ENV.findall(text) if m not in os.environ})
         if missing:
             raise InvalidDefinition(f"{path}: environment variables not set: {', '.join(missing)}")
+        raw = text
         substituted = {os.environ[m] for m in _ENV.findall(text)}
         secrets: set[str] = {v for v in substituted if len(v) >= 4}
         # values go into URLs: quote them, so a '/', '#' or '@' in a password stays a password
@@ -124,7 +128,14 @@ class Channels:
         channels: list[Channel] = []
         problems: list[str] = []
         seen: dict[str, int] = {}
-        for entry in _entries(path, text):
+        entries = _entries(path, text)
+        webhooks, hook_problems = subscribers_in(path, raw)
+        problems += [_redact(p, secrets) for p in hook_problems]
+        for hook in webhooks:
+            seen[hook.name] = hook.line or 0
+            secrets.add(hook.secret)
+            secrets |= _secret_parts(hook.url, hook.label)
+        for entry in entries:
             where = f"{path}:{entry.line}"
             channel, problem = _channel(entry)
             if channel is None:
@@ -140,10 +151,10 @@ class Channels:
         if problems:
             raise InvalidDefinition(f"{path}: the channels file is refused; nothing was changed "
                                     "(see docs/notifications.md)", details=problems)
-        if not channels:
+        if not channels and not webhooks:
             raise InvalidDefinition(f"{path}: no services configured under `urls:`; see "
                                     "docs/notifications.md")
-        return cls(channels, secrets, str(path))
+        return cls(channels, secrets, str(path), webhooks)
 
     def for_person(self, tags: set[str], email: str | None) -> list[Channel]:
         found = []
@@ -157,6 +168,9 @@ class Channels:
 
     def by_name(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
+
+    def subscriber(self, name: str) -> Subscriber | None:
+        return next((c for c in self.webhooks if c.name == name), None)
 
     def for_operators(self) -> list[Channel]:
         """Where reports for the people who run qip_flow go: the channel named or tagged
@@ -192,7 +206,8 @@ class Channels:
 
 def _entries(path: Path, text: str) -> list[_Entry]:
     """The services of an Apprise YAML file, each with its line, its tags (the file's global
-    tags included) and its ``name:`` (ours, taken out before Apprise reads the options)."""
+    tags included) and its ``name:`` (ours, taken out before Apprise reads the options); its
+    ``webhooks:`` are read by :mod:`qip_flow.notify.webhooks` (Apprise never sees them)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -210,6 +225,8 @@ def _entries(path: Path, text: str) -> list[_Entry]:
         key = nodes[str(unknown[0])][0] if str(unknown[0]) in nodes else root
         raise InvalidDefinition(f"{path}:{key.start_mark.line + 1}: unknown key '{unknown[0]}'; "
                                 f"a channels file has {', '.join(sorted(_TOP_LEVEL))}")
+    if "urls" not in data and "webhooks" in data:
+        return []
     urls, urls_node = data.get("urls"), nodes.get("urls", (root, root))[1]
     if not isinstance(urls, list) or not isinstance(urls_node, yaml.SequenceNode):
         raise InvalidDefinition(f"{path}:{urls_node.start_mark.line + 1}: `urls:` must be a list "
@@ -309,3 +326,4 @@ def _with_recipient(url: str, email: str | None) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(email or "", safe="@"),
                        parts.query, parts.fragment))
+

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qip_flow.errors import InvalidInput
-from qip_flow.reports import data, outputs, render
+from qip_flow.reports import data, outputs, periods, render
 from qip_flow.runtime import Runtime
 
 FORMATS = ("html", "md", "pdf")
@@ -23,7 +23,8 @@ def gather(rt: Runtime, kind: str, *, period: str | None = None, service: str | 
         if not plan_id:
             raise InvalidInput("the closure report needs a plan id, e.g. QIP-2026-014")
         return data.closure_report(rt, plan_id)
-    window = data.parse_period(period, rt.clock.today())
+    window = periods.parse_period(period, rt.clock.today(),
+                                  year_starts=rt.rules.reporting.year_starts)
     if kind == "board":
         return data.board_pack(rt, period=window, service=service)
     if kind == "commissioner":

@@ -9,19 +9,19 @@ uses, so the report and the command always agree."""
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, func, or_
 from sqlmodel import Session, col, select
 
+from qip_flow.config.rules import SpcSettings
+from qip_flow.decide import spc
 from qip_flow.decide.calendar import calendar
-from qip_flow.decide.decisions import ConditionResult
 from qip_flow.decide.facts import (
     DONE,
     SHIFT_POINTS,
@@ -31,7 +31,10 @@ from qip_flow.decide.facts import (
     load_plan_data,
     on_target,
 )
+from qip_flow.decide.words import recorded_words
 from qip_flow.errors import InvalidInput, NotFound
+from qip_flow.reports import as_at
+from qip_flow.reports.periods import Period
 from qip_flow.runtime import Runtime
 from qip_flow.services import assess, queries
 from qip_flow.store import checkpoints
@@ -65,7 +68,8 @@ BOARD_CHARTS = 8
 COMMISSIONER_CHARTS = 8
 #: Evidence items listed per closed plan in the commissioner's pack.
 EVIDENCE_ROWS = 12
-#: How far back the commissioner's pack looks for recurrence (the rules' recurrence window).
+#: A plan opened this many days after another's closure, on the same theme at the same service,
+#: is the same issue again (the commissioner's pack looks over the year to the period's end).
 RECURRENCE_DAYS = 365
 #: Plans whose facts are loaded together for the closure judgement.
 FACT_BATCH = 500
@@ -77,75 +81,11 @@ RAG_CHANGED = "rag changed"
 ESCALATED = "escalated"
 LEARNING_RECORDED = "learning summary recorded"
 RATINGS = ("red", "amber", "green")
+#: A plan row's fields for the engine's own use (the tick's schedule, writers' versions): no
+#: report shows them, so the closure report's record leaves them out.
+BOOKKEEPING = ("version", "changed_by", "changed_at", "next_check_at", "check_claimed_by",
+               "check_lease_until")
 _RANK = {"green": 0, "amber": 1, "red": 2}
-
-
-# --- the period ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """The reporting window, whole days, both ends included."""
-
-    start: date
-    end: date
-    label: str
-
-    @property
-    def start_at(self) -> datetime:
-        return datetime.combine(self.start, time.min, tzinfo=UTC)
-
-    @property
-    def end_at(self) -> datetime:
-        """The first moment after the period."""
-        return datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC)
-
-    def holds(self, moment: date | datetime | None) -> bool:
-        if moment is None:
-            return False
-        day = moment.date() if isinstance(moment, datetime) else moment
-        return self.start <= day <= self.end
-
-
-_QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_YEAR = re.compile(r"^(\d{4})$")
-PERIOD_HELP = ("write a quarter (2026-Q3), a month (2026-07), a year (2026) or two dates "
-               "(2026-07-01:2026-09-30)")
-
-
-def parse_period(text: str | None, today: date, *, default_days: int = 90) -> Period:
-    """``--period``: a quarter, a month, a year or ``START:END``; by default the last 90 days
-    to today (the ``--now`` clock)."""
-    if not text or not text.strip():
-        return Period(today - timedelta(days=default_days), today, f"last {default_days} days")
-    value = text.strip()
-    try:
-        if m := _QUARTER.match(value):
-            year, quarter = int(m[1]), int(m[2])
-            start = date(year, 3 * quarter - 2, 1)
-            end = _month_end(year, 3 * quarter)
-            return Period(start, end, f"{year}-Q{quarter}")
-        if m := _MONTH.match(value):
-            year, month = int(m[1]), int(m[2])
-            return Period(date(year, month, 1), _month_end(year, month), value)
-        if m := _YEAR.match(value):
-            year = int(m[1])
-            return Period(date(year, 1, 1), date(year, 12, 31), value)
-        first, sep, last = value.partition(":")
-        if sep:
-            start, end = date.fromisoformat(first.strip()), date.fromisoformat(last.strip())
-            if end < start:
-                raise InvalidInput(f"--period: '{value}' ends before it starts")
-            return Period(start, end, f"{start.isoformat()} to {end.isoformat()}")
-    except ValueError:
-        pass
-    raise InvalidInput(f"--period: '{value}' is not a period; {PERIOD_HELP}")
-
-
-def _month_end(year: int, month: int) -> date:
-    following = date(year + month // 12, month % 12 + 1, 1)
-    return following - timedelta(days=1)
 
 
 # --- what the reports hold -----------------------------------------------------------------
@@ -166,6 +106,8 @@ class Header:
     audit_hash: str
     checkpoint: Checkpoint | None = None  # the newest keyed checkpoint outside the database
     simulation: bool = False  # a database made for simulation: every report says so
+    # said on the first page of a report rebuilt as at an earlier moment (as_at.View.notes)
+    history: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -259,10 +201,13 @@ class CriterionLine:
     def from_dict(cls, c: dict[str, Any], signoff_rules: set[str]) -> CriterionLine:
         """From a closure decision as a dict (``ClosureDecision.as_dict``, or as the audit
         trail recorded it)."""
-        failing = [ConditionResult(x["condition"], x["holds"], x["facts"]).describe()
-                   for x in c.get("conditions", []) if not x["holds"]]
+        failing = c.get("why_not")
+        if failing is None:  # recorded before the words were kept beside the conditions
+            failing = list(dict.fromkeys(
+                x.get("words") or recorded_words("plan", x["condition"], x["facts"], x["holds"])
+                for x in c.get("conditions", []) if not x["holds"]))
         return cls(c["criterion"], bool(c["met"]), c["description"], c["rule"],
-                   [] if c["met"] else failing, c["rule"] in signoff_rules)
+                   [] if c["met"] else list(failing), c["rule"] in signoff_rules)
 
 
 @dataclass
@@ -289,6 +234,7 @@ class Point:
     on_target: bool
     recorded: date | None = None
     backdate_reason: str = ""  # set when it was dated further back than the rules allow
+    kind: str = "common"  # the XmR chart's reading: common, improvement or concern
 
     @property
     def backdated(self) -> bool:
@@ -320,6 +266,7 @@ class IndicatorSeries:
     required_days: int | None
     closure: bool
     until: date | None = None  # a live plan's chart runs to today, so a stale series shows
+    chart: spc.Chart | None = None  # the XmR chart (Making Data Count) of the same points
 
     @property
     def latest(self) -> Point | None:
@@ -420,10 +367,15 @@ class ClosedPlan:
 
 @dataclass
 class SteppedDown:
+    """A step-down, with the monitoring period its own sign-off began, and how that period
+    ended when it ended early (``reopen``, or ``close`` from monitoring)."""
+
     plan: PlanLine
     on: date
     by: str
     monitoring_until: date | None
+    ended_on: date | None = None
+    ended_by: str = ""  # reopened, closed, or the event's name
 
 
 @dataclass
@@ -629,8 +581,9 @@ class _Reader:
     """One read session and what every report needs from it: people, services, the workflow
     roles, the clock, and the set-based queries the reports share."""
 
-    def __init__(self, rt: Runtime, session: Session, service: str | None = None) -> None:
-        self.rt, self.session = rt, session
+    def __init__(self, rt: Runtime, session: Session, service: str | None = None, *,
+                 view: as_at.View | None = None) -> None:
+        self.rt, self.session, self.view = rt, session, view
         self.now = rt.clock.now()
         self.today = self.now.date()
         self.flow = Flow.of(rt)
@@ -654,8 +607,10 @@ class _Reader:
         scope = (self.services[self.service].name if self.service else "All services")
         return Header(title, subtitle, self.now, period, scope, self.rt.rules.version,
                       head.seq if head else 0, head.hash if head else "genesis",
-                      checkpoints.latest(self.rt.db),
-                      simulation=is_simulation(self.session))
+                      checkpoints.latest(self.rt.db, until=self.now if self.view and
+                                         self.view.rebuilt else None),
+                      simulation=is_simulation(self.session),
+                      history=list(self.view.notes) if self.view else [])
 
     def _scoped(self, query: Any) -> Any:
         return query.where(Plan.service_id == self.service) if self.service else query
@@ -843,7 +798,8 @@ class _Reader:
             closure_refs = criteria.get("indicators") or []
             series = indicator_series(ind, points[ind.id], self.today,
                                       criteria.get("sustain_days"),
-                                      not closure_refs or ind.ref in closure_refs)
+                                      not closure_refs or ind.ref in closure_refs,
+                                      spc_settings=self.rt.rules.spc)
             if plans[ind.plan_id].state in self.flow.live:
                 series.until = self.today
             out.append(series)
@@ -990,10 +946,12 @@ def recorded_criteria(r: _Reader, event: AuditEvent | None
 
 
 def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today: date,
-                     required_days: int | None, closure: bool = True) -> IndicatorSeries:
-    """Run-chart data: the run and shift come from :func:`indicator_run`, the same reading
-    the closure rules use."""
-    run = indicator_run(ind, measurements, today)
+                     required_days: int | None, closure: bool = True, *,
+                     spc_settings: SpcSettings | None = None) -> IndicatorSeries:
+    """Chart data: the run, the shift and the XmR chart come from :func:`indicator_run`, the
+    same reading the rules use."""
+    run = indicator_run(ind, measurements, today, spc_settings=spc_settings)
+    kinds = [r.kind for r in run.chart.readings] if run.chart else []
     ordered = sorted(measurements, key=lambda m: (m.on, m.id or 0))
     in_run = ordered[len(ordered) - run.run_measurements:] if run.run_measurements else []
     baseline, derived = ind.baseline, False
@@ -1004,11 +962,14 @@ def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today:
         id=ind.id, plan_id=ind.plan_id, ref=ind.ref, name=ind.name, unit=ind.unit,
         direction=ind.direction, target=ind.target, baseline=baseline, baseline_derived=derived,
         points=[Point(m.on, m.value, m.reaudit, on_target(ind, m.value), m.at.date(),
-                      m.backdate_reason if m.backdated else "") for m in ordered],
+                      m.backdate_reason if m.backdated else "",
+                      kinds[i] if i < len(kinds) else "common")
+                for i, m in enumerate(ordered)],
         run_start=in_run[0].on if in_run else None, run_end=in_run[-1].on if in_run else None,
         run_days=run.run_days, run_points=run.run_measurements,
         reaudits_in_run=run.reaudits_in_run, spc_shift=run.spc_shift,
-        deteriorating=run.deteriorating, required_days=required_days, closure=closure)
+        deteriorating=run.deteriorating, required_days=required_days, closure=closure,
+        chart=run.chart)
 
 
 # --- the three reports ---------------------------------------------------------------------
@@ -1016,8 +977,9 @@ def indicator_series(ind: Indicator, measurements: Sequence[Measurement], today:
 
 def board_pack(rt: Runtime, *, period: Period, service: str | None = None) -> BoardPack:
     """The portfolio for a board or quality committee."""
-    with rt.db.read() as session:
-        r = _Reader(rt, session, service)
+    with as_at.reading(rt) as view:
+        session = view.session
+        r = _Reader(rt, session, service, view=view)
         plans = r.plans(period)
         lines = {p.id: p for p in plans}
         overdue, overdue_total = r.overdue()
@@ -1041,12 +1003,13 @@ def commissioner_pack(rt: Runtime, *, period: Period,
                       service: str | None = None) -> CommissionerPack:
     """The contract-monitoring pack: plans by source, overdue actions, what closed in the
     period and the evidence behind it, and recurrence."""
-    with rt.db.read() as session:
-        r = _Reader(rt, session, service)
+    with as_at.reading(rt) as view:
+        session = view.session
+        r = _Reader(rt, session, service, view=view)
         plans = r.plans(period)
         lines = {p.id: p for p in plans}
         overdue, overdue_total = r.overdue()
-        since = period.end - timedelta(days=RECURRENCE_DAYS)
+        since = period.year_to_end()
         return CommissionerPack(
             header=r.header("Commissioner's assurance pack",
                             "Quality Improvement Plans: contract monitoring", period),
@@ -1099,10 +1062,23 @@ def _stepped_down(r: _Reader, period: Period, lines: dict[str, PlanLine]) -> lis
         col(AuditEvent.what).in_(r.flow.stepdown_events), col(AuditEvent.at) >= period.start_at,
         col(AuditEvent.at) < period.end_at).order_by(col(AuditEvent.seq))).all()
     events = [e for e in events if e.entity_id in lines]
-    until = dict(r.session.exec(select(Plan.id, Plan.monitoring_until).where(
-        col(Plan.id).in_([e.entity_id for e in events]))).all()) if events else {}
-    return [SteppedDown(lines[e.entity_id], e.at.date(), r.name(e.actor),
-                        _day(until.get(e.entity_id))) for e in events]
+    ids = [e.entity_id for e in events]
+    plans = {p.id: p for p in r.session.exec(select(Plan).where(col(Plan.id).in_(ids)))}
+    left = r.session.exec(select(AuditEvent).where(
+        col(AuditEvent.entity_id).in_(ids), col(AuditEvent.from_state).in_(r.flow.stepdown_states),
+        col(AuditEvent.to_state).not_in(r.flow.stepdown_states)).order_by(col(AuditEvent.seq))
+    ).all() if ids else []
+    out = []
+    for e in events:
+        until = as_at.monitoring_until(plans[e.entity_id], e)
+        ended = next((x for x in left if x.entity_id == e.entity_id and (x.seq or 0) > (e.seq or 0)
+                      and x.at < until), None)
+        out.append(SteppedDown(lines[e.entity_id], e.at.date(), r.name(e.actor), until.date(),
+                               ended.at.date() if ended else None,
+                               "" if ended is None else "reopened"
+                               if ended.what in r.flow.reopen_events else "closed"
+                               if ended.what in r.flow.closure_events else ended.what.replace("_", " ")))
+    return out
 
 
 def _recurrence(r: _Reader, period: Period, since: date,
@@ -1138,9 +1114,12 @@ def _recurrence(r: _Reader, period: Period, since: date,
 
 def closure_report(rt: Runtime, plan_id: str) -> ClosureReport:
     """Everything a manager presents to the governance group about one plan."""
-    with rt.db.read() as session:
-        r = _Reader(rt, session)
-        detail = queries.show(session, plan_id)
+    with as_at.reading(rt) as view:
+        session = view.session
+        r = _Reader(rt, session, view=view)
+        if (missing := view.not_yet(plan_id)) is not None:
+            raise NotFound(missing)
+        detail = {k: v for k, v in queries.show(session, plan_id).items() if k not in BOOKKEEPING}
         if detail["kind"] != "plan":
             raise InvalidInput(f"'{plan_id}' is an action; `qip report plan` takes a plan id "
                                f"such as {plan_id.partition('/')[0]}")
@@ -1148,7 +1127,8 @@ def closure_report(rt: Runtime, plan_id: str) -> ClosureReport:
         assert plan is not None
         line = r.plans(None, only=plan.id)[0]
         criteria, spec = r.criteria(plan)
-        basis = f"judged now by the rules ({rt.rules.version})"
+        basis = (f"judged as at {r.today.day} {r.today:%b %Y} by the rules "
+                 f"({rt.rules.version})")
         if plan.state in r.flow.closed_states:
             recorded = recorded_criteria(r, r.recorded_closure([plan.id]).get(plan.id))
             if recorded:

@@ -1,8 +1,10 @@
 """``qip export``: the whole record and the audit trail for an inspector — one CSV per table
 and one JSON file, into a new folder or a zip file. Rows are streamed in batches, so the export
 of a large database never holds a table in memory; the audit chain is verified as part of it,
-and the result is written into the export itself. CSV cells that a spreadsheet would run as a
-formula are neutralised (a leading ``'``); the JSON file keeps every value exactly."""
+and the result is written into the export itself. Uploaded evidence files go in ``evidence/``
+(named by their evidence row's id), each checked against its SHA-256 on the way. CSV cells that
+a spreadsheet would run as a formula are neutralised (a leading ``'``); the JSON file keeps
+every value exactly."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ from qip_flow.store.models import AuditHead
 
 FORMATS = ("csv", "json", "both")
 JSON_FILE = "qip-export.json"
+EVIDENCE_FOLDER = "evidence"
 BATCH = 5000
 
 
@@ -42,9 +46,11 @@ class ExportResult:
     chain_problem: str = ""
     audit_events: int = 0
     audit_hash: str = ""
+    missing_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "files": self.files, "rows": self.rows,
+                "missing_evidence_files": self.missing_files,
                 "audit": {"events": self.audit_events, "last_hash": self.audit_hash,
                           "chain_intact": self.chain_ok, "problem": self.chain_problem}}
 
@@ -89,6 +95,21 @@ class _Target:
         else:
             outputs.check_folder(out, force=force, database=database)
             out.mkdir(exist_ok=True)
+
+    def copy_file(self, name: str, source: Path) -> None:
+        """A file copied in as it is (an evidence file), in chunks."""
+        if self.zip is not None:
+            entry = zipfile.ZipInfo(name, date_time=self.now.timetuple()[:6])
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with source.open("rb") as raw, self.zip.open(entry, "w") as out:
+                shutil.copyfileobj(raw, out, 1 << 20)
+        else:
+            path = self.out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            with source.open("rb") as raw, path.open("xb") as out:
+                shutil.copyfileobj(raw, out, 1 << 20)
+            self.written.append(path)
 
     @contextmanager
     def open(self, name: str) -> Iterator[IO[str]]:
@@ -155,6 +176,7 @@ def export(rt: Runtime, out: Path, fmt: str = "both", *, force: bool = False) ->
                             count += 1
                     result.files.append(name)
                     result.rows[table.name] = count
+            _copy_evidence(rt, target, result)
             if fmt in ("json", "both"):
                 with target.open(JSON_FILE) as handle:
                     _write_json(handle, session, tables, rt, result)
@@ -165,12 +187,37 @@ def export(rt: Runtime, out: Path, fmt: str = "both", *, force: bool = False) ->
     return result
 
 
+def _copy_evidence(rt: Runtime, target: _Target, result: ExportResult) -> None:
+    """The uploaded evidence files, as ``evidence/ID-NAME`` (the evidence row's id and the
+    name it was uploaded with); a file missing or changed is left out and named in the result
+    (``qip audit verify`` names it too)."""
+    from qip_flow.services.evidence import stored_files
+    from qip_flow.store import evidence_files
+
+    folder = evidence_files.evidence_folder(rt.db)
+    for stored in stored_files(rt):
+        path = evidence_files.path_of(folder, stored.sha256) if folder else None
+        if path is None or not path.is_file() or evidence_files.sha256_of(path) != stored.sha256:
+            result.missing_files.append(f"evidence {stored.evidence_id}: its file "
+                                        f"{stored.sha256[:12]}… is missing or changed; not "
+                                        "exported")
+            continue
+        shown = evidence_files.download_name(stored.filename, stored.media_type)
+        name = f"{EVIDENCE_FOLDER}/{stored.evidence_id}-{shown}"
+        target.copy_file(name, path)
+        result.files.append(name)
+
+
 def _write_json(handle: IO[str], session: Session, tables: list[Table], rt: Runtime,
                 result: ExportResult) -> None:
     """One JSON object: what the export is, then every table as a list of rows, written row
     by row."""
     about = {"exported_at": rt.clock.now().isoformat(), "qip_flow": __version__,
              "rules_version": rt.rules.version,
+             "evidence_files": {"folder": EVIDENCE_FOLDER,
+                                "files": [f for f in result.files
+                                          if f.startswith(EVIDENCE_FOLDER + "/")],
+                                "missing": result.missing_files},
              "audit": {"events": result.audit_events, "last_hash": result.audit_hash,
                        "chain_intact": result.chain_ok, "problem": result.chain_problem}}
     handle.write('{"export": ' + json.dumps(about, ensure_ascii=False) + ',\n "tables": {')

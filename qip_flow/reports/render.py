@@ -53,7 +53,8 @@ def count(value: Any) -> str:
 
 
 def reading(series: IndicatorSeries) -> str:
-    """A run chart in one sentence, for Markdown and for screen readers."""
+    """An indicator's chart in one sentence, for Markdown and for screen readers: the
+    target, the on-target run the closure criteria count, and what the XmR chart says."""
     if not series.points:
         return "no measurements recorded yet"
     last = series.latest
@@ -72,8 +73,7 @@ def reading(series: IndicatorSeries) -> str:
         parts.append("off target")
     if series.spc_shift:
         parts.append("a sustained shift from the baseline")
-    if series.deteriorating:
-        parts.append("deteriorating: it was on target and has fallen off")
+    parts.append(charts.finding(series))
     return "; ".join(parts)
 
 
@@ -119,7 +119,7 @@ def _charts(kind: str, report: Any) -> dict[str, Markup]:
         series = report.indicators
     portfolio = not isinstance(report, ClosureReport)
     for s in series:
-        out[s.id] = Markup(charts.run_chart(s, key=f"run-{s.id}", with_plan=portfolio))
+        out[s.id] = Markup(charts.xmr_chart(s, key=f"xmr-{s.id}", with_plan=portfolio))
     return out
 
 

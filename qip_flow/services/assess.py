@@ -13,12 +13,15 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from qip_flow.config.formats import ClosureSpec
-from qip_flow.decide.decisions import CredibilityFinding, RagDecision
+from qip_flow.config.rules import fact_values
+from qip_flow.decide.decisions import CredibilityFinding, RagDecision, fill
 from qip_flow.decide.facts import (
     FactBuilder,
     load_plan_data,
 )
 from qip_flow.decide.judge import RulesJudge
+from qip_flow.decide.schedule import check_moment
+from qip_flow.decide.words import reasons_in_words
 from qip_flow.errors import InvalidInput, Refused
 from qip_flow.runtime import Runtime
 from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
     from qip_flow.services.notifications import MessageContext
 
 RULES_ACTOR = "qip-rules"
+#: Kept with a reopening decision besides the facts its rules read: what was off, and how.
+REOPEN_FACTS = ("state", "indicators_off_target", "any_deteriorating", "special_cause_concern",
+                "concern_indicator", "concern_value", "concern_limits", "concern_test")
 
 
 def judge(rt: Runtime, session: Session, *, builder: FactBuilder | None = None) -> RulesJudge:
@@ -70,7 +76,7 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     and escalations into the outbox, reopening, the RAG rating, and when to look again. A tick
     passes a ``builder`` holding its batch's data and a shared message ``context``."""
     from qip_flow.services.lifecycle import fire_in_session, system_inputs
-    from qip_flow.services.notifications import MessageContext, enqueue
+    from qip_flow.services.notifications import MessageContext, enqueue, hold_acknowledged
 
     result = Reassessment(plan.id)
     live = is_live(rt, plan.state)
@@ -81,24 +87,31 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     builder = builder or FactBuilder(session, now)
     actions = builder.actions(plan)
     facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
-    result.notified = enqueue(rt, session, plan, rt.decide.notifications(facts, actions), now,
-                              data=builder.data_for(plan), context=context or MessageContext(session))
+    decisions, resume = hold_acknowledged(session, rt.decide.notifications(facts, actions),
+                                          now.date())
+    result.notified = enqueue(rt, session, plan, decisions, now, data=builder.data_for(plan),
+                              context=context or MessageContext(session))
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
-            reason = "; ".join(r.then.params["reason"] for r in reopen)
+            reason = "; ".join(fill(r.then.params["reason"], facts, missing="not known")
+                               for r in reopen)
             inputs = system_inputs(now, reason=reason)
             inputs.note = f"rules {', '.join(r.id for r in reopen)} ({rt.rules.version})"
+            used = {**{k: facts.get(k) for k in REOPEN_FACTS},
+                    **{k: v for r in reopen for k, v in fact_values(facts, r.leaves()).items()}}
             fire_in_session(rt, session, plan.id, "reopen", inputs, reassess_after=False,
                             decisions={"reopen": {"rules": [r.id for r in reopen],
-                                                  "facts": {k: facts.get(k) for k in (
-                                                      "any_deteriorating", "state",
-                                                      "indicators_off_target")},
+                                                  "facts": used,
+                                                  "words": [w for r in reopen for w in
+                                                            reasons_in_words(r, facts)],
                                                   "rules_version": rt.rules.version}})
             result.reopened = reason
             facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
         _rerate(rt, session, plan, facts, now, result)
     plan.next_check_at = rt.schedule.next_check(plan, actions, now, facts)
+    if resume is not None:  # a held escalation may go when the acknowledgement's grace ends
+        plan.next_check_at = min(filter(None, [plan.next_check_at, check_moment(resume)]))
     return result
 
 
@@ -110,6 +123,10 @@ def _rerate(rt: Runtime, session: Session, plan: Plan, facts: dict[str, Any], no
         audit.append(session, at=now, actor=RULES_ACTOR, entity_type="plan", entity_id=plan.id,
                      what="rag changed", from_state=plan.rag, to_state=decision.rating,
                      reason=decision.reason, detail=decision.as_dict(), version=rt.rules.version)
+        from qip_flow.services import webhooks
+
+        webhooks.emit(rt, session, "plan.rag_changed", plan,
+                      {"from": plan.rag, "to": decision.rating, "reason": decision.reason}, now)
         plan.rag = decision.rating
         result.rag_changed = True
 
@@ -118,24 +135,31 @@ def reassess_batch(rt: Runtime, plan_ids: Sequence[str]
                    ) -> Iterator[tuple[Plan, Reassessment]]:
     """Reassess a batch of plans in one transaction, from data loaded once for the batch after
     their rows are locked; the caller may change each plan before the transaction commits."""
+
+    with rt.db.write() as session:
+        plans = lock_plans(session, plan_ids)  # a sign-off meanwhile waits, or is waited for
+        yield from reassess_locked(rt, session, plans)
+
+
+def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
+                    ) -> Iterator[tuple[Plan, Reassessment]]:
+    """Reassess plans this transaction holds (``lock_plans``), from data loaded once for them
+    all and one message context."""
     from qip_flow.services.notifications import MessageContext
 
     now = rt.clock.now()
-    with rt.db.write() as session:
-        plans = lock_plans(session, plan_ids)  # a sign-off meanwhile waits, or is waited for
-        data = load_plan_data(session, plans, now)
-        builder = FactBuilder(session, now, data)
-        context = MessageContext(session, plan_ids=[p.id for p in plans],
-                                 candidates=[a.owner_id for d in data.values()
-                                             for a in d.actions])
-        for plan in plans:
-            try:
-                result = reassess(rt, session, plan, builder=builder, context=context)
-            except INFRASTRUCTURE:
-                raise
-            except Exception as exc:  # this plan's data or messages: the caller may skip it
-                raise PlanEvaluationFailed(plan.id, exc) from exc
-            yield plan, result
+    data = load_plan_data(session, list(plans), now)
+    builder = FactBuilder(session, now, data)
+    context = MessageContext(session, plan_ids=[p.id for p in plans],
+                             candidates=[a.owner_id for d in data.values() for a in d.actions])
+    for plan in plans:
+        try:
+            result = reassess(rt, session, plan, builder=builder, context=context)
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:  # this plan's data or messages: the caller may skip it
+            raise PlanEvaluationFailed(plan.id, exc) from exc
+        yield plan, result
 
 
 def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,

@@ -20,18 +20,10 @@ from qip_flow.services import integrity
 from qip_flow.store import audit as audit_trail
 from qip_flow.store import checkpoints, keys
 from qip_flow.store.db import Database
+from qip_flow.store.evidence_files import INCOMING, evidence_folder
 
 DATABASE_NAME = "qip.db"
 MANIFEST_NAME = "manifest.json"
-
-
-def evidence_folder(db: Database) -> Path | None:
-    """``QIP_EVIDENCE_DIR``, else ``evidence/`` beside a SQLite database."""
-    named = os.environ.get("QIP_EVIDENCE_DIR")
-    if named:
-        return Path(named)
-    folder = db.sqlite_folder()
-    return folder / "evidence" if folder else None
 
 
 @dataclass
@@ -95,6 +87,14 @@ def _verify_copy(database: Path, key: bytes | None, checkpoint_path: Path | None
     return events
 
 
+def _copy_unless_there(source: str, target: str) -> str:
+    """Evidence files are named by their content: one already in place is the same file (and
+    is kept read-only)."""
+    if not os.path.exists(target):
+        shutil.copy2(source, target)
+    return target
+
+
 def backup(rt: Runtime, target: Path) -> BackupResult:
     """Copy the database, its evidence and checkpoints into ``target`` (a new or empty folder)."""
     source = _sqlite_file(rt.db, "qip backup")
@@ -106,8 +106,8 @@ def backup(rt: Runtime, target: Path) -> BackupResult:
     result = BackupResult(folder=target)
     _copy_database(source, target / DATABASE_NAME)
     evidence = evidence_folder(rt.db)
-    if evidence and evidence.is_dir():
-        shutil.copytree(evidence, target / "evidence")
+    if evidence and evidence.is_dir():  # uploads still arriving are not evidence yet
+        shutil.copytree(evidence, target / "evidence", ignore=shutil.ignore_patterns(INCOMING))
     live_checkpoints = checkpoints.checkpoint_file(rt.db)
     if live_checkpoints.is_file():
         shutil.copy2(live_checkpoints, target / live_checkpoints.name)
@@ -150,7 +150,8 @@ def restore(rt: Runtime, source: Path, *, force: bool = False) -> BackupResult:
     _copy_database(source / DATABASE_NAME, target)
     evidence = evidence_folder(rt.db)
     if evidence and (source / "evidence").is_dir():
-        shutil.copytree(source / "evidence", evidence, dirs_exist_ok=True)
+        shutil.copytree(source / "evidence", evidence, dirs_exist_ok=True,
+                        copy_function=_copy_unless_there)
     # The live checkpoints file is append-only and stays: it is what shows that this database
     # was put back to an earlier point (`qip audit verify --after-restore` records that).
     result = BackupResult(folder=source, files=files)

@@ -149,6 +149,16 @@ class Timeline:
             mark = "[green]met[/green]  " if c["met"] else "[red]unmet[/red]"
             self.out.print(f"             {mark} {c['criterion']}")
 
+    def variation(self, plan: str) -> None:
+        """What the closure indicators' XmR charts say now, as the rules read them."""
+        facts = assess.explain(self.rt, plan)["facts"]
+        if facts["special_cause_concern"]:
+            self.say(f"{plan}  special cause of concern: {facts['concern_indicator']} at "
+                     f"{facts['concern_value']}, {facts['concern_test']}")
+        elif facts.get("indicators_off_target"):
+            self.say(f"{plan}  below target but within the process limits: common cause "
+                     "variation, so monitoring goes on (one point is not a trend)")
+
     def _run(self, entity: str, action: Callable[[], lifecycle.EventResult], why: str) -> None:
         result = action()
         move = result.move
@@ -323,18 +333,20 @@ def care_planning(t: Timeline) -> Iterator[str]:
            why="care planning becomes a standing audit theme for six months")
     for day, value in (("2026-06-03", 94), ("2026-07-01", 92)):
         yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
-    yield from t.month(p, "2026-07-29", {"plan-audit": 81}, by="jpatel")
-    yield "2026-08-03"
+    yield from t.month(p, "2026-07-29", {"plan-audit": 86}, by="jpatel")
+    t.variation(p)  # one audit below target, within the process limits: monitoring goes on
+    yield from t.month(p, "2026-08-26", {"plan-audit": 62}, by="jpatel")  # back to the baseline
+    yield "2026-08-28"
     t.do(p, "review", by="jpatel",
                           note="Deterioration traced to agency staff missing the review trigger")
-    yield "2026-08-04"
+    yield "2026-09-01"
     t.do(p, "begin_sustaining", by="jpatel",
                           why="trigger added to the agency induction pack")
-    for day, value in (("2026-08-26", 91), ("2026-09-23", 94), ("2026-10-21", 95)):
+    for day, value in (("2026-09-23", 91), ("2026-10-21", 94)):
         yield from t.month(p, day, {"plan-audit": value}, by="jpatel")
     yield "2026-11-04"
     t.sign(p, "step_down", by="rmensah", meeting="Quality committee 2026-11-04",
-           evidence_ids=t.evidence(p), evidence_reviewed=["Audits August to October"],
+           evidence_ids=t.evidence(p), evidence_reviewed=["Audits July to October"],
            residual_risks=["Agency staff missing the review trigger :: trigger in the agency "
                            "induction pack; monthly audit"],
            why="back to routine monitoring for six months")
@@ -361,12 +373,13 @@ def board_oversight(t: Timeline) -> Iterator[str]:
     t.measure(p, {"ra-in-date": 100, "short-nights": 3})
 
 
-SCENARIOS = (medication, safeguarding, care_planning, board_oversight)
+#: A story played on the demo's calendar: it yields each day it acts on, then acts.
+Scenario = Callable[[Timeline], Iterator[str]]
+SCENARIOS: tuple[Scenario, ...] = (medication, safeguarding, care_planning, board_oversight)
 DEMO_END = date(2026, 11, 21)
 
 
-def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...],
-         until: date) -> None:
+def play(t: Timeline, scenarios: tuple[Scenario, ...], until: date) -> None:
     """Run the scenarios side by side on one calendar, the scheduler ticking every morning."""
     queue: list[tuple[str, int, Iterator[str]]] = []
     for i, scenario in enumerate(scenarios):
@@ -384,9 +397,11 @@ def play(t: Timeline, scenarios: tuple[Callable[[Timeline], Iterator[str]], ...]
     t.run_days(until)
 
 
-def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
+def run_demo(folder: Path, *, config_dir: Path | None, out: Console,
+             also: tuple[Scenario, ...] = ()) -> Runtime:
     """Play the demo on a new simulation database, under ``config_dir``'s files (published
-    there first) or the shipped ones."""
+    there first) or the shipped ones; ``also`` plays more scenarios on the same calendar
+    (a test watching the year, say, reading reports on the days it chooses)."""
     files = GovernanceFiles.from_folder(config_dir or SHIPPED_CONFIG)
     db = prepare_database(folder, files)
     rt = Runtime(db=db, clock=Clock())
@@ -402,7 +417,7 @@ def run_demo(folder: Path, *, config_dir: Path | None, out: Console) -> Runtime:
               "  QIP-2026-021  safeguarding QIP at Willow Lodge, closed by the safeguarding group\n"
               "  QIP-2026-009  care planning QIP, stepped down into monitoring\n"
               "  QIP-2026-017  Cedar Court under board oversight: risks, RAG, revised timelines\n")
-    play(t, SCENARIOS, DEMO_END)
+    play(t, (*SCENARIOS, *also), DEMO_END)
     with db.read() as session:
         check = audit.verify(session)
     with db.read() as session:

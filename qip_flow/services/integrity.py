@@ -133,7 +133,20 @@ def verify(rt: Runtime, *, deep: bool = False, after_restore: bool = False,
     if deep:
         with rt.db.read() as session:
             found.deep = replay(rt, session)
+    _check_evidence_files(rt, found)
     return found
+
+
+def _check_evidence_files(rt: Runtime, found: Verification) -> None:
+    """Every uploaded evidence file against the SHA-256 its row (and the trail) recorded."""
+    from qip_flow.services.evidence import check_files
+
+    count, problems = check_files(rt)
+    found.problems += problems
+    if count:
+        found.notes.append(f"{count} evidence file{'s' * (count != 1)} checked against "
+                           f"{'their' if count != 1 else 'its'} SHA-256"
+                           + (f": {len(problems)} missing or changed" if problems else ""))
 
 
 def _record_restore(rt: Runtime, found: Verification, by: str) -> Verification:

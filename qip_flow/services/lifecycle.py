@@ -112,9 +112,12 @@ def _record_inputs(session: Session, subject: Subject) -> None:
     plan_id = row.plan_id if isinstance(row, Action) else row.id
     action_id = row.id if isinstance(row, Action) else None
     for item in inputs.evidence:
+        file = item.file or {}
         session.add(Evidence(plan_id=plan_id, action_id=action_id, description=item.description,
                              reference=item.reference, on=item.on or inputs.now.date(),
-                             by_id=inputs.by.id))
+                             by_id=inputs.by.id, sha256=file.get("sha256"), size=file.get("size"),
+                             media_type=file.get("media_type", ""),
+                             filename=file.get("filename", "")))
     if isinstance(row, Action):
         row.last_update_at = inputs.now
         if inputs.by.id == row.owner_id:
@@ -168,11 +171,25 @@ def fire_in_session(
     audit.append(session, at=inputs.now, actor=inputs.by.id, entity_type=kind,
                  entity_id=row.id, what=event, from_state=move.source, to_state=move.dest,
                  reason=inputs.reason or "", detail=detail, version=move.version)
+    if isinstance(row, Plan) and move.source != move.dest:
+        _tell_subscribers(rt, session, row, move, inputs)
     session.flush()
     if reassess_after:
         plan = row if isinstance(row, Plan) else get_plan(session, row.plan_id)
         reassess(rt, session, plan)
     return EventResult(row.id, kind, move)
+
+
+def _tell_subscribers(rt: Runtime, session: Session, plan: Plan, move: Move,
+                      inputs: EventInputs) -> None:
+    """A plan's new state (and its closure) for the webhook subscribers who want it."""
+    from qip_flow.services import webhooks
+
+    data = {"from": move.source, "to": move.dest, "event": move.event.name,
+            "by": inputs.by.id, "reason": inputs.reason or ""}
+    webhooks.emit(rt, session, "plan.state_changed", plan, data, inputs.now)
+    if move.event.signoff == "closure":
+        webhooks.emit(rt, session, "plan.closed", plan, data, inputs.now)
 
 
 def fire_event(
@@ -188,16 +205,18 @@ def fire_event(
     signoff: SignoffInput | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
+    files: Sequence[EvidenceItem] = (),
     via: dict[str, str] | None = None,
 ) -> EventResult:
     """Fire one event as the plan's one writer; ``expected_version`` refuses it if the plan
-    changed since the person saw that version; ``via`` (the door and how the person signed in,
-    ``Actor.via``) goes into the audit event."""
+    changed since the person saw that version. ``files`` are evidence items describing
+    uploaded files (``services/evidence.py``); ``via`` says how the person reached us (the
+    web pages: door and sign-in), for the audit trail."""
     now = rt.clock.now()
     with changing(rt, entity_id, expected_version=expected_version) as session:
         plan = get_plan(session, entity_id) if signoff is not None else None
         inputs = EventInputs(by=get_person(session, by), now=now, note=note, reason=reason,
-                             due=due, evidence=parse_evidence(evidence, now.date()),
+                             due=due, evidence=parse_evidence(evidence, now.date()) + list(files),
                              signoff=signoff, variation=variation or {}, via=dict(via or {}))
         if plan is not None and signoff is not None:
             check_signoff_record(session, plan, signoff)
@@ -328,21 +347,14 @@ def record_measurement(
 ) -> Measurement:
     """Record a value measured ``on`` a day (today by default): never in the future; dated
     further back than the rules allow only with a ``reason``, and then flagged."""
+    from qip_flow.services.measurements import date_problem, insert
+
     check_number(value, field="value")
     now = rt.clock.now()
-    today = now.date()
-    on = on or today
-    if on > today:
-        raise InvalidInput(f"--on: {on} is in the future (today is {today}); a measurement is "
-                           "recorded on or after the day it was taken")
-    allowance = rt.rules.recording.backdate_days
-    late = (today - on).days
-    backdated = late > allowance
-    if backdated and not (reason or "").strip():
-        raise InvalidInput(
-            f"--on: {on} is {late} days before today ({today}); the rules allow {allowance} "
-            "days without a reason: give --reason saying why it is recorded late (it is "
-            "flagged beside the value in the closure report)")
+    on = on or now.date()
+    problem, backdated, late = date_problem(rt, on, reason)
+    if problem:
+        raise InvalidInput(f"--on: {problem.replace('give a reason', 'give --reason')}")
     with changing(rt, plan_id) as session:
         plan = get_plan(session, plan_id)
         indicator = session.get(Indicator, f"{plan.id}/{indicator_ref}")
@@ -352,17 +364,9 @@ def record_measurement(
                            + (", ".join(known) or "none"))
         if by is not None:
             get_person(session, by)
-        measurement = Measurement(indicator_id=indicator.id, on=on, value=value,
-                                  source=source, reaudit=reaudit, recorded_by_id=by, at=now,
-                                  backdated=backdated,
-                                  backdate_reason=(reason or "").strip() if backdated else "")
-        session.add(measurement)
-        detail: dict[str, Any] = {"on": measurement.on.isoformat(), "value": value,
-                                  "source": source, "reaudit": reaudit}
-        if backdated:
-            detail.update(backdated_days=late, backdate_reason=measurement.backdate_reason)
-        audit.append(session, at=now, actor=by or "system", entity_type="indicator",
-                     entity_id=indicator.id, what="measurement recorded", detail=detail)
+        measurement = insert(session, indicator, value=value, on=on, source=source,
+                             reaudit=reaudit, by=by, actor=by or "system", now=now,
+                             backdated=backdated, late=late, reason=reason)
         plan.updated_at = now
         session.flush()
         from qip_flow.services.assess import reassess

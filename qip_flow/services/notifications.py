@@ -15,13 +15,13 @@ import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, cast, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, func, or_, select
 
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
@@ -30,11 +30,14 @@ from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify.channels import person_tags
 from qip_flow.notify.messages import channel_card, render
+from qip_flow.notify.webhooks import Subscriber
+from qip_flow.notify.webhooks import post as post_webhook
 from qip_flow.runtime import Runtime
-from qip_flow.services import failures
+from qip_flow.services import failures, webhooks
 from qip_flow.services.recipients import plan_recipients
 from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
+    Acknowledgement,
     Action,
     Delivery,
     DeliveryAttempt,
@@ -159,7 +162,9 @@ def _recipients(context: MessageContext, plan: Plan, decision: NotifyDecision,
 
 def allowed_at(settings: DeliverySettings, kind: str, moment: datetime) -> datetime:
     """``moment``, or the first later moment outside the channel's quiet hours and inside the
-    working hours of a working day (:func:`working_moment`)."""
+    working hours of a working day (:func:`working_moment`). Webhooks are for systems: never held."""
+    if kind == "webhook":
+        return moment
     for _ in range(4):
         later = working_moment(settings, _after_quiet_hours(settings, kind, moment))
         if later == moment:
@@ -206,6 +211,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                       if p is not None]
         names = [p.name for p in recipients]
         message_key = f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}"
+        told: list[str] = []
         for person in recipients:
             key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
             if key in known:
@@ -237,6 +243,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                 continue  # another worker enqueued it first
             context.remember(key)
             made.append(notification)
+            told.append(person.id)
             if decision.kind == "escalation":
                 audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
                              entity_id=decision.entity_id, what="escalated",
@@ -244,7 +251,66 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
                              detail={"to": person.id, "rule": decision.rule.id,
                                      "occurrence": decision.occurrence},
                              version=rt.rules.version)
+        if decision.kind == "escalation" and told:
+            webhooks.emit(rt, session, "escalation.raised", plan, {
+                "entity": decision.entity_id, "rule": decision.rule.id,
+                "headline": decision.headline, "to": told,
+                "occurrence": decision.occurrence}, now)
     return made
+
+
+def hold_acknowledged(session: Session, decisions: list[NotifyDecision], today: date
+                      ) -> tuple[list[NotifyDecision], date | None]:
+    """The ladder's pause: escalations about an action whose escalation someone acknowledged
+    wait until the acknowledgement's grace period ends (``acknowledgement.grace_working_days``
+    in the reminders rules). Returns the decisions to act on now and the first day a held one
+    may go (the plan is looked at again then); the rules still decide whether it does."""
+    wanted = {d.entity_id for d in decisions if d.kind == "escalation" and d.subject == "action"}
+    if not wanted:
+        return decisions, None
+    paused = {action_id: until for action_id, until in session.exec(
+        select(Acknowledgement.action_id, func.max(Acknowledgement.paused_until))
+        .where(col(Acknowledgement.action_id).in_(wanted))
+        .group_by(col(Acknowledgement.action_id))).all() if until and until > today}
+    if not paused:
+        return decisions, None
+    kept = [d for d in decisions
+            if not (d.kind == "escalation" and d.subject == "action" and d.entity_id in paused)]
+    return kept, min(paused.values())
+
+
+def tell_owner_of_acknowledgement(rt: Runtime, session: Session, action: Action, plan: Plan,
+                                  by: Person, acknowledgement: Acknowledgement,
+                                  escalation: Notification, now: datetime) -> Notification | None:
+    """A message to the action's owner, through the outbox like any other: who acknowledged
+    the escalation and until when the next one waits."""
+    owner = session.get(Person, action.owner_id) if action.owner_id else None
+    if owner is None or owner.id == by.id:
+        return None
+    from qip_flow.store.models import Finding
+
+    headline = (f"{by.name} acknowledged the escalation about {action.id}; the next escalation "
+                f"waits until {acknowledgement.paused_until:%-d %B %Y}")
+    service = session.get(Service, plan.service_id)
+    message = render("notice", {
+        "person": owner, "headline": headline, "kind": "acknowledgement", "plan": plan,
+        "service": service.name if service else plan.service_id, "action": action,
+        "finding": session.get(Finding, action.finding_id) if action.finding_id else None,
+        "owner_name": owner.name,
+        "why": (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged "
+                "it. Record your progress: it stops the escalations."),
+        "rule_id": "acknowledgement", "others": [], "rules_version": rt.rules.version})
+    key = f"acknowledgement|{action.id}|{owner.id}|{acknowledgement.id}"
+    row = Notification(
+        key=key, message_key=key, rule_id="acknowledgement", kind="acknowledgement",
+        entity_id=action.id, plan_id=plan.id, recipient_id=owner.id, subject=message.subject,
+        body_text=message.text, body_html=message.html, card_text=message.card, state="queued",
+        created_at=now, rules_version=rt.rules.version,
+        detail={"headline": headline, "to": "owner", "subject": "action", "by": by.id,
+                "escalation": escalation.id,
+                "paused_until": acknowledgement.paused_until.isoformat()})
+    session.add(row)
+    return row
 
 
 def insert_once(session: Session, row: Notification) -> bool:
@@ -298,6 +364,9 @@ def route(rt: Runtime, now: datetime, *, limit: int = 500) -> int:
         shared: dict[tuple[str, str], list[Notification]] = defaultdict(list)
         for n in sorted(rows, key=lambda n: n.id or 0):
             n.routed_at = now
+            if n.kind == webhooks.KIND:
+                _route_webhook(rt, session, n, have[n.id or 0], now)
+                continue
             person = people.get(n.recipient_id or "")
             if person is not None:
                 channels = rt.channels.for_person(
@@ -324,6 +393,21 @@ def route(rt: Runtime, now: datetime, *, limit: int = 500) -> int:
                     shared[(n.message_key or n.key, channel.name)].append(n)
         _add_shared(rt, session, shared, now)
         return len(rows)
+
+
+def _route_webhook(rt: Runtime, session: Session, n: Notification, have: set[str],
+                   now: datetime) -> None:
+    """An event goes to each subscriber in force that wants it, one delivery each."""
+    targets = webhooks.route(rt, session, n)
+    if not targets:
+        n.state = "failed"
+        n.detail = {**n.detail, "problem": "no webhook subscriber wants this event any more"}
+        return
+    for target in targets:
+        if target.name not in have:
+            session.add(Delivery(notification_id=n.id or 0, channel=target.name,
+                                 dedupe_key=f"{n.key}|{target.name}", state="pending",
+                                 next_attempt_at=now))
 
 
 def _add_shared(rt: Runtime, session: Session,
@@ -521,6 +605,8 @@ class _Job:
     text: str
     html: str
     card: str
+    message_id: str = ""
+    target: Subscriber | None = None  # a webhook subscriber, with its secret
 
 
 def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
@@ -580,7 +666,8 @@ def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | 
             return None
         n = session.get(Notification, d.notification_id)
         assert n is not None
-        if rt.channels.by_name(d.channel) is None:
+        target = webhooks.target(rt, session, d.channel) if n.kind == webhooks.KIND else None
+        if target is None and rt.channels.by_name(d.channel) is None:
             _reroute(session, d)
             return None
         person = session.get(Person, n.recipient_id) if n.recipient_id else None
@@ -596,7 +683,8 @@ def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | 
         session.flush()
         return _Job(delivery_id, attempt.id or 0, d.channel, person.email if person else None,
                     n.subject, n.body_text, n.body_html,
-                    _card(n, names, person.id if person else ""))
+                    _card(n, names, person.id if person else ""),
+                    str(n.detail.get("webhook_id", "")), target)
 
 
 def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
@@ -621,7 +709,8 @@ def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: 
             else:
                 wait = timedelta(minutes=settings.backoff_minutes * 2 ** (d.attempts - 1))
                 channel = rt.channels.by_name(d.channel)
-                d.next_attempt_at = allowed_at(settings, channel.kind if channel else "", now + wait)
+                kind = webhooks.KIND if job.target else channel.kind if channel else ""
+                d.next_attempt_at = allowed_at(settings, kind, now + wait)
                 summary.retried += 1
         for row in _carried(session, d.id or 0):  # the recipients this message was also for
             row.state, row.attempts, row.sent_at = _carried_state(d.state), d.attempts, d.sent_at
@@ -668,10 +757,14 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
             job = _start(rt, delivery_id, worker, rt.clock.now())
             if job is None:
                 continue
-            channel = rt.channels.by_name(job.channel)
-            assert channel is not None  # checked when the try was started
-            result = rt.channels.send(channel, email=job.email, subject=job.subject,
-                                      text=job.text, html=job.html, card=job.card)
+            if job.target is not None:
+                result = post_webhook(job.target, job.message_id, job.text,
+                                      redact=rt.channels.redact)
+            else:
+                channel = rt.channels.by_name(job.channel)
+                assert channel is not None  # checked when the try was started
+                result = rt.channels.send(channel, email=job.email, subject=job.subject,
+                                          text=job.text, html=job.html, card=job.card)
             _finish(rt, job, result.ok, result.error, result.permanent, rt.clock.now(), summary)
             if on_sent:
                 on_sent(1)
@@ -695,7 +788,9 @@ def list_notifications(session: Session, *, state: str | None = None,
             deliveries.setdefault(d.notification_id, []).append(d)
     return [{
         "id": n.id, "created": n.created_at.isoformat(), "kind": n.kind, "rule": n.rule_id,
-        "to": n.recipient_id or "operators", "about": n.entity_id, "subject": n.subject,
+        "to": n.recipient_id or ("webhook subscribers" if n.kind == webhooks.KIND
+                                 else "operators"),
+        "about": n.entity_id, "subject": n.subject,
         "state": n.state,
         "channels": [{"channel": d.channel, "state": d.state, "attempts": d.attempts,
                       "next_attempt": d.next_attempt_at.isoformat(), "error": d.last_error,

@@ -9,14 +9,17 @@ from typing import Any
 
 from sqlmodel import Session, col, func, or_, select
 
+from qip_flow.clock import as_aware
 from qip_flow.decide.calendar import calendar
 from qip_flow.errors import InvalidInput, NotFound
 from qip_flow.runtime import Runtime
 from qip_flow.services import queries
 from qip_flow.services.assess import RULES_ACTOR, is_live
+from qip_flow.services.identity import item_path
 from qip_flow.services.lifecycle import get_entity, get_plan
 from qip_flow.services.policy import REPORTS, Act, Actor, Permission, Policy
 from qip_flow.store.models import (
+    Acknowledgement,
     Action,
     DueRequest,
     Evidence,
@@ -63,7 +66,7 @@ def _action_row(action: Action, plan: Plan, today: date) -> dict[str, Any]:
     return {"id": action.id, "ref": action.ref, "description": action.description,
             "state": action.state, "due": action.due.isoformat() if action.due else None,
             "plan": plan.id, "plan_title": plan.title, "owner": action.owner_id,
-            **due_in_words(action.due, today)}
+            "path": item_path(action.id), **due_in_words(action.due, today)}
 
 
 def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
@@ -99,14 +102,31 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
                 dates.append({**_action_row(action, plan, today), "request": request.id,
                               "new_due": request.new_due.isoformat(), "reason": request.reason,
                               "requested_by": request.requested_by_id})
-        signoffs = [{"plan": p.id, "title": p.title, "state": p.state, "purpose": purpose}
+        signoffs = [{"plan": p.id, "title": p.title, "state": p.state, "purpose": purpose,
+                     "path": item_path(p.id)}
                     for p, purpose in _signoffs_waiting(rt, session, policy, person)]
-        escalations = [
-            {"id": n.id, "entity": n.entity_id, "plan": n.plan_id, "subject": n.subject,
-             "at": n.created_at.isoformat(), "rule": n.rule_id}
-            for n in session.exec(select(Notification).where(
-                Notification.recipient_id == person.id, Notification.kind == "escalation")
-                .order_by(col(Notification.id).desc()).limit(50)).all()]
+        sent = session.exec(select(Notification).where(
+            Notification.recipient_id == person.id, Notification.kind == "escalation")
+            .order_by(col(Notification.id).desc()).limit(50)).all()
+        acks = session.exec(select(Acknowledgement).where(
+            Acknowledgement.by_id == person.id,
+            col(Acknowledgement.action_id).in_({n.entity_id for n in sent}))
+            .order_by(col(Acknowledgement.id))).all() if sent else []
+
+        def acknowledged(n: Notification) -> Acknowledgement | None:
+            """The person's first acknowledgement of the action since this escalation."""
+            return next((a for a in acks if a.action_id == n.entity_id
+                         and as_aware(a.at) >= as_aware(n.created_at)), None)
+
+        escalations = []
+        for n in sent:
+            ack = acknowledged(n)
+            escalations.append({
+                "id": n.id, "entity": n.entity_id, "plan": n.plan_id, "subject": n.subject,
+                "at": n.created_at.isoformat(), "rule": n.rule_id,
+                "path": item_path(n.entity_id),
+                "acknowledged_on": ack.at.date().isoformat() if ack else None,
+                "paused_until": ack.paused_until.isoformat() if ack else None})
     return {"person": person.id, "name": person.name, "today": today.isoformat(),
             "actions": rows, "new_dates": dates, "verifications": verify,
             "signoffs": signoffs, "escalations": escalations}
@@ -138,36 +158,107 @@ def _signoffs_waiting(rt: Runtime, session: Session, policy: Policy,
 
 def _forms(policy: Policy, actor: Actor, plan: Plan, action: Action,
            request: DueRequest | None) -> dict[str, Permission]:
-    return {act.name.lower(): policy.decide(actor, act, plan, action, request=request)
+    """Each form's answer from the policy. A person in a full session whose sign-in is no
+    longer recent still sees the approvals and verifications that are theirs (acting on one
+    asks them to sign in again); a link's session never does."""
+    listing = actor if actor.scope is not None else Actor(
+        actor.person, door=actor.door, full_signin_at=policy.now)
+    return {act.name.lower(): policy.decide(listing, act, plan, action, request=request)
             for act in ACTION_FORMS}
+
+
+def _action_of(session: Session, action_id: str) -> Action:
+    _, row = get_entity(session, action_id)
+    if not isinstance(row, Action):
+        raise NotFound(f"{action_id} is a plan, not an action: open {item_path(action_id)}")
+    return row
+
+
+def permission(rt: Runtime, actor: Actor, act: Act, action_id: str, *,
+               request_id: int | None = None) -> Permission:
+    """May ``actor`` do ``act`` to this action (deciding request ``request_id``)? What a
+    page asks before it calls a service."""
+    with rt.db.read() as session:
+        row = _action_of(session, action_id)
+        plan = get_plan(session, row.plan_id)
+        request = session.get(DueRequest, request_id) if request_id is not None else None
+        if request_id is not None and (request is None or request.action_id != row.id):
+            raise NotFound(f"there is no request for a new date numbered {request_id} on "
+                           f"{row.id}")
+        return policy_for(rt, session).decide(actor, act, plan, row, request=request)
+
+
+def _named(rows: list[dict[str, Any]], names: dict[str, str], *keys: str) -> list[dict[str, Any]]:
+    for row in rows:
+        for key in keys:
+            row[key.removesuffix("_id") + "_name"] = names.get(row.get(key) or "", row.get(key))
+    return rows
 
 
 def action_page(rt: Runtime, actor: Actor, action_id: str) -> dict[str, Any]:
     """What the action is, why (the finding and its root causes), who owns it, when it is due
-    and every revision, progress notes, evidence, and the forms the person may use."""
+    and every revision, progress notes, evidence, the escalations about it, and the forms the
+    person may use."""
+    from qip_flow.store.evidence_files import ALLOWED, in_words
+
     today = rt.clock.now().date()
     with rt.db.read() as session:
-        _, row = get_entity(session, action_id)
-        if not isinstance(row, Action):
-            raise InvalidInput(f"{action_id} is a plan, not an action: open /plans/{action_id}")
+        row = _action_of(session, action_id)
         plan = get_plan(session, row.plan_id)
         policy = policy_for(rt, session)
         policy.decide(actor, Act.VIEW, plan, row).check()
-        names = queries.names_of(session, [row.owner_id])
+        people = {p.id: p for p in session.exec(select(Person)).all()}
+        names = {i: p.name for i, p in people.items()}
         detail = queries.action_detail(session, row, names)
+        _named(detail["notes"], names, "by_id")
+        _named(detail["revisions"], names, "approved_by_id")
+        for item in _named(detail["evidence"], names, "by_id"):
+            item["kind"] = ALLOWED.get(item.get("media_type") or "", ((), ""))[1]
+            item["size_words"] = in_words(item["size"]) if item.get("size") else ""
         finding = session.get(Finding, row.finding_id) if row.finding_id else None
         requests = session.exec(select(DueRequest).where(DueRequest.action_id == row.id)
                                 .order_by(col(DueRequest.id))).all()
         pending = next((r for r in requests if r.state == "pending"), None)
+        told = session.exec(select(Notification).where(
+            Notification.entity_id == row.id, Notification.recipient_id == actor.person.id,
+            col(Notification.kind).in_(["reminder", "escalation"]))
+            .order_by(col(Notification.id))).all()
+        escalation = next((n for n in reversed(told) if n.kind == "escalation"), None)
+        acks = session.exec(select(Acknowledgement).where(Acknowledgement.action_id == row.id)
+                            .order_by(col(Acknowledgement.id))).all()
+        mine = next((a for a in acks if escalation and a.notification_id == escalation.id), None)
+        can = _forms(policy, actor, plan, row, pending)
         return {
             **detail, **due_in_words(row.due, today),
-            "plan": {"id": plan.id, "title": plan.title, "state": plan.state, "rag": plan.rag},
+            "path": item_path(row.id),
+            "today": today.isoformat(),
+            "plan": {"id": plan.id, "title": plan.title, "state": plan.state, "rag": plan.rag,
+                     "version": plan.version, "path": item_path(plan.id),
+                     "owner_name": names.get(plan.owner_id, plan.owner_id),
+                     "sponsor_name": names.get(plan.sponsor_id, plan.sponsor_id)},
             "why": {"finding": finding.description if finding else None,
                     "source_reference": finding.source_reference if finding else "",
                     "root_causes": list(finding.root_causes) if finding else []},
-            "date_requests": [queries.row_dict(r) for r in requests],
-            "pending_request": pending.id if pending else None,
-            "can": _forms(policy, actor, plan, row, pending),
+            "completed_by_name": names.get(row.completed_by_id or "", ""),
+            "verified_by_name": names.get(row.verified_by_id or "", ""),
+            "date_requests": _named([queries.row_dict(r) for r in requests], names,
+                                    "requested_by_id", "decided_by_id"),
+            "pending_request": queries.row_dict(pending) | {
+                "requested_by_name": names.get(pending.requested_by_id, "")} if pending else None,
+            "escalation": {"subject": escalation.subject,
+                           "at": escalation.created_at.date().isoformat()} if escalation else None,
+            "acknowledgements": _named([queries.row_dict(a) for a in acks], names, "by_id"),
+            "my_acknowledgement": queries.row_dict(mine) if mine else None,
+            "told_me": len(told),
+            "can": can,
+            "signin_again": actor.scope is None and any(
+                can[act.name.lower()] and not policy.decide(actor, act, plan, row,
+                                                            request=pending)
+                for act in (Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN)),
+            "owners": [{"id": p.id, "name": p.name, "role": p.role}
+                       for p in sorted(people.values(), key=lambda p: p.name)
+                       if p.id != row.owner_id and "guest" not in (p.roles or [])]
+            if can["reassign"] else [],
         }
 
 
@@ -439,11 +530,11 @@ def report_html(rt: Runtime, actor: Actor, kind: str, *, service: str | None = N
     scope the person may read (the policy's ``report_permission``)."""
     from qip_flow import reports
 
-    if not service and actor.is_guest and len(actor.person.services or []) == 1:
-        service = (actor.person.services or [])[0]
     with rt.db.read() as session:
-        policy_for(rt, session).report_permission(actor, kind, service or None).check()
-    report = reports.gather(rt, kind, period=period or None, service=service or None)
+        policy = policy_for(rt, session)
+        policy.report_permission(actor, kind, service or None).check()
+        service = policy.report_service(actor, service or None)
+    report = reports.gather(rt, kind, period=period or None, service=service)
     return reports.text(kind, report, "html")
 
 

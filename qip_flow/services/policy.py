@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from qip_flow.clock import as_aware
 from qip_flow.config.rules import AccessSettings
 from qip_flow.decide.facts import level_rank
-from qip_flow.errors import NotAllowed
+from qip_flow.errors import NotPermitted
 from qip_flow.store.models import (
     LEVELS,
     Action,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 Door = Literal["web", "api", "cli"]
 GOVERNANCE_LEAD = "governance_lead"
 GUEST = "guest"
+ADMINISTRATOR = "administrator"
 #: the level of board members: they see every plan and run the board pack, as governance
 #: leads do (the board answers for the whole portfolio), but preview no rules
 BOARD_LEVEL = "board"
@@ -62,17 +63,52 @@ class Act(StrEnum):
     RUN_REPORTS = "run reports"
     PREVIEW_RULES = "preview rules"
     SEE_EVERY_PLAN = "see every plan"
+    RECORD_MEASUREMENT = "record a measurement"
+    EXPORT = "export the whole record"
+    MANAGE_TOKENS = "issue or revoke API tokens"
+    MANAGE_WEBHOOKS = "register or remove webhook subscribers"
 
 
 #: what a link in a message opens: its one item, for the owner's own answers
 DEEP_LINK_ACTS = frozenset({Act.VIEW, Act.RECORD_PROGRESS, Act.ADD_EVIDENCE,
                             Act.REQUEST_NEW_DATE, Act.ACKNOWLEDGE})
 #: what needs a full sign-in within the last few minutes (``access.recent_signin_minutes``)
-RECENT_SIGNIN_ACTS = frozenset({Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN, Act.SIGN_OFF})
+RECENT_SIGNIN_ACTS = frozenset({Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN, Act.SIGN_OFF,
+                                Act.MANAGE_TOKENS, Act.MANAGE_WEBHOOKS})
 OWNER_ACTS = frozenset({Act.RECORD_PROGRESS, Act.ADD_EVIDENCE, Act.COMPLETE,
                         Act.REQUEST_NEW_DATE})
 DECIDER_ACTS = frozenset({Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN})
-LEAD_ACTS = frozenset({Act.RUN_REPORTS, Act.PREVIEW_RULES, Act.SEE_EVERY_PLAN})
+LEAD_ACTS = frozenset({Act.RUN_REPORTS, Act.PREVIEW_RULES, Act.SEE_EVERY_PLAN, Act.EXPORT})
+ADMIN_ACTS = frozenset({Act.MANAGE_TOKENS, Act.MANAGE_WEBHOOKS})
+#: what a token's scope lets its service account do; every other act (progress, completion,
+#: approval, verification, sign-off …) is a person's and never a token's
+SCOPES: dict[str, str] = {
+    "plans:read": "read plans, their actions, indicators, criteria, sign-off state and audit trail",
+    "measurements:write": "push measurements (one, a batch or a spreadsheet)",
+    "reports:read": "read the board pack and closure reports (HTML, PDF or JSON)",
+    "export:read": "export the whole record (only with --plans all)",
+    "webhooks:write": "register and remove webhook subscribers",
+}
+SCOPE_ACTS: dict[Act, str] = {Act.VIEW: "plans:read", Act.RECORD_MEASUREMENT: "measurements:write",
+                              Act.RUN_REPORTS: "reports:read", Act.EXPORT: "export:read",
+                              Act.MANAGE_WEBHOOKS: "webhooks:write"}
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """A system acting through an API token: a name, its scopes and the plans it may touch
+    (those of ``services``, the ``plan_ids`` named, or every plan). It is never a person: in
+    the audit trail it reads as its ``label`` ("emar-feed, for Maple House")."""
+
+    name: str
+    scopes: frozenset[str]
+    services: frozenset[str] = frozenset()
+    plan_ids: frozenset[str] = frozenset()
+    every_plan: bool = False
+    label: str = ""
+
+    def covers(self, plan: Plan) -> bool:
+        return self.every_plan or plan.id in self.plan_ids or plan.service_id in self.services
 
 
 @dataclass(frozen=True)
@@ -84,11 +120,26 @@ class Actor:
     door: Door = "web"
     scope: str | None = None
     full_signin_at: datetime | None = None
+    account: ServiceAccount | None = None
 
     @classmethod
     def command_line(cls, person: Person) -> Actor:
         """The administrator's tool: the operating-system user acting as ``--by``."""
         return cls(person, door="cli")
+
+    @classmethod
+    def service(cls, account: ServiceAccount) -> Actor:
+        """A system through an API token: a service account standing in no person's shoes
+        (its ``person`` is a placeholder named for the account, never stored)."""
+        label = account.label or account.name
+        return cls(Person(id=label, name=label, level="operational"), door="api",
+                   account=account)
+
+    @property
+    def name(self) -> str:
+        """Who acted, as the audit trail records it: a person's id, or a service account's
+        label."""
+        return self.account.label or self.account.name if self.account else self.person.id
 
     @property
     def roles(self) -> set[str]:
@@ -131,10 +182,10 @@ class Permission:
         return f"{self.reason}{who}"
 
     def check(self) -> None:
-        """Raise :class:`NotAllowed` (a :class:`Refused`) with the reason when not allowed."""
+        """Raise :class:`NotPermitted` (a refusal) with the reason when not allowed."""
         if not self.allowed:
-            raise NotAllowed(f"{self.act.value}: {self.explain()}", reason=self.reason,
-                             who_can=self.who_can)
+            raise NotPermitted(f"{self.act.value}: {self.explain()}", reason=self.reason,
+                               who_can=self.who_can)
 
 
 class Policy:
@@ -268,6 +319,8 @@ class Policy:
             return self._refuse(act, reason, who)
 
         person = actor.person
+        if actor.account is not None:
+            return self._service_account(actor.account, act, plan, action)
         if actor.scope is not None:
             item = action.id if action is not None else (plan.id if plan is not None else None)
             if act not in DEEP_LINK_ACTS:
@@ -288,11 +341,15 @@ class Policy:
         if act in RECENT_SIGNIN_ACTS and actor.door != "cli" and not self._recent(actor):
             return no(f"to {act.value}, sign in again: it needs a full sign-in within the last "
                       f"{self.access.recent_signin_minutes} minutes")
+        if act in ADMIN_ACTS:
+            if ADMINISTRATOR in actor.roles:
+                return Permission(True, act)
+            return no(f"only administrators {act.value}", self.admin_ids())
         if act in LEAD_ACTS:
             if actor.is_lead or actor.door == "cli" or (
                     actor.is_board and act in (Act.SEE_EVERY_PLAN, Act.RUN_REPORTS)):
                 return Permission(True, act)
-            if act is Act.PREVIEW_RULES:
+            if act not in (Act.SEE_EVERY_PLAN, Act.RUN_REPORTS):
                 return no(f"only governance leads {act.value}", self.lead_ids())
             return no(f"only governance leads and the board {act.value}",
                       [*self.lead_ids(), *self.board_ids()])
@@ -312,6 +369,11 @@ class Policy:
                 return Permission(True, act)
             return no(f"{person.name} has no part in plan {plan.id}",
                       [plan.owner_id, *self.lead_ids()])
+        if act is Act.RECORD_MEASUREMENT:
+            if actor.is_lead or actor.door == "cli" or self.has_part(person, plan):
+                return Permission(True, act)
+            return no(f"{person.name} has no part in plan {plan.id}",
+                      [plan.owner_id, *self.lead_ids()])
         if action is None:
             return no(f"{act.value} names no action")
         if act in OWNER_ACTS:
@@ -324,6 +386,54 @@ class Policy:
             return no(f"{person.name} is neither the owner of {action.id} nor sent an "
                       "escalation about it", [action.owner_id])
         return self._decider(actor, act, plan, action, request)
+
+    def _service_account(self, account: ServiceAccount, act: Act, plan: Plan | None,
+                         action: Action | None) -> Permission:
+        """A token's service account: what its scopes name, on the plans it covers; never a
+        person's act (progress, completion, approval, verification, sign-off)."""
+        scope = SCOPE_ACTS.get(act)
+        if scope is None:
+            return self._refuse(act, f"{account.label or account.name} is a service account "
+                                f"(API token {account.name}), not a person: it can never "
+                                f"{act.value}", self._actors_for(act, plan, action))
+        if scope not in account.scopes:
+            return self._refuse(act, f"the API token {account.name} has no {scope} scope (its "
+                                f"scopes: {', '.join(sorted(account.scopes)) or 'none'}); an "
+                                "administrator issues a token with it (`qip token create "
+                                f"--scope {scope}`)", self.admin_ids())
+        if act is Act.EXPORT and not account.every_plan:
+            return self._refuse(act, f"the export is the whole record, and the API token "
+                                f"{account.name} covers only some plans ({account.label})",
+                                self.admin_ids())
+        if plan is not None and not account.covers(plan):
+            return self._refuse(act, f"the API token {account.name} is for "
+                                f"{account.label.partition(', for ')[2] or 'other plans'}, not "
+                                f"plan {plan.id} of {plan.service_id}", self.admin_ids())
+        return Permission(True, act)
+
+    def admin_ids(self) -> list[str]:
+        return sorted(i for i, _, _ in self._with_role(ADMINISTRATOR))
+
+    def report_service(self, actor: Actor, service: str | None) -> str | None:
+        """The service a portfolio report (the board pack) is limited to for ``actor``: as
+        asked for those who see every plan; for a guest or a token covering some services, one
+        of theirs (the only one when none is named). Refused when it reaches beyond them."""
+        if actor.account is not None:
+            allowed = set(actor.account.services) if not actor.account.every_plan else None
+            who = f"the API token {actor.account.name}"
+        elif actor.is_guest:
+            allowed, who = set(actor.person.services or []), f"{actor.person.name}'s guest access"
+        else:
+            allowed, who = None, ""
+        if allowed is None:
+            return service
+        if service is None and len(allowed) == 1:
+            return next(iter(allowed))
+        if service is None or service not in allowed:
+            asked = f"not {service}" if service else "name one with service="
+            raise NotPermitted(f"{Act.RUN_REPORTS.value}: {who} covers "
+                          f"{', '.join(sorted(allowed)) or 'no whole service'}; {asked}")
+        return service
 
     def _refuse(self, act: Act, reason: str, who: Iterable[str | None] = ()) -> Permission:
         return Permission(False, act, reason, self._names(who))
@@ -374,6 +484,11 @@ class Policy:
     def visible_plan_ids(self, actor: Actor) -> set[str] | None:
         """The plans ``actor`` may see; None means every plan (governance leads, the CLI)."""
         person = actor.person
+        if actor.account is not None:
+            if actor.account.every_plan:
+                return None
+            return set(actor.account.plan_ids) | set(self.session.exec(select(Plan.id).where(
+                col(Plan.service_id).in_(list(actor.account.services)))).all())
         if actor.is_guest:
             if self._lapsed(person):
                 return set()
@@ -386,31 +501,22 @@ class Policy:
         return self.plans_with_part(person)
 
     def report_permission(self, actor: Actor, kind: str, service: str | None) -> Permission:
-        """May ``actor`` run report ``kind`` over ``service`` (None: every service)? Governance
-        leads and the board run either pack over any scope; a guest (a commissioner, an
-        inspector) runs the commissioner's pack over one of their own services until their
-        access ends; nobody else runs reports, and no link from a message does."""
+        """May ``actor`` run the portfolio report ``kind`` (the board pack, the commissioner's
+        pack) over ``service`` (None: every service they may)? Governance leads and the board
+        over any scope; a guest (a commissioner, an inspector) over one of their services
+        until their access ends (``report_service``); nobody else, and no link from a
+        message."""
         act = Act.RUN_REPORTS
         if kind not in REPORTS:
             return self._refuse(act, f"there is no report '{kind}'; reports: {', '.join(REPORTS)}")
-        if actor.scope is not None:
-            return self._refuse(act, "a link from a message opens its one item only: sign in "
-                                     "fully to run reports")
-        if actor.is_guest:
-            person = actor.person
-            if self._lapsed(person):
-                return self._refuse(act, f"{person.name}'s guest access ended on "
-                                         f"{person.expires}", self.lead_ids())
-            if kind != "commissioner":
-                return self._refuse(act, f"{person.name} is a guest: guests read the "
-                                         "commissioner's pack of their services",
-                                    [*self.lead_ids(), *self.board_ids()])
-            if service not in (person.services or []):
-                return self._refuse(act, f"{person.name}'s guest access covers "
-                                         f"{', '.join(person.services or []) or 'no service'}"
-                                         f", not {service or 'every service'}", self.lead_ids())
-            return Permission(True, act)
-        return self.decide(actor, act)
+        allowed = self.decide(actor, act)
+        if not allowed:
+            return allowed
+        try:
+            self.report_service(actor, service)
+        except NotPermitted as exc:
+            return self._refuse(act, exc.reason.removeprefix(f"{act.value}: "), self.lead_ids())
+        return allowed
 
 
 def check_command_line(rt: Runtime, by: str, act: Act, plan_ids: Iterable[str] = ()) -> None:

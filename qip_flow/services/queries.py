@@ -87,11 +87,22 @@ def list_plans(
     theme: str | None = None,
     rag: str | None = None,
     states: Sequence[str] = (),
+    after: str | None = None,
+    limit: int | None = None,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Plans matching the filters (see ``check_plan_filters``)."""
+    """Plans matching the filters (see ``check_plan_filters``), in id order: after the id
+    ``after``, at most ``limit``, among ``only`` (None: every plan)."""
     rag = rag.lower() if rag else rag
     check_plan_filters(session, state=state, service=service, theme=theme, rag=rag, states=states)
-    plans = session.exec(plans_query(state=state, service=service, theme=theme, rag=rag)).all()
+    query = plans_query(state=state, service=service, theme=theme, rag=rag)
+    if after is not None:
+        query = query.where(col(Plan.id) > after)
+    if only is not None:
+        query = query.where(col(Plan.id).in_(sorted(only)))
+    if limit is not None:
+        query = query.limit(limit)
+    plans = session.exec(query).all()
     counts = action_counts(session, [p.id for p in plans])
     return [
         {

@@ -13,7 +13,8 @@ What the trail records, and so what is derived:
 - who verified an action: the actor of the last event whose effects include
   ``mark_verified`` (cleared by ``clear_completion``);
 - sign-offs (who, level, purpose, group, day, meeting, evidence reviewed, residual risks,
-  learning), evidence (what, by whom, on which day) and measurements, one row per event."""
+  learning), evidence (what, by whom, on which day, the SHA-256 of an uploaded file) and
+  measurements, one row per event."""
 
 from __future__ import annotations
 
@@ -119,7 +120,9 @@ def _derive(rt: Runtime, session: Session, replay: Replay) -> _Derived:
             d.measurements[entity].append({
                 "on": _day(detail.get("on")), "value": detail.get("value"),
                 "source": detail.get("source", ""), "reaudit": detail.get("reaudit", False),
-                "recorded_by_id": None if event.actor == "system" else event.actor})
+                # a token's service account is named in the trail, and no person recorded it
+                "recorded_by_id": None if event.actor == "system" or detail.get("token")
+                else event.actor})
         elif kind in ("plan", "action") and event.to_state is not None:
             _move(d, event, effects[kind].get(event.what, set()))
     return d
@@ -142,9 +145,11 @@ def _move(d: _Derived, event: AuditEvent, effects: set[str]) -> None:
             d.verified_by[entity] = None
     plan_id = entity if kind == "plan" else entity.rsplit("/", 1)[0]
     action_id = entity if kind == "action" else None
-    for label in detail.get("evidence", []):
+    files = detail.get("files") or []
+    for i, label in enumerate(detail.get("evidence", [])):
+        file = files[i] if i < len(files) and isinstance(files[i], dict) else {}
         d.evidence[(plan_id, action_id)].append({"label": label, "by_id": event.actor,
-                                                 "on": day})
+                                                 "on": day, "sha256": file.get("sha256")})
     signoff = detail.get("signoff")
     if signoff:
         if "level" not in signoff:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +175,14 @@ def after_tick(db: Database, at: datetime) -> None:
         return
 
 
-def latest(db: Database) -> Checkpoint | None:
-    """The newest trusted checkpoint of this database (for the board pack's minutes)."""
+def _written(checkpoint: Checkpoint) -> datetime:
+    at = datetime.fromisoformat(checkpoint.at)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def latest(db: Database, *, until: datetime | None = None) -> Checkpoint | None:
+    """The newest trusted checkpoint of this database (for the board pack's minutes); with
+    ``until``, the newest written by then (a report as at an earlier moment)."""
     with db.read() as session:
         head = session.get(AuditHead, 1)
     if head is None:
@@ -185,5 +191,6 @@ def latest(db: Database) -> Checkpoint | None:
         found = read(checkpoint_file(db), keys.secret_key(db))
     except (QipError, OSError):  # a report must not fail on the file; verify names the fault
         return None
-    ours = [c for c in found.checkpoints if c.database == head.database_id]
+    ours = [c for c in found.checkpoints if c.database == head.database_id
+            and (until is None or _written(c) <= until)]
     return ours[-1] if ours else None

@@ -29,7 +29,7 @@ from sqlalchemy.exc import (
 )
 from sqlmodel import Session, col, select
 
-from qip_flow.errors import InvalidInput, NotInitialised, QipError, Refused, Unavailable
+from qip_flow.errors import Conflict, InvalidInput, NotInitialised, QipError, Refused, Unavailable
 from qip_flow.store.models import AuditEvent, Plan
 
 if TYPE_CHECKING:
@@ -131,9 +131,11 @@ def lock_plans(session: Session, plan_ids: Iterable[str], *,
             if plan.version != expected_version:
                 when = (f"{plan.changed_at:%Y-%m-%d %H:%M} UTC" if plan.changed_at
                         else "a time not recorded")
-                raise Refused(f"plan {plan.id} was changed by {plan.changed_by or 'someone'} at "
-                              f"{when} since you saw it (version {expected_version}, now "
-                              f"{plan.version}); look at it again and try again")
+                raise Conflict(f"plan {plan.id} was changed by {plan.changed_by or 'someone'} at "
+                               f"{when} since you saw it (version {expected_version}, now "
+                               f"{plan.version}); look at it again and try again",
+                               plan_id=plan.id, expected_version=expected_version,
+                               current_version=plan.version)
     if _LOCKED not in session.info:
         session.info[_LOCKED] = {}
         event.listen(session, "before_flush", _note_audited)

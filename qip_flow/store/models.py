@@ -169,6 +169,10 @@ class ProgressNote(SQLModel, table=True):
 
 
 class Evidence(SQLModel, table=True):
+    """What shows an action was done: a description and where it is kept, or an uploaded file
+    (kept outside the database under its SHA-256, ``store/evidence_files.py``) with its size,
+    the media type its content showed, and the name it was uploaded with."""
+
     id: int | None = Field(default=None, primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     action_id: str | None = Field(default=None, foreign_key="action.id", index=True)
@@ -176,6 +180,23 @@ class Evidence(SQLModel, table=True):
     reference: str = ""
     on: date
     by_id: str = Field(foreign_key="person.id")
+    sha256: str | None = Field(default=None, index=True)
+    size: int | None = None
+    media_type: str = ""
+    filename: str = ""
+
+
+class Acknowledgement(SQLModel, table=True):
+    """Someone an escalation went to has seen it and acts: the next rung of the ladder about
+    the action waits until ``paused_until`` (the reminders rules' grace period), and the owner
+    is told. One per escalation received."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: str = Field(foreign_key="action.id", index=True)
+    by_id: str = Field(foreign_key="person.id")
+    notification_id: int = Field(foreign_key="notification.id", unique=True)
+    at: datetime = _when()
+    paused_until: date
 
 
 class Indicator(SQLModel, table=True):
@@ -373,6 +394,7 @@ class PublishedConfig(SQLModel, table=True):
 
 __all__ = [
     "LEVELS",
+    "Acknowledgement",
     "Action",
     "AuditEvent",
     "AuditHead",
@@ -429,3 +451,58 @@ class WebSession(SQLModel, table=True):
     full_signin_at: datetime | None = _when(default=None)
     revoked_at: datetime | None = _when(default=None)
 
+
+
+class ApiToken(SQLModel, table=True):
+    """A system's key to the API (``qip token create``): a named service account, never a
+    person. Only the SHA-256 of the token is kept (the token is shown once, when made), with
+    its first characters to recognise it by. ``scopes`` say what it may do
+    (``measurements:write``, ``plans:read`` …); ``services`` and ``plan_ids`` the plans it may
+    touch (``every_plan``: all of them). A name is reused only after its token is revoked or
+    expired, so a feed keeps its name (and its idempotency keys) across a new token."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    token_hash: str = Field(unique=True)
+    hint: str  # "qip_AbCd…": the token's first characters, enough to tell tokens apart
+    scopes: list[str] = _json_list()
+    services: list[str] = _json_list()
+    plan_ids: list[str] = _json_list()
+    every_plan: bool = False
+    created_at: datetime = _when()
+    created_by: str
+    expires: date | None = None  # its last day
+    revoked_at: datetime | None = _when(default=None)
+    revoked_by: str | None = None
+    last_used_at: datetime | None = _when(default=None)
+
+
+class MeasurementKey(SQLModel, table=True):
+    """A measurement's idempotency key, kept with the measurement it recorded (in the same
+    transaction): a push retried with the same key answers with that measurement and records
+    nothing. ``key`` is "caller|key" (a token's name or a person's id); ``fingerprint`` is the
+    SHA-256 of what was pushed, so a key reused for another value is refused."""
+
+    key: str = Field(primary_key=True)
+    measurement_id: int = Field(foreign_key="measurement.id", index=True)
+    fingerprint: str
+    at: datetime = _when()
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """A subscriber an administrator registered through the API (the channels file's
+    ``webhooks:`` are the others). Its signing secret is never stored: it is derived from the
+    installation's secret key and ``salt`` (shown once, when registered)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    url: str
+    events: list[str] = _json_list()
+    services: list[str] = _json_list()
+    plan_ids: list[str] = _json_list()
+    every_plan: bool = True
+    salt: str
+    created_at: datetime = _when()
+    created_by: str
+    removed_at: datetime | None = _when(default=None)
+    removed_by: str | None = None

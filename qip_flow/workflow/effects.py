@@ -4,7 +4,7 @@ docstring of each is published in docs/workflows.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 
 from qip_flow.store.models import Action, DueRevision, LearningReview, Plan
 from qip_flow.workflow.subject import Subject
@@ -91,11 +91,16 @@ def start_monitoring(s: Subject) -> None:
     ``measure_every_days`` of the step-down rule (30 when it does not say)."""
     plan = _plan(s)
     ruled = (s.decisions.get("step_down") or {}).get("monitoring_days")
-    own = (plan.closure_criteria or {}).get("monitoring_days")
-    days = max([d for d in (ruled, own) if d] or [DEFAULT_MONITORING_DAYS])
-    plan.monitoring_until = s.inputs.now + timedelta(days=days)
+    plan.monitoring_until = s.inputs.now + timedelta(days=monitoring_days(plan, ruled))
     plan.monitoring_since = s.inputs.now
     plan.monitoring_cadence_days = (s.decisions.get("step_down") or {}).get("measure_every_days")
+
+
+def monitoring_days(plan: Plan, ruled: int | None) -> int:
+    """Days of a monitoring period: the longer of the plan's ``monitoring_days`` and the
+    step-down rule's (``ruled``), six months when neither says."""
+    own = (plan.closure_criteria or {}).get("monitoring_days")
+    return max([d for d in (ruled, own) if d] or [DEFAULT_MONITORING_DAYS])
 
 
 @effect("plan")
@@ -117,11 +122,17 @@ def record_learning_review(s: Subject) -> None:
     s.session.add(LearningReview(plan_id=plan.id, due=plan.learning_review_due,
                                  found=s.inputs.note or "", by_id=s.inputs.by.id,
                                  at=s.inputs.now))
-    closed = plan.closed_at.date() if plan.closed_at else s.inputs.now.date()
-    done = max(plan.learning_review_due or s.inputs.now.date(), s.inputs.now.date())
+    plan.learning_review_due = next_learning_review(plan, s.inputs.now.date())
+
+
+def next_learning_review(plan: Plan, today: date) -> date | None:
+    """The learning review due after the one held ``today``: the next interval after closure
+    beyond both, or None when the last interval is passed."""
+    closed = plan.closed_at.date() if plan.closed_at else today
+    done = max(plan.learning_review_due or today, today)
     later = [closed + timedelta(days=d) for d in learning_review_days(plan)
              if closed + timedelta(days=d) > done]
-    plan.learning_review_due = later[0] if later else None
+    return later[0] if later else None
 
 
 @effect("plan")

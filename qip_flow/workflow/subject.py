@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class EvidenceItem:
+    """What shows the work was done; ``file`` describes an uploaded file (``sha256``, ``size``,
+    ``media_type``, ``filename``) kept outside the database."""
+
     description: str
     reference: str = ""
     on: date | None = None
+    file: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -62,7 +66,7 @@ class EventInputs:
     evidence: list[EvidenceItem] = field(default_factory=list)
     signoff: SignoffInput | None = None
     variation: dict[str, Any] = field(default_factory=dict)
-    #: how the person reached us: the door (web, api) and how they proved who they are
+    # how the person reached us, for the record: {"door": "web", "signin": "email-link"}
     via: dict[str, str] = field(default_factory=dict)
 
     def has(self, need: str) -> bool:
@@ -77,13 +81,15 @@ class EventInputs:
             detail["due"] = self.due.isoformat()
         if self.evidence:
             detail["evidence"] = [e.label for e in self.evidence]
+            if any(e.file for e in self.evidence):
+                detail["files"] = [e.file for e in self.evidence]
         if self.signoff:
             detail["signoff"] = {**{k: v for k, v in vars(self.signoff).items() if v},
                                  "level": self.by.level}
         if self.variation:
             detail["variation"] = self.variation
         if self.via:
-            detail["via"] = dict(self.via)
+            detail["via"] = self.via
         return detail
 
 

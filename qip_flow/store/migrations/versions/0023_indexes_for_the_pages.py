@@ -1,7 +1,7 @@
 """indexes for the pages
 
 Revision ID: 0023
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-02
 
 The web pages ask by person: My work for the actions a person owns, the portfolio for the plans
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = '0023'
-down_revision: str | None = "0016"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
