@@ -385,6 +385,7 @@ def test_token_commands_and_measure_from_a_sheet(cli: Any, tmp_path: Path) -> No
 
 def test_the_owner_uploads_evidence_checked_by_its_content(api_lite: Runtime, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from qip_flow.store import evidence_files
     from qip_flow.store.models import Evidence
 
     monkeypatch.setenv("QIP_EVIDENCE_DIR", str(tmp_path / "evidence"))
@@ -394,14 +395,14 @@ def test_the_owner_uploads_evidence_checked_by_its_content(api_lite: Runtime, tm
     before = snapshot(api_lite.db)
     lying = web.post(url, headers=csrf, data={"description": "MAR audit"},
                      files={"file": ("audit.pdf", b"\x00\x01MZ not a pdf", "application/pdf")})
-    assert lying.status_code == 422 and "checked by its content" in lying.json()["detail"]
+    assert lying.status_code == 422 and "judged by what is inside it" in lying.json()["detail"]
     assert snapshot(api_lite.db) == before
     pdf = b"%PDF-1.4\n% a small audit\n%%EOF\n"
     answer = web.post(url, headers=csrf, data={"description": "MAR audit April"},
                       files={"file": ("audit.pdf", pdf, "application/pdf")})
     assert answer.status_code == 201, answer.text
     digest = answer.json()["sha256"]
-    assert (tmp_path / "evidence" / digest[:2] / digest).read_bytes() == pdf
+    assert evidence_files.path_of(tmp_path / "evidence", digest).read_bytes() == pdf
     with api_lite.db.read() as session:
         row = session.exec(select(Evidence).where(Evidence.action_id == f"{PLAN}/A1")).one()
     assert row.description == "MAR audit April" and row.sha256 == digest
