@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from sqlalchemy import and_
 from sqlmodel import Session, col, func, or_, select
 
 from qip_flow.clock import as_aware
@@ -87,9 +88,12 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
 
         managed = list(session.exec(select(Person.id).where(
             Person.line_manager_id == person.id)).all())
+        # actions of the people they manage, or on plans they own or sponsor: each side by
+        # its own index (one OR across the join would read every completed action)
+        theirs = select(Plan.id).where(or_(Plan.owner_id == person.id,
+                                           Plan.sponsor_id == person.id))
         near = select(Action, Plan).join(Plan, col(Plan.id) == Action.plan_id).where(or_(
-            col(Action.owner_id).in_(managed), Plan.owner_id == person.id,
-            Plan.sponsor_id == person.id))
+            col(Action.owner_id).in_(managed), col(Action.plan_id).in_(theirs)))
         verify = [_action_row(a, p, today) for a, p in session.exec(
             near.where(Action.state == "completed").order_by(col(Action.id))).all()
             if policy.decide(deciding, Act.VERIFY, p, a)]
@@ -144,8 +148,14 @@ def _signoffs_waiting(rt: Runtime, session: Session, policy: Policy,
         if event.signoff and event.signoff != "variation":
             for state in event.source:
                 by_state.setdefault(state, []).append(event.signoff)
-    plans = session.exec(select(Plan).where(col(Plan.state).in_(list(by_state)))
-                         .order_by(col(Plan.id))).all()
+    approving = [s for s, purposes in by_state.items() if "approval" in purposes]
+    closing = [s for s, purposes in by_state.items() if "closure" in purposes]
+    # the few plans that could be the person's, asked of the database (a portfolio holds
+    # thousands at these states): the drafts they sponsor, the plans they could close
+    signable = policy.could_sign_ids(person, closing) if closing else set()
+    plans = session.exec(select(Plan).where(or_(
+        and_(col(Plan.state).in_(approving), Plan.sponsor_id == person.id),
+        col(Plan.id).in_(sorted(signable)))).order_by(col(Plan.id))).all()
     for plan in plans:
         for purpose in by_state[plan.state]:
             approves = purpose == "approval" and plan.sponsor_id == person.id
