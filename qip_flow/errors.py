@@ -46,14 +46,26 @@ class NotInitialised(QipError):
 
 
 class Refused(QipError):
-    """A guard, a rule or missing authority refused the change; nothing was changed."""
+    """A guard, a rule or missing authority refused the change; nothing was changed. When a
+    workflow's guards refused, ``guards`` names the guard behind each of ``details``, so a page
+    can put each reason beside the field or criterion it is about."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, details: list[str] | None = None,
+                 guards: list[str] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.guards = list(guards or [])
 
 
 class NotPermitted(Refused):
     """The policy refused: the person (or system) has no authority for this act. The message
-    says why and who can."""
+    says why and who can; ``reason`` and ``who_can`` give them apart (for a 403 page)."""
+
+    def __init__(self, message: str, *, details: list[str] | None = None, reason: str = "",
+                 who_can: tuple[str, ...] = ()) -> None:
+        super().__init__(message, details=details)
+        self.reason, self.who_can = reason or message, tuple(who_can)
 
 
 class Conflict(Refused):

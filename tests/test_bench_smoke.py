@@ -70,3 +70,15 @@ def test_api_bench_pushes_every_measurement_and_compares_the_floor() -> None:
                                 "--indicators", "5"])
     assert result["batched"]["requests"] == 2 and result["single"]["requests"] == 20
     assert result["floor_batched"]["rate"] > 0
+@pytest.mark.slow  # a portfolio, a server process and the load: about 20 s here
+def test_web_pages_answer_under_load(capsys: pytest.CaptureFixture[str]) -> None:
+    """A small portfolio, four people for two seconds: every page answers 200, the floor
+    answers, the server logs no error."""
+    result = bench("web").main(["--actions", "300", "--users", "4", "--leads", "1",
+                                "--duration", "2", "--think", "0.2"])
+    assert result["errors"] == []
+    pages = result["pages"]
+    assert pages["floor"]["requests"] > 0
+    for page in ("my work", "action", "plan", "plans"):
+        assert pages[page]["requests"] > 0 and set(pages[page]["statuses"]) == {200}, page
+    assert "| plans |" in capsys.readouterr().out

@@ -310,6 +310,7 @@ def sign_off(
     reason: str | None = None,
     variation: dict[str, Any] | None = None,
     expected_version: int | None = None,
+    via: dict[str, str] | None = None,
 ) -> EventResult:
     """Record a sign-off and fire the workflow event that it authorises (approve, close,
     step_down, …, as the plan workflow file declares). The record may come from a file and
@@ -329,7 +330,7 @@ def sign_off(
     signoff.no_residual_risk = signoff.no_residual_risk or no_residual_risk
     signoff.learning_embedded += list(learning_embedded)
     return fire_event(rt, plan_id, event.name, by=by, note=note, reason=reason, signoff=signoff,
-                      variation=variation, expected_version=expected_version)
+                      variation=variation, expected_version=expected_version, via=via)
 
 
 def record_measurement(

@@ -15,13 +15,23 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy import String, cast, or_
 from sqlmodel import Session, col, select
 
 from qip_flow.clock import as_aware
 from qip_flow.config.rules import AccessSettings
 from qip_flow.decide.facts import level_rank
 from qip_flow.errors import NotPermitted
-from qip_flow.store.models import Action, DueRequest, Indicator, Notification, Person, Plan, Service
+from qip_flow.store.models import (
+    LEVELS,
+    Action,
+    DueRequest,
+    Indicator,
+    Notification,
+    Person,
+    Plan,
+    Service,
+)
 
 if TYPE_CHECKING:
     from qip_flow.runtime import Runtime
@@ -30,6 +40,11 @@ Door = Literal["web", "api", "cli"]
 GOVERNANCE_LEAD = "governance_lead"
 GUEST = "guest"
 ADMINISTRATOR = "administrator"
+#: the level of board members: they see every plan and run the board pack, as governance
+#: leads do (the board answers for the whole portfolio), but preview no rules
+BOARD_LEVEL = "board"
+#: the reports a person may run on the web pages, and who may run each (``report_permission``)
+REPORTS = ("board", "commissioner")
 
 
 class Act(StrEnum):
@@ -138,6 +153,15 @@ class Actor:
     def is_guest(self) -> bool:
         return GUEST in self.roles
 
+    @property
+    def is_board(self) -> bool:
+        return self.person.level == BOARD_LEVEL and not self.is_guest
+
+    @property
+    def sees_everything(self) -> bool:
+        """Governance leads, the board and the command line see every plan."""
+        return self.is_lead or self.is_board or self.door == "cli"
+
 
 @dataclass(frozen=True)
 class Permission:
@@ -160,7 +184,8 @@ class Permission:
     def check(self) -> None:
         """Raise :class:`NotPermitted` (a refusal) with the reason when not allowed."""
         if not self.allowed:
-            raise NotPermitted(f"{self.act.value}: {self.explain()}")
+            raise NotPermitted(f"{self.act.value}: {self.explain()}", reason=self.reason,
+                               who_can=self.who_can)
 
 
 class Policy:
@@ -168,28 +193,51 @@ class Policy:
 
     def __init__(self, session: Session, access: AccessSettings, now: datetime) -> None:
         self.session, self.access, self.now = session, access, as_aware(now)
-        self._people: dict[str, Person] | None = None
+        self._names_of: dict[str, str] = {}
+        self._parts: dict[tuple[str, str], bool] = {}
+        self._leads: list[str] | None = None
+        self._board: list[str] | None = None
 
-    # -- who is who ----------------------------------------------------------------------
+    # -- who is who (read as needed: a portfolio may name thousands of people) -------------
 
-    def people(self) -> dict[str, Person]:
-        if self._people is None:
-            self._people = {p.id: p for p in self.session.exec(select(Person)).all()}
-        return self._people
+    def names(self, ids: Iterable[str | None]) -> dict[str, str]:
+        """id → name of the people named, read once each."""
+        wanted = [i for i in dict.fromkeys(ids) if i and i not in self._names_of]
+        for start in range(0, len(wanted), 500):
+            self._names_of.update(self.session.exec(select(Person.id, Person.name).where(
+                col(Person.id).in_(wanted[start:start + 500]))).all())
+        return {i: self._names_of[i] for i in dict.fromkeys(ids) if i and i in self._names_of}
 
     def _names(self, ids: Iterable[str | None]) -> tuple[str, ...]:
-        people = self.people()
-        return tuple(f"{people[i].name} ({i})" for i in dict.fromkeys(ids) if i in people)
+        ids = list(ids)
+        names = self.names(ids)
+        return tuple(f"{names[i]} ({i})" for i in dict.fromkeys(ids) if i in names)
 
     def deciders(self, plan: Plan, action: Action | None) -> list[str]:
         """Who approves, verifies and reassigns an action: its owner's line manager, the plan's
         accountable owner and its sponsor (never the action's owner)."""
-        owner = self.people().get(action.owner_id or "") if action else None
-        ids = [owner.line_manager_id if owner else None, plan.owner_id, plan.sponsor_id]
+        manager = self.session.exec(select(Person.line_manager_id).where(
+            Person.id == action.owner_id)).first() if action and action.owner_id else None
+        ids = [manager, plan.owner_id, plan.sponsor_id]
         return [i for i in dict.fromkeys(ids) if i and (action is None or i != action.owner_id)]
 
+    def _with_role(self, role: str) -> list[tuple[str, str, list[str]]]:
+        """(id, level, roles) of the people who may hold ``role`` (its name in their roles)."""
+        rows = self.session.exec(select(Person.id, Person.level, Person.roles).where(
+            cast(Person.roles, String).like(f"%{role}%"))).all()
+        return [(i, level, list(roles or [])) for i, level, roles in rows if role in (roles or [])]
+
     def lead_ids(self) -> list[str]:
-        return sorted(p.id for p in self.people().values() if GOVERNANCE_LEAD in (p.roles or []))
+        if self._leads is None:
+            self._leads = sorted(i for i, _, _ in self._with_role(GOVERNANCE_LEAD))
+        return self._leads
+
+    def board_ids(self) -> list[str]:
+        if self._board is None:
+            guests = {i for i, _, _ in self._with_role(GUEST)}
+            self._board = sorted(set(self.session.exec(select(Person.id).where(
+                Person.level == BOARD_LEVEL)).all()) - guests)
+        return self._board
 
     def could_sign(self, person: Person, plan: Plan) -> bool:
         """Holds the level and group the plan's closure criteria name for its sign-off."""
@@ -203,22 +251,63 @@ class Policy:
 
     def has_part(self, person: Person, plan: Plan) -> bool:
         """A part in the plan: its owner or sponsor, an action's owner or their line manager, an
-        indicator's owner, a manager of its service, or someone who could sign it off."""
+        indicator's owner, a manager of its service, or someone who could sign it off
+        (``plans_with_part`` answers the same for every plan at once)."""
+        key = (person.id, plan.id)
+        if key not in self._parts:
+            self._parts[key] = self._has_part(person, plan)
+        return self._parts[key]
+
+    def _has_part(self, person: Person, plan: Plan) -> bool:
         if person.id in (plan.owner_id, plan.sponsor_id):
             return True
         owners = set(self.session.exec(select(Action.owner_id).where(
             Action.plan_id == plan.id)).all())
         owners |= set(self.session.exec(select(Indicator.owner_id).where(
             Indicator.plan_id == plan.id)).all())
+        owners.discard(None)
         if person.id in owners:
             return True
-        people = self.people()
-        if any(people[o].line_manager_id == person.id for o in owners if o in people):
+        if owners and self.session.exec(select(Person.id).where(
+                col(Person.id).in_(owners), Person.line_manager_id == person.id)).first():
             return True
         service = self.session.get(Service, plan.service_id)
         if service is not None and person.id in (service.manager_ids or []):
             return True
         return self.could_sign(person, plan)
+
+    def plans_with_part(self, person: Person) -> set[str]:
+        """Every plan ``person`` has a part in (``has_part``), in a few set-based queries."""
+        me = person.id
+        managed = select(Person.id).where(Person.line_manager_id == me)
+        ids = set(self.session.exec(select(Plan.id).where(
+            or_(Plan.owner_id == me, Plan.sponsor_id == me))).all())
+        for model in (Action, Indicator):
+            ids |= set(self.session.exec(select(model.plan_id).distinct().where(
+                or_(model.owner_id == me, col(model.owner_id).in_(managed)))).all())
+        services = [i for i, managers in self.session.exec(
+            select(Service.id, Service.manager_ids).where(
+                cast(Service.manager_ids, String).like(f"%{me}%"))).all()
+            if me in (managers or [])]
+        if services:
+            ids |= set(self.session.exec(select(Plan.id).where(
+                col(Plan.service_id).in_(services))).all())
+        return ids | self.could_sign_ids(person)
+
+    def could_sign_ids(self, person: Person, states: Iterable[str] | None = None) -> set[str]:
+        """The plans (in ``states``, if given) whose sign-off ``person`` holds the authority
+        for (``could_sign``), asked of the database rather than plan by plan."""
+        rank = level_rank(person.level)
+        criteria = Plan.closure_criteria  # one JSON path each (a chain extracts twice a row)
+        level = criteria[("signoff", "level")].as_string()  # type: ignore[index]
+        group = criteria[("signoff", "group")].as_string()  # type: ignore[index]
+        query = select(Plan.id).where(
+            or_(level.is_not(None), group.is_not(None)),
+            or_(level.is_(None), level.in_(LEVELS[:(rank or 0) + 1])),
+            or_(group.is_(None), group.in_(list(person.groups or []))))
+        if states is not None:
+            query = query.where(col(Plan.state).in_(list(states)))
+        return set(self.session.exec(query).all())
 
     # -- the question --------------------------------------------------------------------
 
@@ -257,19 +346,26 @@ class Policy:
                 return Permission(True, act)
             return no(f"only administrators {act.value}", self.admin_ids())
         if act in LEAD_ACTS:
-            if actor.is_lead or actor.door == "cli":
+            if actor.is_lead or actor.door == "cli" or (
+                    actor.is_board and act in (Act.SEE_EVERY_PLAN, Act.RUN_REPORTS)):
                 return Permission(True, act)
-            return no(f"only governance leads {act.value}", self.lead_ids())
+            if act not in (Act.SEE_EVERY_PLAN, Act.RUN_REPORTS):
+                return no(f"only governance leads {act.value}", self.lead_ids())
+            return no(f"only governance leads and the board {act.value}",
+                      [*self.lead_ids(), *self.board_ids()])
         if act is Act.SIGN_OFF:  # judged by the closure guards; the plan is theirs to name
             if actor.door == "cli" and not self.access.cli_signoff:
                 return no("the rules forbid sign-offs from the command line "
                           "(access.cli_signoff: false): sign in to the web pages to sign")
+            if plan is not None and actor.door != "cli" and not (
+                    actor.sees_everything or self.has_part(person, plan)):
+                return no(f"{person.name} has no part in plan {plan.id}",
+                          [plan.sponsor_id, *self.lead_ids()])
             return Permission(True, act)
         if plan is None:
             return no(f"{act.value} names no plan")
         if act is Act.VIEW:
-            if actor.is_lead or actor.door == "cli" or actor.scope is not None \
-                    or self.has_part(person, plan):
+            if actor.sees_everything or actor.scope is not None or self.has_part(person, plan):
                 return Permission(True, act)
             return no(f"{person.name} has no part in plan {plan.id}",
                       [plan.owner_id, *self.lead_ids()])
@@ -316,7 +412,7 @@ class Policy:
         return Permission(True, act)
 
     def admin_ids(self) -> list[str]:
-        return sorted(p.id for p in self.people().values() if ADMINISTRATOR in (p.roles or []))
+        return sorted(i for i, _, _ in self._with_role(ADMINISTRATOR))
 
     def report_service(self, actor: Actor, service: str | None) -> str | None:
         """The service a portfolio report (the board pack) is limited to for ``actor``: as
@@ -400,11 +496,27 @@ class Policy:
                 col(Plan.service_id).in_(person.services or []))).all())
         if actor.scope is not None:
             return {actor.scope.partition("/")[0]}
-        if actor.is_lead or actor.door == "cli":
+        if actor.sees_everything:
             return None
-        return {p.id for p in self.session.exec(select(Plan)).all()
-                if self.has_part(person, p)}
+        return self.plans_with_part(person)
 
+    def report_permission(self, actor: Actor, kind: str, service: str | None) -> Permission:
+        """May ``actor`` run the portfolio report ``kind`` (the board pack, the commissioner's
+        pack) over ``service`` (None: every service they may)? Governance leads and the board
+        over any scope; a guest (a commissioner, an inspector) over one of their services
+        until their access ends (``report_service``); nobody else, and no link from a
+        message."""
+        act = Act.RUN_REPORTS
+        if kind not in REPORTS:
+            return self._refuse(act, f"there is no report '{kind}'; reports: {', '.join(REPORTS)}")
+        allowed = self.decide(actor, act)
+        if not allowed:
+            return allowed
+        try:
+            self.report_service(actor, service)
+        except NotPermitted as exc:
+            return self._refuse(act, exc.reason.removeprefix(f"{act.value}: "), self.lead_ids())
+        return allowed
 
 
 def check_command_line(rt: Runtime, by: str, act: Act, plan_ids: Iterable[str] = ()) -> None:

@@ -41,6 +41,44 @@ def _check_choice(flag: str, value: str | None, allowed: Sequence[str]) -> None:
         raise InvalidInput(f"{flag}: '{value}' is not one of: {', '.join(sorted(allowed))}")
 
 
+def check_plan_filters(session: Session, *, state: str | None = None,
+                       service: str | None = None, theme: str | None = None,
+                       rag: str | None = None, states: Sequence[str] = ()) -> None:
+    """A filter value that can never match (a state the plan workflow does not have, a RAG
+    that is not red/amber/green, an unknown service) is refused with the allowed values."""
+    _check_choice("--rag", rag.lower() if rag else rag, RATINGS)
+    if states:
+        _check_choice("--state", state, states)
+    if service is not None:
+        _check_choice("--service", service, session.exec(select(Service.id)).all())
+
+
+def action_counts(session: Session, plan_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per plan: its actions, and how many are done (completed or verified)."""
+    counts: dict[str, dict[str, int]] = {}
+    if plan_ids:
+        for plan_id, state_ in session.exec(
+            select(Action.plan_id, Action.state).where(col(Action.plan_id).in_(plan_ids))
+        ).all():
+            counts.setdefault(plan_id, {}).setdefault(state_, 0)
+            counts[plan_id][state_] += 1
+    return {plan_id: {"actions": sum(by_state.values()),
+                      "actions_done": sum(n for s, n in by_state.items()
+                                          if s in ("completed", "verified"))}
+            for plan_id, by_state in counts.items()}
+
+
+def plans_query(*, state: str | None = None, service: str | None = None,
+                theme: str | None = None, rag: str | None = None) -> Any:
+    """The plans matching the filters given, in id order."""
+    query = select(Plan).order_by(col(Plan.id))
+    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
+                          (Plan.rag, rag)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
 def list_plans(
     session: Session,
     *,
@@ -53,21 +91,11 @@ def list_plans(
     limit: int | None = None,
     only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Plans matching the filters, in id order: after the id ``after``, at most ``limit``,
-    among ``only`` (None: every plan). A filter value that can never match (a state the plan
-    workflow does not have, a RAG that is not red/amber/green, an unknown service) is refused
-    with the allowed values, rather than answered with an empty list."""
+    """Plans matching the filters (see ``check_plan_filters``), in id order: after the id
+    ``after``, at most ``limit``, among ``only`` (None: every plan)."""
     rag = rag.lower() if rag else rag
-    _check_choice("--rag", rag, RATINGS)
-    if states:
-        _check_choice("--state", state, states)
-    if service is not None:
-        _check_choice("--service", service, session.exec(select(Service.id)).all())
-    query = select(Plan).order_by(col(Plan.id))
-    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
-                          (Plan.rag, rag)):
-        if value is not None:
-            query = query.where(column == value)
+    check_plan_filters(session, state=state, service=service, theme=theme, rag=rag, states=states)
+    query = plans_query(state=state, service=service, theme=theme, rag=rag)
     if after is not None:
         query = query.where(col(Plan.id) > after)
     if only is not None:
@@ -75,21 +103,12 @@ def list_plans(
     if limit is not None:
         query = query.limit(limit)
     plans = session.exec(query).all()
-    counts: dict[str, dict[str, int]] = {}
-    if plans:
-        ids = [p.id for p in plans]
-        for plan_id, state_ in session.exec(
-            select(Action.plan_id, Action.state).where(col(Action.plan_id).in_(ids))
-        ).all():
-            counts.setdefault(plan_id, {}).setdefault(state_, 0)
-            counts[plan_id][state_] += 1
+    counts = action_counts(session, [p.id for p in plans])
     return [
         {
             "id": p.id, "title": p.title, "service": p.service_id, "source": p.source_type,
             "theme": p.theme, "state": p.state, "rag": p.rag, "owner": p.owner_id,
-            "actions": sum(counts.get(p.id, {}).values()),
-            "actions_done": sum(n for s, n in counts.get(p.id, {}).items()
-                                if s in ("completed", "verified")),
+            **counts.get(p.id, {"actions": 0, "actions_done": 0}),
         }
         for p in plans
     ]
@@ -119,57 +138,75 @@ def all_audit(session: Session, limit: int | None = None) -> list[dict[str, Any]
     return [audit_row(e) for e in reversed(session.exec(query).all())]
 
 
-def _people(session: Session) -> dict[str, str]:
-    return {p.id: p.name for p in session.exec(select(Person)).all()}
+def names_of(session: Session, ids: Sequence[str | None] | None = None) -> dict[str, str]:
+    """id → name of everyone, or of the people ``ids`` names (a portfolio has thousands)."""
+    query = select(Person.id, Person.name)
+    if ids is not None:
+        query = query.where(col(Person.id).in_({i for i in ids if i}))
+    return dict(session.exec(query).all())  # type: ignore[arg-type]
 
 
-def action_detail(session: Session, action: Action, names: dict[str, str]) -> dict[str, Any]:
+def _by_action(session: Session, model: Any, action_ids: Sequence[str]
+               ) -> dict[str, list[dict[str, Any]]]:
+    """Rows of ``model`` (revisions, notes, evidence) of the actions named, by action, in id
+    order: one query for every action of a plan."""
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in action_ids}
+    for row in session.exec(select(model).where(col(model.action_id).in_(list(action_ids)))
+                            .order_by(col(model.id))).all():
+        out[row.action_id].append(row_dict(row))
+    return out
+
+
+def action_detail(session: Session, action: Action, names: dict[str, str],
+                  parts: dict[str, dict[str, list[dict[str, Any]]]] | None = None
+                  ) -> dict[str, Any]:
+    """An action with its owner's name, due-date revisions, progress notes and evidence
+    (``parts``: those already read for many actions at once)."""
     d = row_dict(action)
     d["owner_name"] = names.get(action.owner_id or "", "")
-    d["revisions"] = [row_dict(r) for r in session.exec(
-        select(DueRevision).where(DueRevision.action_id == action.id)
-        .order_by(col(DueRevision.id))).all()]
-    d["notes"] = [row_dict(n) for n in session.exec(
-        select(ProgressNote).where(ProgressNote.action_id == action.id)
-        .order_by(col(ProgressNote.id))).all()]
-    d["evidence"] = [row_dict(e) for e in session.exec(
-        select(Evidence).where(Evidence.action_id == action.id).order_by(col(Evidence.id))).all()]
+    for key, model in (("revisions", DueRevision), ("notes", ProgressNote), ("evidence", Evidence)):
+        found = parts[key] if parts is not None else _by_action(session, model, [action.id])
+        d[key] = found.get(action.id, [])
     return d
 
 
 def show(session: Session, entity_id: str) -> dict[str, Any]:
     """Everything about one plan or action, with its history."""
     kind, row = get_entity(session, entity_id)
-    names = _people(session)
     if isinstance(row, Action):
+        names = names_of(session, [row.owner_id])
         d = action_detail(session, row, names)
         d["kind"] = "action"
         d["history"] = entity_history(session, row.id)
         return d
     plan = row
+    actions = session.exec(select(Action).where(Action.plan_id == plan.id)
+                           .order_by(col(Action.id))).all()
+    names = names_of(session, [plan.owner_id, plan.sponsor_id, *(a.owner_id for a in actions)])
     d = row_dict(plan)
     d["kind"] = kind
     d["owner_name"], d["sponsor_name"] = names.get(plan.owner_id, ""), names.get(plan.sponsor_id, "")
     d["findings"] = [row_dict(f) for f in session.exec(
         select(Finding).where(Finding.plan_id == plan.id).order_by(col(Finding.id))).all()]
-    d["actions"] = [action_detail(session, a, names) for a in session.exec(
-        select(Action).where(Action.plan_id == plan.id).order_by(col(Action.id))).all()]
-    indicators = []
-    for ind in session.exec(select(Indicator).where(Indicator.plan_id == plan.id)
-                            .order_by(col(Indicator.id))).all():
-        i = row_dict(ind)
-        i["measurements"] = [row_dict(m) for m in session.exec(
-            select(Measurement).where(Measurement.indicator_id == ind.id)
-            .order_by(col(Measurement.on), col(Measurement.id))).all()]
-        indicators.append(i)
+    ids = [a.id for a in actions]
+    parts = {key: _by_action(session, model, ids) for key, model in (
+        ("revisions", DueRevision), ("notes", ProgressNote), ("evidence", Evidence))}
+    d["actions"] = [action_detail(session, a, names, parts) for a in actions]
+    indicators = [row_dict(i) for i in session.exec(
+        select(Indicator).where(Indicator.plan_id == plan.id).order_by(col(Indicator.id))).all()]
+    measured: dict[str, list[dict[str, Any]]] = {i["id"]: [] for i in indicators}
+    for m in session.exec(select(Measurement).where(
+            col(Measurement.indicator_id).in_(list(measured)))
+            .order_by(col(Measurement.on), col(Measurement.id))).all():
+        measured[m.indicator_id].append(row_dict(m))
+    for i in indicators:
+        i["measurements"] = measured[i["id"]]
     d["indicators"] = indicators
     d["signoffs"] = [row_dict(s) for s in session.exec(
         select(SignOff).where(SignOff.plan_id == plan.id).order_by(col(SignOff.id))).all()]
-    d["evidence"] = [row_dict(e) for e in session.exec(
-        select(Evidence).where(Evidence.plan_id == plan.id, col(Evidence.action_id).is_(None))
-        .order_by(col(Evidence.id))).all()]
     d["recorded_evidence"] = [row_dict(e) for e in session.exec(
         select(Evidence).where(Evidence.plan_id == plan.id).order_by(col(Evidence.id))).all()]
+    d["evidence"] = [e for e in d["recorded_evidence"] if e["action_id"] is None]
     d["history"] = entity_history(session, plan.id)
     return d
 

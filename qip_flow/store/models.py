@@ -33,7 +33,7 @@ class Person(SQLModel, table=True):
     email: str | None = None
     role: str = ""
     level: str = "operational"
-    line_manager_id: str | None = Field(default=None, foreign_key="person.id")
+    line_manager_id: str | None = Field(default=None, foreign_key="person.id", index=True)
     groups: list[str] = _json_list()
     roles: list[str] = _json_list()  # administrator, governance_lead, guest (policy.py)
     services: list[str] = _json_list()  # a guest's scope: the services whose plans they read
@@ -62,8 +62,8 @@ class Plan(SQLModel, table=True):
     source_reference: str = ""
     source_date: date | None = None
     theme: str = Field(index=True)
-    owner_id: str = Field(foreign_key="person.id")
-    sponsor_id: str = Field(foreign_key="person.id")
+    owner_id: str = Field(foreign_key="person.id", index=True)
+    sponsor_id: str = Field(foreign_key="person.id", index=True)
     risk_ids: list[str] = _json_list()
     review_cadence_days: int | None = None
     state: str = Field(index=True)
@@ -119,7 +119,7 @@ class Action(SQLModel, table=True):
     finding_id: str | None = Field(default=None, foreign_key="finding.id")
     ref: str
     description: str
-    owner_id: str | None = Field(default=None, foreign_key="person.id")
+    owner_id: str | None = Field(default=None, foreign_key="person.id", index=True)
     baseline_due: date | None = None
     due: date | None = None
     state: str = Field(index=True)
@@ -208,7 +208,7 @@ class Indicator(SQLModel, table=True):
     direction: str = "up"
     target: float
     baseline: float | None = None
-    owner_id: str | None = Field(default=None, foreign_key="person.id")
+    owner_id: str | None = Field(default=None, foreign_key="person.id", index=True)
 
 
 class Measurement(SQLModel, table=True):

@@ -7,25 +7,40 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qip_flow.errors import InvalidDefinition, InvalidInput, NotFound, NotInitialised, QipError, Refused
+from qip_flow.errors import (
+    InvalidDefinition,
+    InvalidInput,
+    NotFound,
+    NotInitialised,
+    NotPermitted,
+    QipError,
+    Refused,
+)
 from qip_flow.runtime import Runtime
+from qip_flow.services import identity
 from qip_flow.web import deps
 from qip_flow.web.config import WebSettings
 
 HERE = Path(__file__).resolve().parent
+LONDON = ZoneInfo("Europe/London")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "img-src 'self' data:; font-src 'self'; connect-src 'self'; "
                            "form-action 'self'; frame-ancestors 'none'; base-uri 'self'; "
                            "object-src 'none'")
+#: the routes this module adds itself (each routes module declares its own)
+ROUTE_POLICY: dict[tuple[str, str], str] = {("GET", "/healthz"): "public"}
 SECURITY_HEADERS = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -50,7 +65,10 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
+                # a response may bring its own, stricter policy (a report page: no script at all)
+                own = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                headers.extend(h for h in SECURITY_HEADERS
+                               if not (own and h[0] == b"content-security-policy"))
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 if self.hsts:
@@ -121,8 +139,20 @@ def _too_large(request: Request, allowed: int) -> Response:
                        "(a PDF of the pages that matter, or a smaller photograph).")
 
 
-STATUS = {Refused: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 400,
+#: a person the policy refuses gets 403; the workflow's rules refusing a person the policy
+#: allows to try (closure criteria unmet, the record incomplete) get 409; a bad form 400
+STATUS = {NotPermitted: 403, NotFound: 404, InvalidInput: 400, InvalidDefinition: 400,
           NotInitialised: 503}
+
+
+def status_of(exc: QipError) -> int:
+    """The HTTP status of an error: its own when it says (``http_status``), else by kind."""
+    own = getattr(exc, "http_status", None)
+    if isinstance(own, int):
+        return own
+    if isinstance(exc, Refused) and not isinstance(exc, NotPermitted):
+        return 409 if exc.guards else 403
+    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
 
 
 def uk_date(value: object) -> str:
@@ -139,17 +169,26 @@ def uk_date(value: object) -> str:
     return str(value)
 
 
+def uk_moment(value: str | datetime | None) -> str:
+    """A moment as the clock in London showed it: 28 July 2026, 10:00."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = moment.astimezone(LONDON) if moment.tzinfo else moment
+    return f"{uk_date(local)}, {local:%H:%M}"
+
+
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["uk_date"] = uk_date
+    env.filters.update(uk_date=uk_date, moment=uk_moment)
     return Jinja2Templates(env=env)
 
 
 def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
     """The web application over ``rt``; every route is behind the CSRF check."""
     from qip_flow.store.evidence_files import upload_limit
-    from qip_flow.web.routes import actions, auth, home
+    from qip_flow.web.routes import route_modules
 
     app = FastAPI(title="qip_flow", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(deps.csrf_protect)])
@@ -158,8 +197,9 @@ def create_app(rt: Runtime, settings: WebSettings) -> FastAPI:
     from qip_flow.web.api import PREFIX, create_api
 
     app.mount(PREFIX, create_api(rt, settings), name="api")
-    auth.install(app, settings, rt)
-    for module in (auth, home, actions):
+    for module in route_modules():
+        if hasattr(module, "install"):
+            module.install(app, settings, rt)
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     _handle_errors(app)
@@ -177,13 +217,14 @@ def healthz(rt: Runtime = Depends(deps.runtime)) -> JSONResponse:
     return JSONResponse(report.as_dict(), status_code=200 if report.healthy else 503)
 
 
-def _error_page(request: Request, status: int, message: str, details: list[str] | None = None
-                ) -> Response:
+def _error_page(request: Request, status: int, message: str, details: list[str] | None = None,
+                who_can: tuple[str, ...] = ()) -> Response:
     titles = {400: "There is a problem", 403: "You cannot do this", 404: "Page not found",
-              405: "Not allowed", 413: "The file is too large", 503: "Not ready"}
+              405: "Not allowed", 409: "This cannot be done now", 413: "The file is too large",
+              503: "Not ready"}
     return deps.render(request, "error.html.j2", {
         "title": titles.get(status, "Something went wrong"), "message": message,
-        "details": details or []}, status_code=status)
+        "details": details or [], "who_can": who_can}, status_code=status)
 
 
 def _handle_errors(app: FastAPI) -> None:
@@ -193,8 +234,20 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(QipError)
     async def refused(request: Request, exc: QipError) -> Response:
-        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
-        return _error_page(request, status, exc.message, exc.details)
+        if isinstance(exc, NotPermitted):
+            signin = deps.current_signin(request)
+            await run_in_threadpool(
+                identity.record_refusal, deps.runtime(request),
+                person_id=signin.person.id if signin else None, what="request refused",
+                reason=exc.message, path=request.url.path)
+            return _error_page(request, 403, exc.reason, who_can=exc.who_can)
+        return _error_page(request, status_of(exc), exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> Response:
+        fields = sorted({str(e["loc"][-1]) for e in exc.errors() if e.get("loc")})
+        return _error_page(request, 400, "This request is missing something or has a value "
+                           "that cannot be read" + (f": {', '.join(fields)}" if fields else ""))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

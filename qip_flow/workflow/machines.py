@@ -36,6 +36,7 @@ def _check(kind: str, event: EventDef) -> Any:
             reason = GUARDS[kind][ref.name](subject, ref.params)
             if reason:
                 subject.refusals.append(reason)
+                subject.refused_by.append(ref.name)
         return not subject.refusals
 
     return check
@@ -121,5 +122,6 @@ class Workflows:
         except MachineError as exc:
             raise Refused(f"Can't {event_name} {subject.label}: {exc.value}") from None
         if not moved:
-            raise Refused(f"Can't {event_name} {subject.label}", details=subject.refusals)
+            raise Refused(f"Can't {event_name} {subject.label}", details=subject.refusals,
+                          guards=subject.refused_by)
         return Move(event, source, subject.state, wf.version)

@@ -115,6 +115,7 @@ class Subject:
         self.judge = judge  # the rules' facts and decisions, handed in by the services
         self.definition: WorkflowDef | None = None  # the workflow firing it (set by fire)
         self.refusals: list[str] = []
+        self.refused_by: list[str] = []  # the guard behind each refusal
         self.decisions: dict[str, Any] = {}  # explanations kept in the audit event
 
     @property

@@ -14,8 +14,23 @@ from qip_flow.services.identity import SignIn
 from qip_flow.web import deps
 from qip_flow.web.config import WebSettings
 from qip_flow.web.oidc import OidcClient
+from qip_flow.web.routes import PUBLIC, SIGNED_IN
 
 router = APIRouter()
+#: signing in is open to everyone; signing out needs a session (routes/__init__.py)
+ROUTE_POLICY: dict[tuple[str, str], str] = {
+    ("GET", "/sign-in"): PUBLIC,
+    ("POST", "/sign-in/email"): PUBLIC,
+    ("GET", "/sign-in/email/sent"): PUBLIC,
+    ("GET", "/sign-in/email/{token}"): PUBLIC,
+    ("POST", "/sign-in/email/{token}"): PUBLIC,
+    ("GET", "/link/{token}"): PUBLIC,
+    ("GET", "/sign-in/oidc"): PUBLIC,
+    ("GET", "/sign-in/oidc/callback"): PUBLIC,
+    ("GET", "/sign-in/dev"): PUBLIC,
+    ("POST", "/sign-in/dev"): PUBLIC,
+    ("POST", "/sign-out"): SIGNED_IN,
+}
 
 
 def install(app: FastAPI, settings: WebSettings, rt: Runtime) -> None:

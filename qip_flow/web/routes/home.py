@@ -10,11 +10,11 @@ from fastapi.responses import HTMLResponse
 from qip_flow.services import pages
 from qip_flow.services.identity import SignIn, item_path
 from qip_flow.web import deps
+from qip_flow.web.routes import SIGNED_IN
 
 router = APIRouter()
-
 #: every route here and the question it asks the policy (the permission test reads it)
-ROUTE_POLICY: dict[tuple[str, str], str] = {("GET", "/"): "signed-in"}
+ROUTE_POLICY: dict[tuple[str, str], str] = {("GET", "/"): SIGNED_IN}
 
 
 @router.get("/", response_class=HTMLResponse)
