@@ -53,6 +53,9 @@ log = logging.getLogger("qip_flow.digests")
 SPECIAL_CAUSES = {"special_cause_concern": "special cause of concern",
                   "special_cause_improvement": "special cause of improvement"}
 CARD_ITEMS = 12
+APPROVALS = ("approval waiting", "approvals waiting")
+RAG = ("RAG change", "RAG changes")
+CAUSES = ("special cause", "special causes")
 
 
 @dataclass
@@ -66,8 +69,9 @@ class Item:
 @dataclass
 class Section:
     title: str
-    label: str  # how the subject counts it: "2 escalations"
+    label: tuple[str, str]  # how the subject counts it: ("escalation", "escalations")
     items: list[Item] = field(default_factory=list)
+    recap: bool = False  # repeats messages already sent: no reason for a digest on its own
 
 
 @dataclass
@@ -133,6 +137,13 @@ class Week:
                             f"latest point {short_date(latest, self.today)}",
                             self.links.page(indicator.plan_id), indicator.plan_id))
         return [item for p in dict.fromkeys(plan_ids) for item in self._causes.get(p, [])]
+
+    def still_monitoring(self, plan_ids: set[str]) -> set[str]:
+        """Plans in a monitoring period that has not ended: no sign-off waits for them yet."""
+        if not plan_ids:
+            return set()
+        return set(self.session.exec(select(Plan.id).where(
+            col(Plan.id).in_(plan_ids), col(Plan.monitoring_until) > self.now)).all())
 
     def _titles(self, ids: set[str]) -> dict[str, str]:
         if not ids:
@@ -218,9 +229,11 @@ def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
 
 def _held_sections(week: Week, held: list[Notification]) -> list[Section]:
     """Held messages by kind, each once (a group's message is held once per member)."""
-    titles = {"escalation": ("Escalations for you to decide on", "escalation"),
-              "reminder": ("Reminders", "reminder"),
-              "learning": ("Learning shared with you", "learning summary")}
+    titles = {"escalation": ("Escalations for you to decide on",
+                             ("escalation", "escalations")),
+              "reminder": ("Reminders", ("reminder", "reminders")),
+              "learning": ("Learning shared with you",
+                           ("learning summary", "learning summaries"))}
     sections = {kind: Section(title, label) for kind, (title, label) in titles.items()}
     seen: set[str] = set()
     for n in held:
@@ -247,9 +260,10 @@ def _personal_sections(week: Week, person: Person, held: list[Notification], *,
         col(Notification.state).in_(["queued", "sent", "partial"]),
         col(Notification.created_at) >= week.since).order_by(col(Notification.id))).all())
     if sent:
-        sections.append(Section("Escalations sent to you this week", "escalation sent", [
+        sections.append(Section("Escalations sent to you this week",
+                                ("escalation sent", "escalations sent"), [
             Item(n.subject, f"sent {short_date(week.day(n.created_at), week.today)}",
-                 week.links.page(n.entity_id), n.plan_id) for n in sent]))
+                 week.links.page(n.entity_id), n.plan_id) for n in sent], recap=True))
     if not leader:
         return sections
     approvals = _approvals(week, person)
@@ -259,10 +273,10 @@ def _personal_sections(week: Week, person: Person, held: list[Notification], *,
         (col(Plan.sponsor_id) == person.id) | (col(Plan.owner_id) == person.id))).all())
     rag = week.rag_changes(plans)
     if rag:
-        sections.append(Section("Your plans that changed RAG this week", "RAG change", rag))
+        sections.append(Section("Your plans that changed RAG this week", RAG, rag))
     causes = week.special_causes(sorted(plans))
     if causes:
-        sections.append(Section("Special causes this week", "special cause", causes))
+        sections.append(Section("Special causes this week", CAUSES, causes))
     return sections
 
 
@@ -275,16 +289,17 @@ def _approvals(week: Week, person: Person) -> Section:
         work = pages.my_work(week.rt, Actor(person))
     except Exception as exc:  # one unreadable plan must not stop everyone's digest
         log.warning("digest: approvals for %s not listed (%s)", person.id, exc)
-        return Section("Waiting for your approval", "approval waiting")
+        return Section("Waiting for your approval", APPROVALS)
     items = [Item(f"New date for {r['id']}: {long_date(r['new_due'])}",
                   f"asked by {r['requested_by']}: {r['reason']}", week.links.page(r["id"]),
                   r["plan"]) for r in work["new_dates"]]
     items += [Item(f"Verify {r['id']}: {r['description']}", "completed, waiting to be verified",
                    week.links.page(r["id"]), r["plan"]) for r in work["verifications"]]
+    watched = week.still_monitoring({r["plan"] for r in work["signoffs"]})
     items += [Item(f"Sign off {r['purpose'].replace('_', ' ')} of {r['plan']}: {r['title']}",
                    f"the plan is {r['state'].replace('_', ' ')}", week.links.page(r["plan"]),
-                   r["plan"]) for r in work["signoffs"]]
-    return Section("Waiting for your approval", "approval waiting", items)
+                   r["plan"]) for r in work["signoffs"] if r["plan"] not in watched]
+    return Section("Waiting for your approval", APPROVALS, items)
 
 
 def _group_sections(week: Week, group: str, held: list[Notification]) -> list[Section]:
@@ -295,20 +310,23 @@ def _group_sections(week: Week, group: str, held: list[Notification]) -> list[Se
                                                 Plan.closure_criteria)).all()
             if signoff_group(r) == group]
     plans = {r.id for r in rows} | {n.plan_id for n in held}
+    watched = week.still_monitoring({r.id for r in rows})
     steps = signoff_steps(week.rt)
     waiting = [Item(f"Sign off {' or '.join(s.replace('_', ' ') for s in steps[r.state])} of "
                     f"{r.id}: {r.title}", f"the plan is {r.state.replace('_', ' ')}",
                     week.links.page(r.id), r.id)
-               for r in rows if r.state in steps and any(s != "approval" for s in steps[r.state])]
+               for r in rows if r.state in steps and r.id not in watched
+               and any(s != "approval" for s in steps[r.state])]
     if waiting:
-        sections.append(Section(f"Sign-offs waiting for the {group}", "sign-off waiting",
+        sections.append(Section(f"Sign-offs waiting for the {group}",
+                                ("sign-off waiting", "sign-offs waiting"),
                                 waiting))
     rag = week.rag_changes(plans)
     if rag:
-        sections.append(Section("Plans that changed RAG this week", "RAG change", rag))
+        sections.append(Section("Plans that changed RAG this week", RAG, rag))
     causes = week.special_causes(sorted(plans))
     if causes:
-        sections.append(Section("Special causes this week", "special cause", causes))
+        sections.append(Section("Special causes this week", CAUSES, causes))
     return sections
 
 
@@ -319,8 +337,8 @@ def _send(week: Week, person: Person, sections: list[Section], held: list[Notifi
     from qip_flow.services.notifications import insert_once
 
     sections = [s for s in sections if s.items]
-    if not sections:
-        return 0
+    if all(s.recap for s in sections):
+        return 0  # nothing new: what was sent this week was read when it came
     summary = ", ".join(_counted(len(s.items), s.label) for s in sections)
     whose = f"{group} weekly digest" if group else "Weekly digest"
     subject = f"{whose} for {person.name}: {summary}"
@@ -353,10 +371,6 @@ def _send(week: Week, person: Person, sections: list[Section], held: list[Notifi
     return 1
 
 
-def _counted(count: int, label: str) -> str:
-    """3, "approval waiting" → "3 approvals waiting"; 1, "RAG change" → "1 RAG change"."""
-    if count == 1:
-        return f"1 {label}"
-    head, _, tail = label.partition(" ")
-    plural_head = head[:-1] + "ies" if head.endswith("y") else head + "s"
-    return f"{count} {plural_head}" + (f" {tail}" if tail else "")
+def _counted(count: int, label: tuple[str, str]) -> str:
+    """3, ("approval waiting", "approvals waiting") → "3 approvals waiting"."""
+    return f"{count} {label[0] if count == 1 else label[1]}"

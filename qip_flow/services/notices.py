@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
+from qip_flow.clock import as_aware
 from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
 from qip_flow.notify import cards
@@ -77,27 +78,24 @@ class Bundle:
     person_id: str
     lead: NotifyDecision
     also: list[NotifyDecision] = field(default_factory=list)
-    merge_into: str | None = None  # a message already made today (its key) covers them all
-    not_before: datetime | None = None  # a lower rung went out today: this one waits a day
+    not_before: datetime | None = None  # another message about the action goes out that day
 
     @property
     def decisions(self) -> list[NotifyDecision]:
         return [self.lead, *self.also]
 
 
-@dataclass
-class Earlier:
-    """A message made earlier today for a person about an item."""
-
-    key: str
-    rank: tuple[int, int, int]
+#: (item, person) → the days (UK) their messages about it go out
+Taken = dict[tuple[str, str], set[date]]
 
 
 def bundles(rt: Runtime, wanted: list[tuple[NotifyDecision, str]], known: set[str],
-            earlier: dict[tuple[str, str], list[Earlier]], now: datetime) -> list[Bundle]:
+            taken: Taken, now: datetime) -> list[Bundle]:
     """The messages to make from the new (decision, person) pairs: one per person and item;
-    the highest rung leads. Against ``earlier`` messages today: a rung no higher than one sent
-    is merged into it; a higher one waits for the next day."""
+    the highest rung leads and the others travel with it. A message about an action for a
+    person who already has one going out that day (decided earlier, or held back by working
+    hours) waits for the next working day free of one — so nobody gets two about one action
+    on one day, and nothing is lost."""
     grouped: dict[tuple[str, str], list[NotifyDecision]] = defaultdict(list)
     for decision, person_id in wanted:
         if key_of(decision, person_id) in known:
@@ -109,27 +107,29 @@ def bundles(rt: Runtime, wanted: list[tuple[NotifyDecision, str]], known: set[st
     for (entity_id, person_id), decisions in grouped.items():
         ordered = sorted(decisions, key=lambda d: decision_rank(rt, d), reverse=True)
         bundle = Bundle(person_id, ordered[0], ordered[1:])
-        before = earlier.get((entity_id, person_id), [])
-        if before:
-            best = max(before, key=lambda e: e.rank)
-            if best.rank >= decision_rank(rt, bundle.lead):
-                bundle.merge_into = best.key
-            else:
-                bundle.not_before = next_day(rt, now)
+        days = taken.get((entity_id, person_id), set())
+        if bundle.lead.subject == "action" and days:
+            moment = now
+            while send_day(rt, moment) in days:
+                moment = next_day(rt, send_day(rt, moment))
+            bundle.not_before = moment if moment != now else None
         out.append(bundle)
     return out
 
 
-def next_day(rt: Runtime, now: datetime) -> datetime:
-    """The start of tomorrow in the delivery time zone."""
-    zone = ZoneInfo(rt.rules.delivery.timezone)
-    tomorrow = now.astimezone(zone).date() + timedelta(days=1)
-    return datetime.combine(tomorrow, time.min, tzinfo=zone).astimezone(UTC)
+def send_day(rt: Runtime, moment: datetime) -> date:
+    """The UK day a message decided (or held until) ``moment`` goes out: working hours and
+    days of the reminders rules' delivery settings."""
+    from qip_flow.decide.schedule import working_moment
+
+    settings = rt.rules.delivery
+    return working_moment(settings, moment).astimezone(ZoneInfo(settings.timezone)).date()
 
 
-def day_start(rt: Runtime, now: datetime) -> datetime:
+def next_day(rt: Runtime, day: date) -> datetime:
+    """The start of the day after ``day`` in the delivery time zone."""
     zone = ZoneInfo(rt.rules.delivery.timezone)
-    return datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone).astimezone(UTC)
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
 
 
 def held_for(rt: Runtime, decision: NotifyDecision, person: Person,
@@ -195,7 +195,7 @@ class NoticeData:
 
     def __init__(self, rt: Runtime, session: Session, plan_ids: list[str], now: datetime) -> None:
         self.rt, self.session, self.plan_ids, self.now = rt, session, plan_ids, now
-        self._earlier: dict[str, dict[tuple[str, str], list[Earlier]]] = {}
+        self._taken: dict[str, Taken] = {}
         self._history: dict[str, list[Notification]] = {}
         self._links: Links | None = None
 
@@ -205,29 +205,34 @@ class NoticeData:
             self._links = Links(self.rt)
         return self._links
 
-    def earlier_today(self, plan_id: str) -> dict[tuple[str, str], list[Earlier]]:
-        """(item, person) → the messages made for them today (merged ones aside)."""
-        if plan_id not in self._earlier:
+    def taken(self, plan_id: str) -> Taken:
+        """(item, person) → the days their messages about it go out, for the messages of
+        the last week that will be or were sent on their own (not held for a digest, not
+        merged), read once for the batch's plans."""
+        if plan_id not in self._taken:
             ids = self.plan_ids if plan_id in self.plan_ids else [plan_id]
             for pid in ids:
-                self._earlier[pid] = {}
+                self._taken[pid] = {}
             rows = self.session.exec(select(
                 Notification.plan_id, Notification.entity_id, Notification.recipient_id,
-                Notification.key, Notification.rule_id, Notification.kind, Notification.detail)
+                Notification.created_at, Notification.detail)
                 .where(col(Notification.plan_id).in_(ids),
-                       col(Notification.created_at) >= day_start(self.rt, self.now),
-                       Notification.state != "merged")).all()
-            for pid, entity, person, key, rule_id, kind, detail in rows:
+                       col(Notification.created_at) >= self.now - timedelta(days=7),
+                       col(Notification.state).not_in(["merged", "held", "digested"]))).all()
+            for pid, entity, person, created, detail in rows:
                 if person is None:
                     continue
-                self._earlier[pid].setdefault((entity, person), []).append(Earlier(
-                    key, rank(self.rt, rule_id, kind, (detail or {}).get("to"))))
-        return self._earlier[plan_id]
+                later = (detail or {}).get("not_before")
+                moment = max(as_aware(created), datetime.fromisoformat(later)) if later \
+                    else as_aware(created)
+                self._taken[pid].setdefault((entity, person), set()).add(
+                    send_day(self.rt, moment))
+        return self._taken[plan_id]
 
-    def remember(self, plan_id: str, bundle: Bundle, key: str) -> None:
-        self.earlier_today(plan_id).setdefault((bundle.lead.entity_id, bundle.person_id),
-                                                []).append(
-            Earlier(key, decision_rank(self.rt, bundle.lead)))
+    def remember(self, plan_id: str, bundle: Bundle) -> None:
+        """A message just made: its day is taken for its reader and item."""
+        self.taken(plan_id).setdefault((bundle.lead.entity_id, bundle.person_id), set()).add(
+            send_day(self.rt, bundle.not_before or self.now))
 
     def history(self, entity_id: str) -> list[Notification]:
         """Messages made before about an item, oldest first (merged ones aside)."""

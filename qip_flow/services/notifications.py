@@ -224,8 +224,8 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
     context.prefetch(pid for _, pid in wanted)
     context.for_messages(rt, now)
     made: list[Notification] = []
-    earlier = context.notices.earlier_today(plan.id)
-    for bundle in notices.bundles(rt, wanted, known, earlier, now):
+    taken = context.notices.taken(plan.id)
+    for bundle in notices.bundles(rt, wanted, known, taken, now):
         person = context.get(bundle.person_id)
         if person is None:
             continue
@@ -240,9 +240,8 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
         for row in rows:
             known.add(row.key)
             context.remember(row.key)
-        if bundle.merge_into is not None:
-            continue
-        context.notices.remember(plan.id, bundle, rows[0].key)
+        if rows[0].state != "held":
+            context.notices.remember(plan.id, bundle)
         made.append(rows[0])
         if bundle.lead.kind == "escalation":
             audit.append(session, at=now, actor=RULES_ACTOR, entity_type=bundle.lead.subject,
@@ -260,8 +259,7 @@ def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notic
                  person: Person, wanted: list[tuple[NotifyDecision, str]], data: PlanData,
                  now: datetime) -> list[Notification]:
     """The outbox rows of one bundle: the message (held for a digest, or queued), then a
-    ``merged`` row for each rung it covers — so their keys are taken and never sent later.
-    A bundle covered by a message made earlier today is all ``merged`` rows."""
+    ``merged`` row for each rung it covers — so their keys are taken and never sent later."""
     lead = bundle.lead
     group = lead.group or (notices.signoff_group(plan) if lead.to == "signoff_group" else None)
     base = {"occurrence": lead.occurrence, "to": lead.to, "subject": lead.subject}
@@ -280,8 +278,6 @@ def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notic
                     "subject": decision.subject, "headline": decision.headline,
                     "merged_into": into})
 
-    if bundle.merge_into is not None:
-        return [merged(d, bundle.merge_into) for d in bundle.decisions]
     names = [p.name for p in (context.get(pid) for d, pid in wanted if d is lead)
              if p is not None]
     notice = notices.render_bundle(rt, context, plan, bundle, person, data, now,
