@@ -110,6 +110,11 @@ class Mail:
         return found.group(0) if found else ""
 
     @property
+    def item(self) -> str:
+        """What it is about: an action, a plan, or the reader of a digest (``X-QIP-About``)."""
+        return str(self.message["X-QIP-About"] or "")
+
+    @property
     def kind(self) -> str:
         return str(self.message["X-QIP-Kind"] or "")
 

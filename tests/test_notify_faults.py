@@ -69,12 +69,12 @@ def attempts(rt: Runtime) -> dict[int, list[str]]:
 
 
 def identity(rt: Runtime) -> dict[int, tuple[str, str, str]]:
-    """Delivery id → (recipient's address, subject, rule): what the relay can see of it."""
+    """Delivery id → (recipient's address, item, rule): what the relay can see of it."""
     with rt.db.read() as session:
         people = {p.id: p.email or "" for p in session.exec(select(Person)).all()}
         rows = session.exec(select(Delivery, Notification).join(
             Notification, Notification.id == Delivery.notification_id)).all()
-        return {d.id or 0: (people[n.recipient_id], n.subject, n.rule_id) for d, n in rows}
+        return {d.id or 0: (people[n.recipient_id], n.entity_id, n.rule_id) for d, n in rows}
 
 
 # --- email relay down for a while ----------------------------------------------------------
@@ -117,7 +117,7 @@ def test_a_relay_that_is_down_for_a_while_loses_nothing(
     assert (back.sent, back.retried, back.failed) == (made, 0, 0)
     assert [d.state for d in deliveries(rt)] == ["sent"] * made
     assert set(map(tuple, attempts(rt).values())) == {("failed", "failed", "sent")}
-    arrived = Counter((m.to, m.subject, m.rule) for m in relay.messages)
+    arrived = Counter((m.to, m.item, m.rule) for m in relay.messages)
     assert arrived == Counter(identity(rt).values())
     assert max(arrived.values()) == 1
 
@@ -285,7 +285,7 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_counts_its_duplicate(
     assert all(d.state == "sent" for d in deliveries(rt)) and len(deliveries(rt)) == queued
     outcomes = Counter(o for tries in attempts(rt).values() for o in tries)
     assert outcomes["interrupted"] == 1 and outcomes["sent"] == queued
-    arrived = Counter((m.to, m.subject, m.rule) for m in relay.messages)
+    arrived = Counter((m.to, m.item, m.rule) for m in relay.messages)
     expected = Counter(identity(rt).values())
     assert not expected - arrived  # nothing lost
     duplicates = sum((arrived - expected).values())

@@ -224,9 +224,9 @@ class LadderSettings(_Strict):
     def _groups(cls, value: list[str]) -> list[str]:
         for group in value:
             if not group.strip():
-                raise ValueError("digest_groups: a group name cannot be empty")
+                raise ValueError("a group name cannot be empty")
         if len(set(value)) != len(value):
-            raise ValueError("digest_groups: a group is named twice")
+            raise ValueError("a group is named twice; name each group once")
         return value
 
 

@@ -372,7 +372,7 @@ def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bund
                        "met, ask for a new one.")
     values: dict[str, Any] = {
         "person": person, "kind": lead.kind, "sentence": subject, "roles": roles, "ask": ask,
-        "also": [f"{uk_dates(d.headline, today)} (rule {d.rule.id})" for d in bundle.also],
+        "also": [f"{d.rule.description} (rule {d.rule.id})" for d in bundle.also],
         "plan": plan, "service": context.service_name(plan.service_id), "action": action,
         "finding": finding.description if finding else "",
         "owner_name": owner.name if owner else "", "why": lead.rule.description,
