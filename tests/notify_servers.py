@@ -51,6 +51,15 @@ ORGANISATION = EXAMPLES / "organisation.yaml"
 PLANS = EXAMPLES / "plans"
 MEDICATION = PLANS / "QIP-2026-014-medication.yaml"
 SENDER = "qip@riverside-care.example"
+#: a second member of the Board, for an organisation file of its own (a `people:` entry)
+BOARD_MEMBER = """\
+  - id: oshaw
+    name: Olivia Shaw
+    email: olivia.shaw@riverside-care.example
+    role: Chair of the Board
+    level: board
+    groups: [Board]
+"""
 ACTION_ID = re.compile(r"QIP-\d{4}-\d{3}/A\d+")
 RULE_ID = re.compile(r"\(rule ([\w.-]+)\)")
 

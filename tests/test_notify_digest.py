@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from notify_servers import (
+    BOARD_MEMBER,
     SmtpServer,
     WebhookReceiver,
     approve_and_start,
@@ -39,15 +40,6 @@ pytestmark = pytest.mark.filterwarnings(
 BASE_URL = "https://qip.riverside-care.example"
 PLAN = "QIP-2026-014"
 A1, A2 = f"{PLAN}/A1", f"{PLAN}/A2"
-BOARD_MEMBER = """\
-people:
-  - id: oshaw
-    name: Olivia Shaw
-    email: olivia.shaw@riverside-care.example
-    role: Chair of the Board
-    level: board
-    groups: [Board]
-"""
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ def rt(database: Database, tmp_path: Path, smtp: SmtpServer, teams: WebhookRecei
         (smtp.url(), "email"), (teams.url("boardflow01", "sigboard001"), "group:board")]))
     load_examples(rt)
     extra = tmp_path / "board.yaml"
-    extra.write_text(BOARD_MEMBER, encoding="utf-8")
+    extra.write_text("people:\n" + BOARD_MEMBER, encoding="utf-8")
     loading.load_files(rt, [extra], actor="cevans")
     approve_and_start(rt)
     return rt

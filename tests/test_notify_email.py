@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 from notify_servers import (
+    BOARD_MEMBER,
     Mail,
     SmtpServer,
     approve_and_start,
@@ -51,14 +52,6 @@ BASE_URL = "https://qip.riverside-care.example"
 SMTP_USER = "qipbot"
 SMTP_PASS = "Rv3r!side-Smtp"  # '!' is written %21 in Apprise's own URLs
 
-BOARD_MEMBER = """\
-  - id: oshaw
-    name: Olivia Shaw
-    email: olivia.shaw@riverside-care.example
-    role: Chair of the Board
-    level: board
-    groups: [Board]
-"""
 MEGAN_WANTS_A_DIGEST = """\
   - id: mjones
     name: Megan Jones

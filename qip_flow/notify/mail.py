@@ -7,12 +7,13 @@ any sender — one connection per message or per batch — sends the same messag
 from __future__ import annotations
 
 import contextlib
-import email.policy
 import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import cache
 from typing import Any
@@ -20,9 +21,6 @@ from typing import Any
 import apprise
 
 SENDER_NAME = "qip_flow"
-#: headers are not folded: Python's folding drops the space between two encoded words, so
-#: "12… — due" would arrive as "12…— due" (subjects are cut to 160 characters anyway)
-POLICY = email.policy.default.clone(max_line_length=998)
 #: SMTP replies a retry will not change: the mailbox or the sender is refused
 PERMANENT_CODES = range(550, 555)
 
@@ -54,19 +52,22 @@ class Relay:
 
 
 def build(relay: Relay, *, to: str, subject: str, text: str, html: str,
-          headers: dict[str, str] | None = None) -> EmailMessage:
-    """One message to ``to``: our text part first, the HTML part as the alternative."""
-    message = EmailMessage(policy=POLICY)
+          headers: dict[str, str] | None = None) -> MIMEMultipart:
+    """One message to ``to``: our text part first, the HTML part as the alternative. Built with
+    the classic MIME classes: they encode a long non-ASCII subject without losing the spaces
+    between its encoded words (the newer policy's folding drops them: "12… — due" arrived as
+    "12…— due"), and take a third of the time."""
+    message = MIMEMultipart("alternative")
     message["From"] = formataddr((relay.sender_name, relay.sender))
     message["To"] = to
-    message["Subject"] = subject
+    message["Subject"] = Header(subject, "utf-8")
     message["Date"] = format_datetime(datetime.now(UTC))  # the real time it is written
     message["Message-ID"] = make_msgid(domain=relay.sender.rsplit("@", 1)[-1] or None)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
     for name, value in (headers or {}).items():
         message[name] = value
-    message.set_content(text, charset="utf-8", cte="quoted-printable")
-    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.attach(MIMEText(text, "plain", "utf-8"))
+    message.attach(MIMEText(html, "html", "utf-8"))
     return message
 
 
@@ -94,7 +95,7 @@ def connect(relay: Relay) -> smtplib.SMTP:
     return smtp
 
 
-def send(relay: Relay, message: EmailMessage) -> tuple[bool, str, bool]:
+def send(relay: Relay, message: MIMEMultipart) -> tuple[bool, str, bool]:
     """One message on its own connection: (sent, what went wrong, permanent)."""
     where = f"SMTP {relay.host}:{relay.port}"
     try:

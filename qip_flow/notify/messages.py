@@ -93,11 +93,20 @@ def subject_line(kind: str, words: str, headline: str) -> str:
     return cut_words(line, SUBJECT_LIMIT)
 
 
+#: every value the notice templates print, as a message without it says it (a message about a
+#: plan has no action, a reminder no "already told")
+NOTICE_DEFAULTS: dict[str, Any] = {
+    "roles": [], "ask": "", "also": [], "action": None, "finding": "", "owner_name": "",
+    "due": "", "original_due": "", "overdue": "", "slipped": "", "last_update": "",
+    "request": "", "told": [], "others": [], "link": None, "link_label": "", "page_label": "",
+    "colour": "#212b32"}
+
+
 def render(template: str, context: dict[str, Any], *, subject: str,
            card: dict[str, Any]) -> Rendered:
     """``template`` is ``notice``, ``digest`` or ``plan_failure`` (its ``.txt.j2`` and
     ``.html.j2``); ``card`` is its Adaptive Card (:func:`qip_flow.notify.cards.card`)."""
-    values = {**context, "subject": subject}
+    values = {**(NOTICE_DEFAULTS if template == "notice" else {}), **context, "subject": subject}
     if values.get("link"):
         values["link"] = Markup(LINK_SLOT)
     text = _template(f"{template}.txt.j2").render(values)

@@ -271,13 +271,7 @@ def _personal_sections(week: Week, person: Person, held: list[Notification], *,
         sections.append(approvals)
     plans = set(week.session.exec(select(Plan.id).where(
         (col(Plan.sponsor_id) == person.id) | (col(Plan.owner_id) == person.id))).all())
-    rag = week.rag_changes(plans)
-    if rag:
-        sections.append(Section("Your plans that changed RAG this week", RAG, rag))
-    causes = week.special_causes(sorted(plans))
-    if causes:
-        sections.append(Section("Special causes this week", CAUSES, causes))
-    return sections
+    return sections + _plan_sections(week, plans, "Your plans that changed RAG this week")
 
 
 def _approvals(week: Week, person: Person) -> Section:
@@ -321,13 +315,14 @@ def _group_sections(week: Week, group: str, held: list[Notification]) -> list[Se
         sections.append(Section(f"Sign-offs waiting for the {group}",
                                 ("sign-off waiting", "sign-offs waiting"),
                                 waiting))
-    rag = week.rag_changes(plans)
-    if rag:
-        sections.append(Section("Plans that changed RAG this week", RAG, rag))
-    causes = week.special_causes(sorted(plans))
-    if causes:
-        sections.append(Section("Special causes this week", CAUSES, causes))
-    return sections
+    return sections + _plan_sections(week, plans, "Plans that changed RAG this week")
+
+
+def _plan_sections(week: Week, plans: set[str], rag_title: str) -> list[Section]:
+    """The week of some plans: their RAG changes and their indicators' special causes."""
+    sections = [Section(rag_title, RAG, week.rag_changes(plans)),
+                Section("Special causes this week", CAUSES, week.special_causes(sorted(plans)))]
+    return [s for s in sections if s.items]
 
 
 def _send(week: Week, person: Person, sections: list[Section], held: list[Notification], *,

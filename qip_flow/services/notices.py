@@ -32,7 +32,7 @@ from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
 from qip_flow.notify import cards
 from qip_flow.notify.dates import long_date, plural, short_date, times, uk_dates
-from qip_flow.notify.messages import Rendered, render, subject_line
+from qip_flow.notify.messages import NOTICE_DEFAULTS, Rendered, render, subject_line
 from qip_flow.runtime import Runtime
 from qip_flow.store.models import (
     Action,
@@ -380,9 +380,8 @@ def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bund
         "link": page, "colour": SEVERITY_COLOUR.get(severity, "#212b32"),
         "link_label": (f"Open action {action.ref}" if lead.kind == "escalation" else
                        f"Update action {action.ref}") if action else f"Open plan {plan.id}",
-        "page_label": f"action {action.id}" if action else f"plan {plan.id}",
-        "due": "", "original_due": "", "overdue": "", "slipped": "", "last_update": "",
-        "request": "", "told": []}
+        "page_label": f"action {action.id}" if action else f"plan {plan.id}"}
+    values = {**NOTICE_DEFAULTS, **values}
     if action is not None:
         if action.due:
             values["due"] = long_date(action.due)

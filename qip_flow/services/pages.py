@@ -94,7 +94,8 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
             {"id": n.id, "entity": n.entity_id, "plan": n.plan_id, "subject": n.subject,
              "at": n.created_at.isoformat(), "rule": n.rule_id}
             for n in session.exec(select(Notification).where(
-                Notification.recipient_id == person.id, Notification.kind == "escalation")
+                Notification.recipient_id == person.id, Notification.kind == "escalation",
+                Notification.state != "merged")  # a rung another message that day covered
                 .order_by(col(Notification.id).desc()).limit(50)).all()]
     return {"person": person.id, "name": person.name, "today": today.isoformat(),
             "actions": rows, "new_dates": dates, "verifications": verify,
