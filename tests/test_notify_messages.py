@@ -3,14 +3,21 @@ them, the text part shows them as written, the link to the item's page is put in
 message is sent (and never where people's text put something that looks like it), subjects say
 their kind once and lead with the action's words, and dates are written the UK way."""
 
+import shutil
 from datetime import date, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from qip_flow.notify import cards
 from qip_flow.notify.dates import long_date, short_date, uk_dates
 from qip_flow.notify.messages import LINK_SLOT, cut_words, render, subject_line, with_link
 
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+AXE = REPO / "tests" / "assets" / "axe.min.js"
 HOSTILE = '<script>alert("x")</script> {{ 7*7 }} {% raw %} **bold** [x](http://evil.example)'
 
 
@@ -87,3 +94,48 @@ def test_dates_are_written_the_uk_way() -> None:
     assert short_date(date(2027, 1, 5), today) == "Tue 5 January 2027"
     assert long_date(datetime(2026, 3, 13, 9, 0)) == "Friday 13 March 2026"
     assert uk_dates("due 2026-03-31, not 2026-13-45", today) == "due Tue 31 March, not 2026-13-45"
+
+
+def test_the_email_reads_well_in_chromium_with_no_serious_accessibility_finding(
+        tmp_path: Path) -> None:
+    """The escalation email and a digest, opened in Chromium on a 320 px phone and on a
+    desktop: axe-core finds nothing serious or critical (WCAG 2.2 AA); screenshots are kept."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    message = rendered("Retrain the night team")
+    pages = {"escalation": with_link(message.text, message.html, "https://q.example/link/t")[1],
+             "digest": render("digest", {
+                 "person": SimpleNamespace(name="Helen Wright"), "intro": "The Board's week.",
+                 "week": "week to Monday 20 April 2026", "home": "https://q.example/",
+                 "sections": [SimpleNamespace(title="Escalations for you to decide on", items=[
+                     SimpleNamespace(title="Escalation: Recruit — 20 working days overdue",
+                                     detail="Decide at Board level", url="https://q.example/a")])]},
+                 subject="Board weekly digest", card=cards.card(title="x", severity="emphasis")
+             ).html}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    found = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            for name, html in pages.items():
+                path = tmp_path / f"{name}.html"
+                path.write_text(html, encoding="utf-8")
+                for size, width in (("phone", 320), ("desktop", 800)):
+                    page = browser.new_page(viewport={"width": width, "height": 900})
+                    page.goto(path.as_uri())
+                    page.screenshot(path=str(ARTIFACTS / f"email-{name}-{size}.png"),
+                                    full_page=True)
+                    assert page.evaluate("document.documentElement.scrollWidth") <= width
+                    page.add_script_tag(path=str(AXE))
+                    found[f"{name}-{size}"] = page.evaluate(
+                        "async () => (await axe.run(document, {runOnly: {type: 'tag', values: "
+                        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})).violations"
+                        ".map(v => ({id: v.id, impact: v.impact}))")
+                    page.close()
+        finally:
+            browser.close()
+    serious = {k: [v for v in found[k] if v["impact"] in ("serious", "critical")] for k in found}
+    assert serious == {k: [] for k in found}

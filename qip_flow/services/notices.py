@@ -158,8 +158,6 @@ class Links:
     with the settings and the key read once (per batch of messages)."""
 
     def __init__(self, rt: Runtime) -> None:
-        from datetime import timedelta as days
-
         from qip_flow import settings
         from qip_flow.services.identity import Lifetimes, link_days
         from qip_flow.store.keys import secret_key
@@ -167,7 +165,8 @@ class Links:
         in_force = settings.resolve({})
         self.base = (in_force["base_url"].value or "").rstrip("/") or None
         self.key = secret_key(rt.db) if self.base else None
-        self.lifetimes = Lifetimes(deep_link=days(days=link_days(in_force["link_days"].value)))
+        self.lifetimes = Lifetimes(
+            deep_link=timedelta(days=link_days(in_force["link_days"].value)))
 
     def page(self, item_id: str | None) -> str | None:
         """The page of an action or a plan (a full sign-in opens it); My work for None."""
@@ -362,9 +361,7 @@ def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bund
     headline = uk_dates(lead.headline, today)
     words = action.description if action else plan.title
     subject = subject_line(lead.kind, words, headline)
-    severity = "attention" if lead.kind == "escalation" else "good" \
-        if lead.kind == "learning" else "warning" if action and action.due and action.due < today \
-        else "accent"
+    severity = _severity(lead.kind, action, today)
     links = context.notices.links
     page = links.page(lead.entity_id)
     ask = lead.ask or ("" if lead.kind != "reminder" or not action else
@@ -415,6 +412,17 @@ def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bund
         detail["link"] = {"item": lead.entity_id, "page": page,
                           "purpose": "escalation" if lead.kind == "escalation" else "reminder"}
     return Notice(message, detail)
+
+
+def _severity(kind: str, action: Action | None, today: date) -> str:
+    """A card's colour: red for an escalation, amber for an overdue action's reminder, green
+    for learning shared, blue otherwise."""
+    if kind == "escalation":
+        return "attention"
+    if kind == "learning":
+        return "good"
+    overdue = action is not None and action.due is not None and action.due < today
+    return "warning" if overdue else "accent"
 
 
 def _escalation_story(context: MessageContext, action: Action | None, plan: Plan,
