@@ -31,6 +31,7 @@ from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify import cards
 from qip_flow.notify.channels import person_tags
+from qip_flow.notify.dates import long_date
 from qip_flow.notify.messages import render, with_link
 from qip_flow.notify.webhooks import Subscriber
 from qip_flow.notify.webhooks import post as post_webhook
@@ -338,17 +339,26 @@ def tell_owner_of_acknowledgement(rt: Runtime, session: Session, action: Action,
         return None
     from qip_flow.store.models import Finding
 
+    until = long_date(acknowledgement.paused_until)
     headline = (f"{by.name} acknowledged the escalation about {action.id}; the next escalation "
-                f"waits until {acknowledgement.paused_until:%-d %B %Y}")
+                f"waits until {until}")
+    subject = f"{action.description[:80]}: {by.name} acknowledged the escalation"
     service = session.get(Service, plan.service_id)
+    why = (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged it. "
+           "Record your progress: it stops the escalations.")
+    finding = session.get(Finding, action.finding_id) if action.finding_id else None
+    page = Links(rt).page(action.id)
     message = render("notice", {
-        "person": owner, "headline": headline, "kind": "acknowledgement", "plan": plan,
+        "person": owner, "kind": "acknowledgement", "sentence": headline, "plan": plan,
         "service": service.name if service else plan.service_id, "action": action,
-        "finding": session.get(Finding, action.finding_id) if action.finding_id else None,
-        "owner_name": owner.name,
-        "why": (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged "
-                "it. Record your progress: it stops the escalations."),
-        "rule_id": "acknowledgement", "others": [], "rules_version": rt.rules.version})
+        "finding": finding.description if finding else "", "owner_name": owner.name,
+        "why": why, "rule_id": "acknowledgement", "rules_version": rt.rules.version,
+        "ask": "Record where the action stands: a short progress note is enough.",
+        "link": page, "link_label": f"Update action {action.ref}",
+        "page_label": f"action {action.id}"}, subject=subject,
+        card=cards.card(title=subject, severity="accent", lead=headline,
+                        facts=[("Plan", plan.title), ("Next escalation waits until", until)],
+                        notes=[why], link_label=f"Update action {action.ref}"))
     key = f"acknowledgement|{action.id}|{owner.id}|{acknowledgement.id}"
     row = Notification(
         key=key, message_key=key, rule_id="acknowledgement", kind="acknowledgement",
