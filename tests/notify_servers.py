@@ -35,7 +35,13 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import PG_URL, drop_postgres_schema, make_postgres_database, require_postgres
+from conftest import (
+    PG_URL,
+    drop_postgres_schema,
+    engines_closed,
+    make_postgres_database,
+    require_postgres,
+)
 from sqlalchemy import text
 from sqlmodel import SQLModel, select
 
@@ -471,7 +477,8 @@ def qip_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     monkeypatch.setattr(sys, "argv", ["qip", *args])
     capsys.readouterr()
     try:
-        main()
+        with engines_closed():
+            main()
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else 1
     else:
