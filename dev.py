@@ -2,7 +2,7 @@
 """Bootstrap and run qip_flow with nothing but Python installed.
 
     python3 dev.py demo        # build .venv if needed, then run `qip demo`
-    python3 dev.py test        # build .venv if needed, then run the test suite
+    python3 dev.py test        # build .venv if needed, then run the test suite in parallel
     python3 dev.py serve       # the web pages on the demo database, with "choose a demo person"
     python3 dev.py qip ARGS    # any qip command inside the project's environment
 
@@ -56,6 +56,18 @@ def ensure_venv() -> Path:
     return python
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist options for the suite: workers from QIP_TEST_WORKERS (default 2, the CI
+    machine's cores; 0 runs in this one process), tests sharing a module fixture kept
+    together (--dist loadgroup). Left alone when the arguments choose for themselves."""
+    chosen = any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses="))
+                 for a in args)
+    workers = os.environ.get("QIP_TEST_WORKERS", "2")
+    if chosen or workers == "0":
+        return []
+    return ["-n", workers, "--dist", "loadgroup"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "qip", "serve"):
         print(__doc__)
@@ -63,7 +75,7 @@ def main(argv: list[str]) -> int:
     python = ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "test":
-        args = [str(python), "-m", "pytest", *rest]
+        args = [str(python), "-m", "pytest", *parallel(rest), *rest]
     elif command == "demo":
         args = [str(python), "-m", "qip_flow", "demo", *rest]
     elif command == "serve":

@@ -115,7 +115,8 @@ def queue(rt: Any, count: int) -> list[str]:
     from sqlmodel import col, select
 
     from qip_flow.decide.decisions import fill
-    from qip_flow.notify.messages import render
+    from qip_flow.notify import cards
+    from qip_flow.notify.messages import render, subject_line
     from qip_flow.store.models import Action, Delivery, Finding, Notification, Person, Plan, Service
 
     rules = rt.rules.for_outcome("action", "notify")
@@ -140,12 +141,15 @@ def queue(rt: Any, count: int) -> list[str]:
             facts = {"action_id": action.id, "due_date": str(action.due), "revisions": 0,
                      "working_days_overdue": 5 + i % 7, "working_days_to_due": 10}
             headline = fill(p.get("headline") or rule.description, facts)
+            subject = subject_line(p["kind"], action.description, headline)
+            finding = findings.get(action.finding_id or "")
             message = render("notice", {
-                "person": to, "headline": headline, "kind": p["kind"], "plan": plan,
-                "service": services[plan.service_id], "action": action,
-                "finding": findings.get(action.finding_id or ""), "owner_name": owner.name,
-                "why": rule.description, "rule_id": rule.id, "others": [],
-                "rules_version": rt.rules.version})
+                "person": to, "kind": p["kind"], "sentence": subject, "ask": p.get("ask", ""),
+                "plan": plan, "service": services[plan.service_id], "action": action,
+                "finding": finding.description if finding else "", "owner_name": owner.name,
+                "why": rule.description, "rule_id": rule.id, "rules_version": rt.rules.version},
+                subject=subject, card=cards.card(title=subject, severity="attention",
+                                                 facts=[("Action", action.description)]))
             key = f"{rule.id}|{action.id}|{to.id}|bench-{i}-{fill(p['occurrence'], facts)}"
             notification = Notification(
                 key=key, rule_id=rule.id, kind=p["kind"], entity_id=action.id, plan_id=plan.id,

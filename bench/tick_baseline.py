@@ -21,6 +21,7 @@ from qip_flow.store.db import normalise_url
 
 LIVE = ("approved", "in_progress", "sustaining", "closure_review", "monitoring")
 OPEN = ("open", "in_progress")
+AT_RISK_WORKING_DAYS = 10  # ladder.at_risk_working_days in rules/reminders.yaml
 QUERY = """
 select a.id, a.due, a.state, a.last_update_at, a.owner_update_at, a.owner_id,
        (select count(*) from duerevision r where r.action_id = a.id) as revisions,
@@ -79,8 +80,13 @@ def decide(rows: list[tuple], today: date, board: list[str],
         due = _day(due_v)
         last = _day(upd)
         sent: list[tuple[str, list[str], str]] = []
-        if last and (today - last).days >= 30:
-            sent.append(("escalate.stalled", [sponsor], f"stalled-{last.isoformat()}"))
+        quiet = (today - last).days if last else 0
+        if last and quiet >= 20:
+            sent.append(("remind.quiet", [owner], f"quiet-{last.isoformat()}"))
+        at_risk = due is not None and cal.between(today, due) <= AT_RISK_WORKING_DAYS
+        late = cal.between(due, today) if due is not None and today > due else 0
+        if last and quiet >= 30 and at_risk and late < 5:
+            sent.append(("escalate.stalled", [manager or sponsor], f"stalled-{last.isoformat()}"))
         if due is None:
             pass
         elif today <= due:

@@ -1,6 +1,29 @@
 """Shared fixtures. Every database test runs twice: on a real SQLite file and on the real
 PostgreSQL (a fresh schema per test). PostgreSQL tests skip only when no server answers and
-``QIP_REQUIRE_POSTGRES`` is unset; CI sets it, so there they fail instead of skipping."""
+``QIP_REQUIRE_POSTGRES`` is unset; CI sets it, so there they fail instead of skipping.
+
+The suite runs in parallel (``python3 dev.py test`` passes ``-n 2 --dist loadgroup`` to
+pytest-xdist), so every test must be safe beside any other:
+
+- Each test process works in a scratch folder of its own (``own_working_directory``, automatic):
+  what qip writes "here" (a PostgreSQL database's key and checkpoints file, the default outbox)
+  never lands in the repository or in another process's folder. A test that cares about the
+  working directory still does ``monkeypatch.chdir(tmp_path)``.
+- A test that uses a module-scoped fixture (one server, one demo, one set of workers per
+  module) is kept on the same worker as the module's other such tests automatically; tests
+  that share something across modules say so with ``pytest.mark.xdist_group("name")``.
+- Ports come from ``notify_servers.free_port()``; PostgreSQL schemas are per test; files go
+  under ``tmp_path`` / ``tmp_path_factory``; screenshots under ``test-artifacts/`` with names
+  of their own.
+
+Fixtures here, cheapest first: ``sqlite_db`` / ``database`` (empty, initialised),
+``runtime`` and ``loaded`` (the shipped examples loaded on 15 January 2026; on SQLite a copy
+of a file loaded once per process, see ``sqlite_copy``), ``database_url`` (an empty database
+for tests that run `qip init` themselves), ``config`` (an editable copy of workflows/ and
+rules/) and ``cli`` (`qip ARGS` in this process: no interpreter start-up). Prefer ``cli`` to
+a subprocess unless the separate process is what the test is about; the command tree is built
+once per process (``_command_tree_built_once``), as in a real `qip` process. Mark a test over
+20 s with ``@pytest.mark.slow`` (it still runs in CI; under xdist slow tests start first)."""
 
 from __future__ import annotations
 
@@ -9,6 +32,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +50,55 @@ from qip_flow.store.db import Database
 EXAMPLES = SHIPPED_CONFIG / "examples"
 PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``): keep each module's users of a module-scoped
+    fixture on one worker (so the server or demo starts once), and start slow tests first (so
+    no long test is left to run alone at the end). Run serially, the order is untouched."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        shared = defs is not None and any(d.scope == "module" for found in
+                                          defs.name2fixturedefs.values() for d in found[-1:])
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda i: not (i.get_closest_marker("slow")
+                                  and not i.get_closest_marker("xdist_group")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test process runs in a scratch folder of its own, never in the repository."""
+    here = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(here)
+        yield here
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _command_tree_built_once() -> Iterator[None]:
+    """Typer builds the click command tree of `qip` on every call of the app; a real `qip`
+    process calls it once. Tests calling ``main()`` many times in one process reuse the
+    tree built the first time (the same tree: the commands are not changed by tests)."""
+    import typer.main
+
+    build = typer.main.get_command
+    built: dict[int, tuple[Any, Any]] = {}
+
+    def get_command(typer_instance: Any) -> Any:
+        key = id(typer_instance)
+        if key not in built:
+            built[key] = (typer_instance, build(typer_instance))
+        return built[key][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.main, "get_command", get_command)
+        yield
 
 
 def _postgres_available() -> str | None:
@@ -171,11 +244,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         drop_postgres_schema(schema)
 
 
+@contextmanager
+def engines_closed() -> Iterator[None]:
+    """Every database opened inside the block is closed at its end, as a `qip` process closes
+    its own when it exits (on PostgreSQL its connections end now, not at a garbage collection:
+    parallel tests must not pile up connections)."""
+    opened: list[Database] = []
+    init = Database.__init__
+
+    def remember(self: Database, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        opened.append(self)
+
+    Database.__init__ = remember  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Database.__init__ = init  # type: ignore[method-assign]
+        for db in opened:
+            db.dispose()
+
+
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """`qip ARGS` through its entry point in this process, on a wide terminal, with no
     QIP_* variables but the database URL given; returns (exit code, stdout, stderr)."""
-    import gc
     import sys
 
     from qip_flow.cli import render
@@ -189,9 +282,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("QIP_DATABASE_URL", url)
         monkeypatch.setattr(sys, "argv", ["qip", *args])
-        with pytest.raises(SystemExit) as done:
+        with pytest.raises(SystemExit) as done, engines_closed():
             main()
-        gc.collect()  # each command's engine: its PostgreSQL connections close now
         out, err = capsys.readouterr()
         return int(done.value.code or 0), out, err
 

@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_URL, drop_postgres_schema, make_postgres_database, require_postgres, snapshot
+from conftest import (
+    PG_URL,
+    drop_postgres_schema,
+    engines_closed,
+    make_postgres_database,
+    require_postgres,
+    snapshot,
+)
 
 from qip_flow.cli import render
 from qip_flow.cli.main import main
-from qip_flow.cli.state import State
-from qip_flow.runtime import Runtime
 from qip_flow.store.db import Database
 
 ORGANISATION = """\
@@ -98,17 +103,6 @@ class Governance:
         self.today = "2026-01-15"  # when no `now` is given: the plans are written in January
         for console in (render.console, render.errors):
             monkeypatch.setattr(console, "width", 1000)
-        opened: list[Runtime] = []
-        runtime = State.runtime
-
-        def remember(state: State, **kw: Any) -> Runtime:
-            rt = runtime(state, **kw)
-            if rt not in opened:
-                opened.append(rt)
-            return rt
-
-        monkeypatch.setattr(State, "runtime", remember)
-        self.opened = opened
 
     def __call__(self, *args: str, now: str | None = None) -> subprocess.CompletedProcess[str]:
         head = ["--db", self.url, "--now", now or self.today]
@@ -117,12 +111,8 @@ class Governance:
         for name in ("QIP_DATABASE_URL", "QIP_CONFIG", "QIP_NOW"):
             self.monkeypatch.delenv(name, raising=False)
         self.monkeypatch.setattr(sys, "argv", ["qip", *head, *args])
-        try:
-            with pytest.raises(SystemExit) as done:
-                main()
-        finally:
-            while self.opened:  # each command opens its own engine; close it like a process
-                self.opened.pop().db.dispose()
+        with pytest.raises(SystemExit) as done, engines_closed():
+            main()
         out, err = self.capsys.readouterr()
         return subprocess.CompletedProcess(list(args), done.value.code, out, err)
 

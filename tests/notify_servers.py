@@ -35,7 +35,13 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import PG_URL, drop_postgres_schema, make_postgres_database, require_postgres
+from conftest import (
+    PG_URL,
+    drop_postgres_schema,
+    engines_closed,
+    make_postgres_database,
+    require_postgres,
+)
 from sqlalchemy import text
 from sqlmodel import SQLModel, select
 
@@ -51,6 +57,15 @@ ORGANISATION = EXAMPLES / "organisation.yaml"
 PLANS = EXAMPLES / "plans"
 MEDICATION = PLANS / "QIP-2026-014-medication.yaml"
 SENDER = "qip@riverside-care.example"
+#: a second member of the Board, for an organisation file of its own (a `people:` entry)
+BOARD_MEMBER = """\
+  - id: oshaw
+    name: Olivia Shaw
+    email: olivia.shaw@riverside-care.example
+    role: Chair of the Board
+    level: board
+    groups: [Board]
+"""
 ACTION_ID = re.compile(r"QIP-\d{4}-\d{3}/A\d+")
 RULE_ID = re.compile(r"\(rule ([\w.-]+)\)")
 
@@ -88,22 +103,35 @@ class Mail:
     @property
     def html(self) -> str:
         part = self.message.get_body(("html",))
-        return part.get_content() if part is not None else ""
+        return part.get_content().replace("\r\n", "\n") if part is not None else ""
 
     @property
     def text(self) -> str:
         part = self.message.get_body(("plain",))
-        return part.get_content() if part is not None else ""
+        return part.get_content().replace("\r\n", "\n") if part is not None else ""
 
     @property
     def rule(self) -> str:
+        """The rule that sent it (qip_flow's ``X-QIP-Rule`` header)."""
+        if self.message["X-QIP-Rule"]:
+            return str(self.message["X-QIP-Rule"])
         found = RULE_ID.search(self.html)
         return found.group(1) if found else ""
 
     @property
     def about(self) -> str:
-        found = ACTION_ID.search(self.subject)
+        """The action it is about (``X-QIP-About``; empty for a plan or a digest)."""
+        found = ACTION_ID.fullmatch(str(self.message["X-QIP-About"] or ""))
         return found.group(0) if found else ""
+
+    @property
+    def item(self) -> str:
+        """What it is about: an action, a plan, or the reader of a digest (``X-QIP-About``)."""
+        return str(self.message["X-QIP-About"] or "")
+
+    @property
+    def kind(self) -> str:
+        return str(self.message["X-QIP-Kind"] or "")
 
 
 class _SmtpHandler:
@@ -215,9 +243,36 @@ class Hook:
     def payload(self) -> dict[str, Any]:
         return json.loads(self.raw)
 
+    @property
+    def card(self) -> dict[str, Any]:
+        """The Adaptive Card's content."""
+        [attachment] = self.payload["attachments"]
+        return dict(attachment["content"])
+
+    def elements(self) -> list[dict[str, Any]]:
+        """Every element of the card's body, containers opened, in order."""
+        out: list[dict[str, Any]] = []
+
+        def walk(items: list[dict[str, Any]]) -> None:
+            for item in items:
+                out.append(item)
+                walk(item.get("items", []))
+
+        for a in self.payload.get("attachments", []):
+            walk(a.get("content", {}).get("body", []))
+        return out
+
     def blocks(self) -> list[dict[str, Any]]:
-        return [b for a in self.payload.get("attachments", [])
-                for b in a.get("content", {}).get("body", []) if b.get("type") == "TextBlock"]
+        return [b for b in self.elements() if b.get("type") == "TextBlock"]
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return {f["title"]: f["value"] for b in self.elements() if b.get("type") == "FactSet"
+                for f in b["facts"]}
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        return list(self.card.get("actions", []))
 
     @property
     def title(self) -> str:
@@ -225,7 +280,9 @@ class Hook:
 
     @property
     def card_text(self) -> str:
-        return "\n".join(b["text"] for b in self.blocks() if b.get("id") != "title")
+        """The card's words as they read: its text blocks and facts (Markdown escapes kept)."""
+        lines = [b["text"] for b in self.blocks() if b.get("id") != "title"]
+        return "\n".join(lines + [f"{k}: {v}" for k, v in self.facts.items()])
 
     @property
     def delivered(self) -> bool:
@@ -349,6 +406,35 @@ def write_channels(path: Path, services: Iterable[tuple[str, str]]) -> Path:
     return path
 
 
+def rules_with(folder: Path, old: str, new: str) -> Path:
+    """A copy of the shipped rules and workflows with one text of rules/reminders.yaml
+    replaced (e.g. the ladder's digest settings), to publish with :func:`publish_rules`."""
+    import shutil
+
+    for part in ("rules", "workflows"):
+        shutil.copytree(SHIPPED_CONFIG / part, folder / part, dirs_exist_ok=True)
+    path = folder / "rules" / "reminders.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} is not in the shipped reminders rules"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return folder
+
+
+#: the ladder with no leaders' or groups' digest: every rung goes out as it is decided
+NO_LEADERS_DIGEST = ("  digest_levels: [senior, board]\n  digest_groups: [Board]\n",
+                     "  digest_levels: []\n  digest_groups: []\n")
+
+
+def publish_rules(rt: Runtime, folder: Path) -> Runtime:
+    """Put ``folder``'s rules in force (signed by the senior sponsor, as a variation is) and
+    return a runtime under them."""
+    from qip_flow.services import publishing
+
+    publishing.publish(rt, folder, by="dadeyemi")
+    return Runtime(db=rt.db, clock=rt.clock, config_dir=folder,
+                   channels_file=rt.channels_file)
+
+
 def make_runtime(db: Database, channels: Path | None) -> Runtime:
     return Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG,
                    channels_file=str(channels) if channels else None)
@@ -391,7 +477,8 @@ def qip_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     monkeypatch.setattr(sys, "argv", ["qip", *args])
     capsys.readouterr()
     try:
-        main()
+        with engines_closed():
+            main()
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else 1
     else:

@@ -111,7 +111,9 @@ def test_sqlite_portfolio_is_reproducible_and_due_on_the_day(
         result = run_tick(a)
         assert result.plans_checked == summary.plans_due
         assert result.notifications >= 1
-        assert count(a, "select count(*) from notification") == result.notifications
+        # merged: a rung another message to the same person that day covers (never sent)
+        assert count(a, "select count(*) from notification where state != 'merged'") == \
+            result.notifications
         assert run_tick(a).plans_checked == 0  # everything due was looked at, and rescheduled
     finally:
         for db in dbs.values():

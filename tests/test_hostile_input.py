@@ -10,6 +10,7 @@ fails instead of stalling the suite. ``AREAS`` counts the cases per area for the
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sqlite3
 import subprocess
@@ -18,7 +19,6 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from test_cli import MEDICATION, db, environment, qip_here, template  # noqa: F4
 
 from qip_flow.clock import Clock
 from qip_flow.errors import InvalidInput
-from qip_flow.notify.messages import channel_card, render
+from qip_flow.notify import cards
 from qip_flow.reports.export import spreadsheet_safe
 from qip_flow.runtime import Runtime
 from qip_flow.services import lifecycle, loading
@@ -393,23 +393,24 @@ def test_markdown_report_escapes_what_people_wrote(hostile_plan: Path, qip_here:
 
 
 def test_teams_card_escapes_what_people_wrote() -> None:
-    """The card is Markdown (and Teams reads `<at>` as a mention): people's text is literal;
-    the card's own bold and code span stay."""
-    action = SimpleNamespace(id="QIP-1/A_1", ref="A_1", due="2026-03-13", baseline_due=None,
-                             description="[click](http://evil.example) <at>CEO</at> **now**")
-    message = render("notice", {
-        "person": SimpleNamespace(name="Ann", id="ann_b"), "headline": "Due *soon*",
-        "kind": "reminder", "plan": SimpleNamespace(id="QIP-1", title="# Plan | _x_"),
-        "service": "Maple House", "action": action, "finding": None, "owner_name": "Ann",
-        "why": "rule", "rule_id": "remind.due-7", "others": ["<b>Bo</b>"], "rules_version": "v1"})
-    # who it is for and how to update are added when it is sent (a shared channel is known then)
-    card = channel_card(message.card, names=["Ann"], others=["<b>Bo</b>"], by="ann_b",
-                        action_id=action.id)
-    assert r"\[click\](http://evil.example) \<at\>CEO\</at\> \*\*now\*\*" in card
-    assert r"**Due \*soon\***" in card and r"\# Plan \| \_x\_" in card
-    assert r"\<b\>Bo\</b\>" in card
-    assert "`qip do QIP-1/A_1 update --by ann_b" in card  # ids are shown as typed in code
-    assert "<at>" in message.text  # the plain-text email is sent as written
+    """The card is an Adaptive Card whose text blocks and facts are Markdown (and Teams reads
+    `<at>` as a mention, ``{{DATE(…)}}`` as a function): people's text is literal there, and
+    names added when it is sent too."""
+    description = "[click](http://evil.example) <at>CEO</at> **now** {{DATE(2017-02-14T06:08:39Z)}}"
+    content = cards.card(title="# Plan | _x_", severity="accent",
+                         facts=[("Action", description)], link_label="Update action A_1")
+    payload = json.loads(cards.for_channel(cards.dumps(content), link="https://q.example/a",
+                                           names=["Ann"], others=["<b>Bo</b>"]))
+    content = payload["attachments"][0]["content"]
+    [fact] = next(b for b in content["body"] if b["type"] == "FactSet")["facts"]
+    assert fact["value"].startswith(
+        r"\[click\](http://evil.example) \<at\>CEO\</at\> \*\*now\*\* " + "{\u200b{DATE(")
+    title = content["body"][0]["items"][0]["text"]
+    assert title == r"\# Plan \| \_x\_"
+    assert content["body"][-1]["text"] == r"Also told: \<b\>Bo\</b\>"
+    [button] = payload["attachments"][0]["content"]["actions"]
+    assert button == {"type": "Action.OpenUrl", "title": "Update action A_1",
+                      "url": "https://q.example/a"}
 
 
 # --- the README's figures ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from qip_flow.store.db import Database
 from qip_flow.store.models import Delivery, LearningReview, Notification, Plan
 
 PLAN = "HH-2026-003"
+TITLE = "Care records at Quay House after the provider audit"  # subjects lead with it
 
 
 @pytest.fixture
@@ -62,17 +63,21 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
         return [m for m in mail_to(smtp) if "measurement" in m[1]]
 
     # the first month (26 May – 25 June) passes with no audit: its owner is reminded the
-    # next working morning, the sponsor two weeks later, each once
+    # next working morning, the sponsor two weeks later, each once — the sponsor, a senior
+    # person, in the weekly digest (the rung is `digestible`) on Monday 13 July
     assert morning("2026-06-24") == []
     assert morning("2026-06-25") == [(
         "sam.fox@harbour.example",
-        f"[Reminder] {PLAN}: the records-audit measurement due by 2026-06-25 is missing")]
+        f"Reminder: {TITLE} — the records-audit measurement due by Thu 25 June is missing")]
     assert morning("2026-07-08") == []
-    assert morning("2026-07-09") == [(
-        "tom.morgan@harbour.example",
-        f"Escalation: {PLAN}: the records-audit measurement due by 2026-06-25 is "
-        "still missing")]
-    assert morning("2026-07-10") == []
+    assert morning("2026-07-09") == []  # held for the sponsor's weekly digest
+    lead.ok("2026-07-13", "tick")
+    lead.ok("2026-07-13", "dispatch")
+    [digest] = [m for m in smtp.take() if m.to == "tom.morgan@harbour.example"]
+    assert digest.subject.startswith("Weekly digest for Tom Morgan: 1 escalation")
+    assert (f"Escalation: {TITLE} — the records-audit measurement due by Thu 25 June is "
+            "still missing") in digest.text
+    assert morning("2026-07-14") == []
 
     # July onwards measured monthly; after six months the plan still cannot close: June is
     # missing. `qip explain` says so.
@@ -82,12 +87,17 @@ def test_monitoring_must_happen_and_learning_is_shared_and_reviewed_again(
             "Reviews follow changes in needs, not the calendar", "--embedded-in",
             "Supervision template")
     lead.ok("2026-11-20T10:00", "dispatch")
-    learning = [m for m in mail_to(smtp) if m[1].startswith("[Learning]")]
-    summary = (f"[Learning] Learning from {PLAN}: Reviews follow changes in needs, not the "
-               "calendar Embedded in: Supervision template.")
+    learning = [m for m in mail_to(smtp) if m[1].startswith("Learning:")]
+    summary = (f"Learning: {TITLE} — Reviews follow changes in needs, not the calendar "
+               "Embedded in: Supervision template.")
+    # the panel's senior member reads it in his weekly digest (the share is `digestible`)
     assert learning == [(a, summary) for a in (
         "nadia.cole@harbour.example",  # the service's manager
-        "priya.grant@harbour.example", "tom.morgan@harbour.example")]  # the panel
+        "priya.grant@harbour.example")]  # the panel
+    lead.ok("2026-11-23", "tick")
+    lead.ok("2026-11-23", "dispatch")
+    [digest] = [m for m in smtp.take() if m.to == "tom.morgan@harbour.example"]
+    assert "Learning shared with you" in digest.text and summary in digest.text
 
     explained = json.loads(lead.ok("2026-11-30", "--json", "explain", PLAN))
     kept = next(c for c in explained["closure"]["criteria"] if c["rule"] == "closure.monitoring-kept-up")
@@ -135,7 +145,8 @@ def test_messages_wait_for_the_next_working_morning(
     assert mail_to(smtp) == []
     lead.ok("2026-03-02", "dispatch")
     assert mail_to(smtp) == [("ed.bell@harbour.example",
-                              f"[Reminder] {PLAN}/A1 is 1 days overdue (due 2026-02-27)")]
+                              "Reminder: Add a review trigger to the 40 care plans by 27 "
+                              "February — overdue (due Fri 27 February)")]
 
     lead.ok("2026-12-25", "tick")
     lead.ok("2026-12-25", "dispatch")  # routed to their channels now (at dispatch), and held

@@ -79,7 +79,7 @@ def test_tick_twice_on_the_same_morning_enqueues_once(db: Path, cli: Cli,
     assert code == 0, err
     assert first.startswith("tick: plans checked 1, notifications ")
     made = int(first.split("notifications ")[1].split(",")[0])
-    assert made >= 5
+    assert made >= 4  # one message per person and action that day, however many rungs
     code, second, err = cli(*base, "tick")
     assert code == 0, err
     assert "notifications 0," in second
@@ -87,7 +87,8 @@ def test_tick_twice_on_the_same_morning_enqueues_once(db: Path, cli: Cli,
     assert code == 0, err
     assert json.loads(out)["notifications"] == 0
     code, out, err = cli(*base, "--json", "notifications")
-    rows = json.loads(out)
+    # a rung covered by another message to the same person that day is kept as merged
+    rows = [r for r in json.loads(out) if r["state"] != "merged" and r["kind"] != "digest"]
     assert len(rows) == made and len({(r["rule"], r["to"], r["about"]) for r in rows}) == made
 
 
@@ -120,7 +121,7 @@ def test_notifications_json_lists_each_channel_with_attempts_and_errors(
     assert out.startswith("dispatch: sent ")
     code, out, err = cli(*base, "--json", "notifications")
     assert code == 0, err
-    rows = json.loads(out)
+    rows = [r for r in json.loads(out) if r["state"] != "merged"]  # merged: never sent
     assert {"id", "created", "kind", "rule", "to", "about", "subject", "state", "channels",
             "problem"} <= set(rows[0])
     for row in rows:
@@ -159,13 +160,15 @@ def test_with_no_channels_messages_go_to_a_file_beside_the_database(
     log = db.parent / "qip-notifications.log"
     assert log.exists() and not (elsewhere / "qip-notifications.log").exists()
     text = log.read_text(encoding="utf-8")
-    rows = json.loads(qip("--db", str(db), "--json", "notifications").stdout)
+    rows = [r for r in json.loads(qip("--db", str(db), "--json", "notifications").stdout)
+            if r["state"] != "merged"]  # covered by another message that day: never sent
     assert rows and all(r["state"] == "sent" for r in rows)
     assert all([c["channel"] for c in r["channels"]] == ["file"] for r in rows)
     assert text.count("=== ") == len(rows)
     for row in rows:
         assert f"=== {row['subject']}\n" in text
-    assert "Record progress:     qip do QIP-2026-014/A1 update --by jpatel" in text
+    # no base URL (QIP_BASE_URL): no link, the message says where to go
+    assert "Open action QIP-2026-014/A1 in qip_flow to record progress" in text
 
 
 def test_run_every_second_stops_cleanly_on_sigterm(db: Path, tmp_path: Path) -> None:

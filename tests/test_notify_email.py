@@ -4,8 +4,10 @@ played one morning at a time — tick and dispatch at 08:00 — from 23 January 
 
 Expected days come from the working-day calendar the engine uses (England and Wales bank
 holidays): the ladder counts working days, so Good Friday (3 April) and Easter Monday (6 April)
-push the Board escalation about A2 from 10 to 14 April. The relay checks a password, given
-to the channels file as ``${SMTP_PASS}``."""
+push the Board escalation about A2 from 10 to 14 April — and the Board, which takes the weekly
+digest, reads it on Monday 20 April. The relay checks a password, given to the channels file
+as ``${SMTP_PASS}``. Messages link to the action's page with a link signed for their reader
+(``QIP_BASE_URL`` and the installation's key are set)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from notify_servers import (
+    BOARD_MEMBER,
     Mail,
     SmtpServer,
     approve_and_start,
@@ -35,7 +39,7 @@ from sqlmodel import col, func, select
 from qip_flow.decide.calendar import calendar
 from qip_flow.notify.channels import Channels
 from qip_flow.runtime import Runtime
-from qip_flow.services import assess, lifecycle, loading, notifications
+from qip_flow.services import assess, identity, lifecycle, loading, notifications
 from qip_flow.store.db import Database
 from qip_flow.store.models import AuditEvent, Notification
 
@@ -44,17 +48,10 @@ A2, A3 = f"{PLAN}/A2", f"{PLAN}/A3"
 A2_DUE, A3_DUE = date(2026, 3, 13), date(2026, 3, 27)
 STARTED = date(2026, 1, 22)
 FIRST, LAST = date(2026, 1, 23), date(2026, 4, 23)
+BASE_URL = "https://qip.riverside-care.example"
 SMTP_USER = "qipbot"
 SMTP_PASS = "Rv3r!side-Smtp"  # '!' is written %21 in Apprise's own URLs
 
-BOARD_MEMBER = """\
-  - id: oshaw
-    name: Olivia Shaw
-    email: olivia.shaw@riverside-care.example
-    role: Chair of the Board
-    level: board
-    groups: [Board]
-"""
 MEGAN_WANTS_A_DIGEST = """\
   - id: mjones
     name: Megan Jones
@@ -86,6 +83,11 @@ def owner_ladder(due: date, last: date, *, decided: bool = False) -> list[tuple[
     weekly = [due + timedelta(days=max(1, 7 * week)) for week in range(60)]
     ladder = steps + [(d, "remind.overdue-weekly") for d in weekly if d <= last]
     return ladder if decided else [(working_morning(d), rule) for d, rule in ladder]
+
+
+def quiet_nudge(last_update: date) -> tuple[date, str]:
+    """The owner's nudge after 20 days without progress (remind.quiet), as decided."""
+    return last_update + timedelta(days=20), "remind.quiet"
 
 
 def working_morning(day: date) -> date:
@@ -129,6 +131,8 @@ def season(request: pytest.FixtureRequest,
     with pytest.MonkeyPatch.context() as mp, smtp_server(password=SMTP_PASS) as smtp, \
             scratch_database(request.param, folder) as db:
         rt = email_runtime(db, folder, smtp, mp)
+        mp.setenv("QIP_BASE_URL", BASE_URL)
+        mp.setenv("QIP_SECRET_KEY", "s" * 40)
         load_examples(rt)
         extra = folder / "board-and-digest.yaml"
         extra.write_text("people:\n" + BOARD_MEMBER + MEGAN_WANTS_A_DIGEST, encoding="utf-8")
@@ -154,20 +158,32 @@ def season(request: pytest.FixtureRequest,
 
 
 def test_the_ladder_about_a2_reaches_each_person_on_its_day(season: Season) -> None:
-    """The owner gets the 14-, 7- and 1-working-day reminders, due-today, then one a week while
-    overdue; the owner's line manager is told on the 5th working day overdue, the sponsor on
-    the 10th, each Board member on the 20th, and the sponsor after 30 days without an update —
-    each message once, on that morning."""
+    """The owner is nudged first: after 20 quiet days, then 14, 7 and 1 working days before the
+    due date, on the day, then once a week while overdue. Only once A2 is at risk (due within
+    10 working days, the ladder's window) and quiet for 30 days is the owner's line manager
+    told (not weeks earlier); then the line manager on the 5th working day overdue, the sponsor
+    on the 10th — each message once, on that morning. The Board's rung (20th working day) waits
+    for the Board's weekly digest."""
     cal = calendar()
     assert cal.add(A2_DUE, 20) == date(2026, 4, 14)  # not 10 April: Good Friday, Easter Monday
-    expected = Counter([(d, "anowak", rule) for d, rule in owner_ladder(A2_DUE, LAST)] + [
-        (cal.add(A2_DUE, 5), "dadeyemi", "escalate.line-manager"),  # anowak's line manager
+    at_risk = cal.add(A2_DUE, -10)
+    assert at_risk == date(2026, 2, 27) and (at_risk - STARTED).days >= 30
+    nudge = [(working_morning(d), r) for d, r in [quiet_nudge(STARTED)]]
+    expected = Counter([(d, "anowak", rule) for d, rule in owner_ladder(A2_DUE, LAST) + nudge] + [
+        (at_risk, "dadeyemi", "escalate.stalled"),  # anowak's line manager
+        (cal.add(A2_DUE, 5), "dadeyemi", "escalate.line-manager"),
         (cal.add(A2_DUE, 10), "dadeyemi", "escalate.sponsor"),
-        (cal.add(A2_DUE, 20), "hwright", "escalate.board"),
-        (cal.add(A2_DUE, 20), "oshaw", "escalate.board"),
-        (working_morning(STARTED + timedelta(days=30)), "dadeyemi", "escalate.stalled"),
     ])
-    assert received(season.mails, A2, season.people) == expected
+    got = received(season.mails, A2, season.people)
+    assert got == expected
+    first_above = min(d for d, person, _ in got if person != "anowak")
+    assert min(d for d, person, _ in got if person == "anowak") < first_above
+
+    board = [m for m in season.mails if m.kind == "digest" and m.subject.startswith("Board")]
+    monday = cal.add(A2_DUE, 20) + timedelta(days=6)
+    assert sorted((m.day, season.people[m.to]) for m in board
+                  if "Retrain the night team" in m.text) == [
+        (monday, "hwright"), (monday, "oshaw")]
 
 
 def test_a_second_tick_and_dispatch_the_same_morning_send_nothing(season: Season) -> None:
@@ -180,13 +196,18 @@ def test_a_second_tick_and_dispatch_the_same_morning_send_nothing(season: Season
 
 def test_escalations_are_in_the_audit_trail_once_per_person_told(season: Season) -> None:
     """Each escalation about A2 is an ``escalated`` audit event naming who was told and the
-    rule, exactly once."""
+    rule, exactly once: those sent on their own, and the Board's rung held for its digest."""
     with season.rt.db.read() as session:
         events = session.exec(select(AuditEvent).where(AuditEvent.what == "escalated",
                                                        AuditEvent.entity_id == A2)).all()
+        digested = session.exec(select(Notification).where(
+            Notification.entity_id == A2, Notification.kind == "escalation",
+            Notification.state == "digested")).all()
+    assert {(n.recipient_id, n.rule_id) for n in digested} == {
+        ("hwright", "escalate.board"), ("oshaw", "escalate.board")}
     assert Counter((e.detail["to"], e.detail["rule"]) for e in events) == Counter(
-        (person, rule) for _, person, rule in received(season.mails, A2, season.people)
-        if rule.startswith("escalate"))
+        [(person, rule) for _, person, rule in received(season.mails, A2, season.people)
+         if rule.startswith("escalate")] + [(n.recipient_id, n.rule_id) for n in digested])
 
 
 def test_a_person_on_a_digest_gets_one_weekly_digest_instead_of_single_reminders(
@@ -195,53 +216,83 @@ def test_a_person_on_a_digest_gets_one_weekly_digest_instead_of_single_reminders
     were held, one digest listing them; the held reminders are kept as digested."""
     to_megan = [m for m in season.mails if season.people[m.to] == "mjones"]
     held: Counter[date] = Counter()
-    for d, _rule in owner_ladder(A3_DUE, LAST, decided=True):
+    for d, _rule in [*owner_ladder(A3_DUE, LAST, decided=True), quiet_nudge(STARTED)]:
         held[d + timedelta(days=(7 - d.weekday()) % 7)] += 1
     assert [(m.day, m.subject) for m in to_megan] == [
         (working_morning(monday),
-         f"[Weekly digest] {n} reminder{'s' if n != 1 else ''} for Megan Jones")
+         f"Weekly digest for Megan Jones: {n} reminder{'s' if n != 1 else ''}")
         for monday, n in sorted(held.items())]
     after_due = next(m for m in to_megan if m.day == date(2026, 3, 30))
-    assert f"{A3} is due today" in after_due.html
-    assert f"{A3} is 1 days overdue" in after_due.html
+    for words in ("Reassess medicines competency of all 6 senior support… — due today "
+                  "(Fri 27 March)", "— overdue (due Fri 27 March)"):
+        assert words in after_due.text and words in after_due.html
+    assert f"{BASE_URL}/actions/{A3}" in after_due.html  # each item links to its page
     with season.rt.db.read() as session:
         states = Counter(session.exec(select(Notification.state).where(
             Notification.recipient_id == "mjones")).all())
     assert states == {"digested": sum(held.values()), "sent": len(held)}
 
 
-def test_messages_say_what_which_plan_why_by_when_who_else_and_how_to_answer(
-        season: Season) -> None:
-    """The Board escalation about A2 is an e-mail to each Board member's own address with an
-    ESCALATION subject and an HTML part, naming the action, the plan and its finding, the rule
-    and why, the due date and owner, the other Board member told, and the commands to update
-    or acknowledge; the owner's reminders say when it was due and how to record progress."""
-    board = {m.to: m for m in season.mails if m.about == A2 and m.rule == "escalate.board"}
-    assert set(board) == {"helen.wright@riverside-care.example",
-                          "olivia.shaw@riverside-care.example"}
-    why = season.rt.rules.rules["escalate.board"].description
-    for address, other in (("helen.wright@riverside-care.example", "Olivia Shaw"),
-                           ("olivia.shaw@riverside-care.example", "Helen Wright")):
-        mail = board[address]
-        assert mail.envelope_to == [address]
-        assert mail.subject == f"Board escalation: {A2} is 20 working days overdue"
-        assert mail.message.get_content_type() == "multipart/alternative"
-        for fact in (PLAN, "Medication management after CQC inspection at Maple House",
-                     "Retrain the night team and bank staff group",  # what
+def test_an_escalation_asks_for_a_decision_and_says_who_was_told_when(season: Season) -> None:
+    """The sponsor's escalation about A2 (27 March) is an email to his own address whose
+    subject leads with the action's words and a UK date; its own text part and its HTML part
+    say what is wanted of him, why he is told, the plan, action, owner and due date, the last
+    update, who was already told and when — and link, with a button, to the action's page
+    signed for him. No command line: he has none."""
+    [mail] = [m for m in season.mails if m.about == A2 and m.rule == "escalate.sponsor"]
+    assert mail.envelope_to == ["daniel.adeyemi@riverside-care.example"]
+    assert mail.subject == ("Escalation: Retrain the night team and bank staff group (14 "
+                            "named… — 10 working days overdue (due Fri 13 March)")
+    assert mail.message.get_content_type() == "multipart/alternative"
+    ask = season.rt.rules.rules["escalate.sponsor"].then.params["ask"]
+    for part in (mail.text, mail.html):
+        for fact in ("You are told as the plan", "senior sponsor", "What is wanted of you", ask, PLAN,
+                     "Medication management after CQC inspection at Maple House",
+                     "Retrain the night team and bank staff group",
                      "Staff on night shifts had not completed medicines refresher training",
-                     why, "escalate.board", "2026-03-13", "Adam Nowak",  # why, by when, owner
-                     "Also told", other, f"qip do {A2} acknowledge", f"qip do {A2} update"):
-            assert fact in mail.html, f"{address}: the message does not say {fact!r}"
-        assert "2026-03-13" in mail.text and why in mail.text
+                     "Friday 13 March 2026", "10 working days overdue", "Adam Nowak",
+                     "no progress note; last change Thursday 22 January 2026",
+                     "Already told", "Adam Nowak (owner): reminded",
+                     "Daniel Adeyemi (line manager): told Fri 27 February, Fri 20 March",
+                     "escalate.sponsor"):
+            assert fact in part, f"the message does not say {fact!r}"
+        assert "2026-03-13" not in part and "qip do" not in part
+    assert "What is wanted of you:\n  " + ask in mail.text  # our own text, not a conversion
+    link = next(line.split(": ", 1)[1] for line in mail.text.splitlines()
+                if line.startswith("Open action A2: "))
+    assert link.startswith(f"{BASE_URL}/link/") and f'href="{link}"' in mail.html
+    token = link.rsplit("/", 1)[1]
+    _, path = identity.redeem_deep_link(season.rt, unquote(token))
+    assert path == f"/actions/{A2}"
 
+
+def test_the_owners_reminders_lead_with_the_action_and_link_to_it(season: Season) -> None:
     weekly = [m for m in season.mails if m.about == A2 and m.rule == "remind.overdue-weekly"]
-    assert [m.subject for m in weekly][:2] == [
-        f"[Reminder] {A2} is 1 days overdue (due 2026-03-13)",
-        f"[Reminder] {A2} is 7 days overdue (due 2026-03-13)"]
+    assert {m.subject for m in weekly} == {
+        "Reminder: Retrain the night team and bank staff group (14 named… — overdue (due Fri "
+        "13 March)"}
     for mail in weekly:
         assert mail.to == "adam.nowak@riverside-care.example"
-        assert f"qip do {A2} update --by anowak" in mail.html
-        assert f"qip do {A2} acknowledge --by anowak" in mail.html
+        assert "Update action A2: " + BASE_URL + "/link/" in mail.text
+        assert ">Update action A2</a>" in mail.html
+        assert "  Due:          Friday 13 March 2026 — " in mail.text
+        assert "qip do" not in mail.text
+
+
+def test_the_board_reads_its_rung_in_one_weekly_digest(season: Season) -> None:
+    """On Monday 20 April each Board member receives the Board's weekly digest: the rung about
+    A2 with the decision asked of the Board, each item linked to its page."""
+    digests = {m.to: m for m in season.mails if m.day == date(2026, 4, 20)
+               and m.subject.startswith("Board weekly digest")}
+    assert set(digests) == {"helen.wright@riverside-care.example",
+                            "olivia.shaw@riverside-care.example"}
+    ask = season.rt.rules.rules["escalate.board"].then.params["ask"]
+    for mail in digests.values():
+        assert mail.subject.startswith("Board weekly digest for ")
+        assert "Escalations for you to decide on" in mail.text and ask in mail.text
+        assert ("Escalation: Retrain the night team and bank staff group (14 named… — 20 "
+                "working days overdue (due Fri 13 March)") in mail.text
+        assert f'href="{BASE_URL}/actions/{A2}"' in mail.html
 
 
 def test_the_smtp_password_is_used_but_never_stored(season: Season) -> None:
@@ -298,7 +349,11 @@ def test_owner_acknowledgement_stops_the_ladder_and_a_revised_date_restarts_it(
     ladder = [(date(2026, 3, 31), "remind.due-7")] + [
         (d, r) for d, r in owner_ladder(new_due, LAST) if d > date(2026, 3, 31)]
     after = Counter({k: n for k, n in got.items() if k[0] and k[0] > date(2026, 3, 30)})
+    # the revision was the last change: 20 quiet days later (Sunday 19 April) the owner is
+    # nudged, on the next working morning
+    nudge = working_morning(quiet_nudge(date(2026, 3, 30))[0])
     assert after == Counter([(d, "anowak", r) for d, r in ladder] + [
+        (nudge, "anowak", "remind.quiet"),
         (cal.add(new_due, 5), "dadeyemi", "escalate.line-manager"),
         (cal.add(new_due, 10), "dadeyemi", "escalate.sponsor")])
 
@@ -307,7 +362,8 @@ def test_owner_acknowledgement_stops_the_ladder_and_a_revised_date_restarts_it(
                             .order_by(col(Notification.id))).all()
     revised_at = datetime.fromisoformat("2026-03-30T10:00+00:00")
     for n in rows:
-        assert n.key.endswith("-r1") == (n.created_at >= revised_at), n.key
+        if n.rule_id != "remind.quiet":  # its occurrence is the last update's date
+            assert n.key.endswith("-r1") == (n.created_at >= revised_at), n.key
     assert [n.key for n in rows if n.kind == "escalation"] == [
         f"escalate.stalled|{A2}|dadeyemi|stalled-2026-01-22",
         f"escalate.line-manager|{A2}|dadeyemi|overdue-5-r0",

@@ -85,12 +85,17 @@ def teams_channel(rt: Runtime) -> str:
     return next(c.name for c in rt.channels.channels if c.kind == "teams")
 
 
-def test_an_escalation_to_a_senior_person_reaches_teams_as_a_short_card(
-        rt: Runtime, teams: WebhookReceiver) -> None:
+def test_an_escalation_to_a_senior_person_reaches_teams_as_an_adaptive_card(
+        rt: Runtime, teams: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     """On 20 March the line manager (a senior person) is told that A2 is 5 working days
-    overdue: the card arrives at the workflow's trigger URL, signed, as an Adaptive Card whose
-    text says what, who, by when and how to update, in at most 1000 characters although the
-    action's description alone is far longer; only senior people's messages go to Teams."""
+    overdue: the workflow's trigger URL receives, signed, an Adaptive Card (1.4) that qip_flow
+    built — not Apprise's Markdown conversion: a red (attention) title that leads with the
+    action's words, the decision asked for, a FactSet of what, who, by when and who was told,
+    and an ``Action.OpenUrl`` button to the action's page (the channel is shared by everyone
+    tagged role:senior, so the page itself, never a link signed for one reader). The action's
+    description alone is far longer than a card: every value is cut, the card stays small.
+    Only senior people's messages go to Teams."""
+    monkeypatch.setenv("QIP_BASE_URL", "https://qip.riverside-care.example")
     assert len(LONG_DESCRIPTION) > 3000
     rt.clock.set(morning(date(2026, 3, 20)))
     notifications.tick(rt)
@@ -98,25 +103,39 @@ def test_an_escalation_to_a_senior_person_reaches_teams_as_a_short_card(
     assert summary.failed == 0 and summary.retried == 0
 
     cards = [h for h in teams.hooks if h.delivered]
-    card = next(h for h in cards
-                if h.title == f"Escalation: {A2} is 5 working days overdue")
+    card = next(h for h in cards if "(rule escalate.line-manager)" in h.facts.get("Why", "")
+                and h.facts.get("Action", "").startswith("A2 "))
     assert card.path == f"/workflows/{WORKFLOW_ID}/triggers/manual/paths/invoke"
     assert card.query["sig"] == [SIGNATURE]
-    assert card.payload["attachments"][0]["contentType"] == \
-        "application/vnd.microsoft.card.adaptive"
-    text = card.card_text
-    assert len(text) <= 1000
-    for fact in (f"**Escalation: {A2} is 5 working days overdue**", "QIP-2026-014",
-                 "Action A2: Retrain the night team", "Owner Adam Nowak", "due **2026-03-13**",
-                 "Why: Overdue by 5 working days", f"qip do {A2} update --by dadeyemi"):
-        assert fact in text, f"the card does not say {fact!r}"
+    [attachment] = card.payload["attachments"]
+    assert card.payload["type"] == "message"
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    content = card.card
+    assert content["type"] == "AdaptiveCard" and float(content["version"]) >= 1.4
+    [heading] = [b for b in content["body"] if b["type"] == "Container"]
+    assert heading["style"] == "attention" and heading["items"][0]["color"] == "Attention"
+    assert card.title.startswith("Escalation: Retrain the night team and bank staff")
+    assert card.title.endswith("— 5 working days overdue (due Fri 13 March)")
+    assert "Chase the owner today" in card.card_text  # what is wanted of the reader
+    facts = card.facts
+    assert facts["Plan"].startswith("QIP-2026-014 Medication management")
+    assert facts["Action"].startswith("A2 Retrain the night team") and len(facts["Action"]) <= 300
+    assert facts["Owner"] == "Adam Nowak"
+    assert facts["Due"] == "Friday 13 March 2026 — 5 working days overdue"
+    assert "Adam Nowak (owner): reminded" in facts["Already told"]
+    assert "(rule escalate.line-manager)" in facts["Why"]
+    [button] = card.buttons
+    assert button == {"type": "Action.OpenUrl", "title": "Open action A2",
+                      "url": f"https://qip.riverside-care.example/actions/{A2}"}
+    assert "qip do" not in card.raw  # no command line for people who have none
+    assert len(card.raw.encode()) < 8000  # Teams takes up to 28 KB
 
     with rt.db.read() as session:
         levels = {p.id: p.level for p in session.exec(select(Person)).all()}
     on_teams = sent_deliveries(rt, teams_channel(rt))
     assert len(on_teams) == len(cards) >= 2
     assert {levels[n.recipient_id] for _, n in on_teams} == {"senior"}
-    assert all(len(h.card_text) <= 1000 for h in cards)
+    assert all(len(h.raw.encode()) < 8000 for h in cards)
 
 
 def test_the_workflow_id_and_signature_are_never_kept_or_printed(

@@ -41,6 +41,8 @@ from qip_flow.services import assess, loading
 from qip_flow.services.demo import DEMO_ACTOR, EXAMPLES, Timeline, prepare_database, run_demo, safeguarding
 from qip_flow.store.db import Database
 
+# the demo is played once per process and read by test_reports_browser too: one worker
+pytestmark = pytest.mark.xdist_group("demo-reports")
 NOW = "2026-11-21"
 TODAY = NOW
 LIVE = ("approved", "in_progress", "sustaining", "closure_review", "monitoring")

@@ -18,6 +18,7 @@ from test_reports import NOW, DemoReports, build_demo_reports, runtime
 from qip_flow import reports
 from qip_flow.reports.pdf import find_chromium, headless
 
+pytestmark = pytest.mark.xdist_group("demo-reports")  # the demo test_reports plays
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 A4_AT_150_DPI = "1240,1754"
 PAGES = {"board-pack": "reports/board-pack.html", "closure-QIP-2026-014": "reports/closure-QIP-2026-014.html",

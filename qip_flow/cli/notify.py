@@ -163,7 +163,7 @@ def run(
 def notifications(
     ctx: typer.Context,
     state: Annotated[str | None, typer.Option(
-        help="queued, held, digested, sent, partial or failed.")] = None,
+        help="queued, held, digested, merged, sent, partial or failed.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest last.")] = 100,
     failing: Annotated[bool, typer.Option(
         "--failing", help="List the plans the tick cannot evaluate instead.")] = False,

@@ -170,7 +170,9 @@ class DeliverySettings(_Strict):
     backoff_minutes: float = Field(2, gt=0, description="First retry delay; doubles each try.")
     lease_minutes: float = Field(5, gt=0, description="How long a worker's claim lasts.")
     digest_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-                            "sunday"] = "monday"
+                            "sunday"] = Field(
+        "monday", description="The day of the weekly digests: held reminders for people with "
+                              "`digest: true`, and the leaders' and groups' digests (`ladder:`).")
     working_hours: str | None = Field(
         None, description="'HH:MM-HH:MM' (local time): messages go out only in these hours; one "
                           "decided outside them waits for the next working morning.")
@@ -198,6 +200,39 @@ class DeliverySettings(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone: unknown time zone '{self.timezone}'") from None
         return self
+
+
+Level = Literal["operational", "manager", "senior", "board"]
+
+
+class LadderSettings(_Strict):
+    """How the escalation ladder reads and who takes a weekly digest (``ladder:`` in the
+    reminders rules). The digest goes out on ``delivery.digest_weekday``."""
+
+    at_risk_working_days: int = Field(
+        10, ge=0, le=260, description="An open action is at risk (the `at_risk` fact) when it "
+                                      "is overdue or due within this many working days.")
+    digest_levels: list[Level] = Field(
+        default_factory=list,
+        description="People at these levels (e.g. senior, board) take a weekly leaders' digest: "
+                    "their escalations, approvals waiting, plans changing RAG and special "
+                    "causes, and the rungs the rules mark `digestible` wait for it instead of "
+                    "going out one by one. Empty: no leaders' digest.")
+    digest_groups: list[str] = Field(
+        default_factory=list,
+        description="Governance groups (as named in the organisation file) that take a weekly "
+                    "group digest; their members each receive it, and the rungs sent to the "
+                    "group that the rules mark `digestible` wait for it.")
+
+    @field_validator("digest_groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for group in value:
+            if not group.strip():
+                raise ValueError("a group name cannot be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("a group is named twice; name each group once")
+        return value
 
 
 class RecordingSettings(_Strict):
@@ -319,7 +354,7 @@ class SpcSettings(_Strict):
 
 
 SETTINGS_BLOCKS = ("delivery", "recording", "variation_minimums", "separation", "access",
-                   "reporting", "acknowledgement", "spc")
+                   "reporting", "acknowledgement", "spc", "ladder")
 
 
 SignoffPart = Literal["meeting", "evidence_reviewed", "residual_risks", "learning_embedded"]
@@ -356,6 +391,9 @@ class RulesFile(_Strict):
     about: Subject = "plan"
     delivery: DeliverySettings | None = Field(
         None, description="Delivery settings; at most one rules file may carry them.")
+    ladder: LadderSettings | None = Field(
+        None, description="The escalation ladder's window and the leaders' digest; at most one "
+                          "rules file.")
     recording: RecordingSettings | None = Field(
         None, description="Limits on dating records (backdated measurements); at most one file.")
     variation_minimums: VariationMinimums | None = Field(
@@ -409,6 +447,7 @@ class RuleBook:
     version: str
     rules: dict[str, RuleDef] = field(default_factory=dict)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    ladder: LadderSettings = field(default_factory=LadderSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     variation_minimums: VariationMinimums = field(default_factory=VariationMinimums)
     separation: SeparationSettings = field(default_factory=SeparationSettings)
@@ -423,6 +462,7 @@ class RuleBook:
     def __post_init__(self) -> None:
         self.rules = {r.id: r for f in self.files for r in f.rules}
         self.delivery = next((f.delivery for f in self.files if f.delivery), DeliverySettings())
+        self.ladder = next((f.ladder for f in self.files if f.ladder), LadderSettings())
         self.recording = next((f.recording for f in self.files if f.recording),
                               RecordingSettings())
         self.variation_minimums = next(

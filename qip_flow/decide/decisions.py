@@ -11,7 +11,7 @@ from typing import Any
 
 from qip_flow.config.rules import FactRef, RuleBook, RuleDef, fact_values
 from qip_flow.decide.engine import Evaluation, RulesEngine
-from qip_flow.decide.facts import tighten
+from qip_flow.decide.facts import DONE, tighten
 from qip_flow.decide.vocabulary import RATINGS
 from qip_flow.decide.words import condition_words, phrase, phrase_facts, reasons_in_words
 
@@ -150,6 +150,8 @@ class NotifyDecision:
     headline: str
     group: str | None
     facts: dict[str, Any]
+    ask: str = ""  # what the reader is asked to decide or do (escalations)
+    digestible: bool = False  # may wait for the reader's weekly digest
 
 
 class _Blank(dict[str, Any]):
@@ -229,10 +231,16 @@ class Decide:
         """(subject, entity id, facts, rule) for each rule with ``outcome`` that fires on the
         plan or on one of its actions."""
         subjects = [("plan", str(plan_facts.get("plan_id")), plan_facts)]
-        subjects += [("action", str(a.get("action_id")), a) for a in actions]
+        subjects += [("action", str(a.get("action_id")), self.ladder_facts(a)) for a in actions]
         for subject, entity_id, facts in subjects:
             for rule in self.engine.evaluate(subject, facts, outcome).fired:
                 yield subject, entity_id, facts, rule
+
+    def ladder_facts(self, action: dict[str, Any]) -> dict[str, Any]:
+        """An action's facts with those the ladder settings define (``at_risk``)."""
+        if "at_risk" in action:
+            return action
+        return {**action, "at_risk": at_risk(action, self.book.ladder.at_risk_working_days)}
 
     def notifications(self, plan_facts: dict[str, Any],
                       actions: list[dict[str, Any]]) -> list[NotifyDecision]:
@@ -243,7 +251,8 @@ class Decide:
             p = rule.then.params
             out.append(NotifyDecision(
                 rule, subject, entity_id, p["to"], p["kind"], fill(p["occurrence"], facts),
-                fill(p.get("headline") or rule.description, facts), p.get("group"), facts))
+                fill(p.get("headline") or rule.description, facts), p.get("group"), facts,
+                ask=str(p.get("ask") or ""), digestible=bool(p.get("digestible"))))
         return out
 
     def credibility(self, plan_facts: dict[str, Any],
@@ -254,6 +263,12 @@ class Decide:
                      "credibility", plan_facts, actions)]
         order = {"error": 0, "warning": 1, "info": 2}
         return sorted(found, key=lambda f: (order[f.severity], f.subject_id))
+
+
+def at_risk(action: dict[str, Any], window: int) -> bool:
+    """Open, with a due date, and overdue or due within ``window`` working days."""
+    to_due = action.get("working_days_to_due")
+    return action.get("state") not in DONE and to_due is not None and to_due <= window
 
 
 def _as_criteria(defaults: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,9 @@ class Schedule:
         for subject in ("plan", "action"):
             for rule in book.for_outcome(subject, *TIME_SENSITIVE_OUTCOMES):
                 for leaf in rule.leaves():
+                    if leaf.fact == "at_risk":  # working_days_to_due ≤ the ladder's window
+                        offsets["due"].add(("working", -book.ladder.at_risk_working_days))
+                        continue
                     spec = TIME_FACTS.get(leaf.fact)
                     value = leaf.value
                     if spec is None or isinstance(value, FactRef | bool | str | list):

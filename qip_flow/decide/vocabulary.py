@@ -226,6 +226,9 @@ ACTION_FACTS = _facts("action", [
                        "the reminder ladder restarts after an approved revision)."),
     ("evidence_items", int, "Evidence items attached."),
     ("weeks_overdue", int, "Whole weeks past the due date (0 in the first week)."),
+    ("at_risk", bool, "Open and overdue, or due within the window the reminders rules set "
+                      "(`ladder.at_risk_working_days`, 10 working days by default): an "
+                      "action quiet for weeks is escalated only when it is at risk."),
     ("updated_since_due", bool, "The action's owner (not someone else) updated or acknowledged "
                                 "it after its due date: the escalation ladder stops."),
     ("due_date", str, "The current due date (YYYY-MM-DD), for message keys."),
@@ -621,13 +624,24 @@ OUTCOMES: dict[str, OutcomeDef] = {o.name: o for o in [
                                     "closure criteria name) or indicator_owner (of the "
                                     "measurement due first).", choices=RECIPIENTS),
                 ParamDef("kind", str, "reminder, escalation or learning (a learning summary "
-                                      "shared; only reminders are held for a digest).",
+                                      "shared). Reminders to people with `digest: true` wait "
+                                      "for their digest; other messages only if `digestible`.",
                          choices=NOTICE_KINDS),
                 ParamDef("occurrence", str, "What makes this message new, with {fact} "
                                             "placeholders, e.g. overdue-week-{weeks_overdue}."),
                 ParamDef("group", str, "The governance group, when `to: group`.", False),
-                ParamDef("headline", str, "The message's first line, with {fact} placeholders.",
-                         False))),
+                ParamDef("headline", str, "The message's first line, with {fact} placeholders "
+                                          "(a date fact is written the UK way, e.g. Tue 31 "
+                                          "March). An action's words lead the subject, then "
+                                          "the headline.", False),
+                ParamDef("ask", str, "What the reader is asked to do (an escalation's "
+                                     "decision: chase, reassign, approve a new date, accept "
+                                     "the risk), shown first in the message.", False),
+                ParamDef("digestible", bool, "true: for people who take a weekly digest "
+                                             "(`ladder.digest_levels`, `digest: true`) or a "
+                                             "group with one (`ladder.digest_groups`), this "
+                                             "message waits for the digest instead of going "
+                                             "out alone.", False))),
     OutcomeDef("credibility", ("plan", "action"),
                "A credibility finding; approval is refused while any error remains.",
                (ParamDef("severity", str, "error, warning or info.", choices=SEVERITIES),

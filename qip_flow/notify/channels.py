@@ -13,19 +13,22 @@ message qip_flow stores or prints. With no channels file, messages are appended 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import apprise
 import yaml
 from apprise.decorators import notify
+from apprise.plugins.workflows import NotifyWorkflows
 
 from qip_flow.errors import InvalidDefinition
+from qip_flow.notify import mail
 from qip_flow.notify.webhooks import Subscriber, subscribers_in
 
 FILE_SCHEMA = "qipfile"
@@ -181,27 +184,67 @@ class Channels:
         return _redact(text, self.secrets)
 
     def send(self, channel: Channel, *, email: str | None, subject: str, text: str, html: str,
-             card: str) -> SendResult:
-        """One try on one channel; what went wrong comes back redacted."""
-        url = _with_recipient(channel.url, email) if channel.kind == "email" else channel.url
-        services = apprise.Apprise()
-        if not services.add(url):
-            return SendResult(False, f"{channel.label}: Apprise cannot use this URL", True)
+             card: str, headers: dict[str, str] | None = None) -> SendResult:
+        """One try on one channel; what went wrong comes back redacted. Email is our own
+        text and HTML parts (:mod:`qip_flow.notify.mail`); Teams gets ``card``, the Adaptive
+        Card payload; the local file and any other service get the text part."""
         if channel.kind == "email":
-            body, body_format = html, apprise.NotifyFormat.HTML
-        elif channel.kind == "file":
-            body, body_format = text, apprise.NotifyFormat.TEXT
-        else:
-            body, body_format = card, apprise.NotifyFormat.MARKDOWN
+            relay = _relay(channel.url)
+            if relay is None:
+                return SendResult(False, f"{channel.label}: not an SMTP relay URL", True)
+            ok, error, permanent = mail.send(relay, mail.build(
+                relay, to=email or "", subject=subject, text=text, html=html, headers=headers))
+            return SendResult(ok, self.redact(error), permanent)
+        if channel.kind == "teams":
+            return self._post_card(channel, card)
+        services = apprise.Apprise()
+        if not services.add(channel.url):
+            return SendResult(False, f"{channel.label}: Apprise cannot use this URL", True)
         with apprise.LogCapture(level=logging.WARNING) as logs:
-            result = services.notify(body=body, title=subject, body_format=body_format)
-        if result:
-            return SendResult(True)
-        error = self.redact(" ".join(logs.getvalue().split()))[-500:] or "delivery failed"
+            result = services.notify(body=text, title=subject,
+                                     body_format=apprise.NotifyFormat.TEXT)
+        return SendResult(True) if result else self._failure(logs.getvalue())
+
+    def _post_card(self, channel: Channel, card: str) -> SendResult:
+        """The Adaptive Card to the Power Automate Workflows trigger: Apprise's own URL
+        handling and transport, our payload instead of its Markdown conversion."""
+        try:
+            options = NotifyWorkflows.parse_url(channel.url)
+            service = _CardWorkflows(json.loads(card), **(options or {}))
+        except (TypeError, ValueError) as exc:
+            return SendResult(False, f"{channel.label}: {self.redact(str(exc))}", True)
+        with apprise.LogCapture(level=logging.WARNING) as logs:
+            ok = service.send(body="", title="")
+        return SendResult(True) if ok else self._failure(logs.getvalue())
+
+    def _failure(self, logged: str) -> SendResult:
+        error = self.redact(" ".join(logged.split()))[-500:] or "delivery failed"
         code = re.search(r"error=(\d{3})", error)
         permanent = bool(code and code.group(1).startswith("4") and code.group(1) not in
                          ("408", "429"))
         return SendResult(False, error, permanent)
+
+
+class _CardWorkflows(NotifyWorkflows):
+    """Apprise's Workflows service posting a card we built (it is not registered with
+    Apprise: only :meth:`Channels._post_card` makes one)."""
+
+    def __init__(self, payload: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._payload = payload
+
+    def gen_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._payload
+
+
+_RELAYS: dict[str, mail.Relay | None] = {}
+
+
+def _relay(url: str) -> mail.Relay | None:
+    """The relay a ``mailto://`` URL names, read once per process."""
+    if url not in _RELAYS:
+        _RELAYS[url] = mail.Relay.from_url(url)
+    return _RELAYS[url]
 
 
 def _entries(path: Path, text: str) -> list[_Entry]:
@@ -320,10 +363,3 @@ def _secret_parts(private: str, public: str) -> set[str]:
     split_public = set(re.split(r"[/:@?&=]", public))
     hidden = {p for p in split_private if len(p) >= 4 and p not in split_public}
     return hidden | {unquote(p) for p in hidden}
-
-
-def _with_recipient(url: str, email: str | None) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(email or "", safe="@"),
-                       parts.query, parts.fragment))
-

@@ -58,6 +58,11 @@ class Timeline:
             self.mornings_done = day
             day += timedelta(days=1)
 
+    def dispatch(self) -> None:
+        """Send what is due now and print it."""
+        self.sent += notifications.dispatch(self.rt, worker="demo").sent
+        self.went_out()
+
     def went_out(self) -> None:
         """Print the deliveries sent since the last call, in the order they went."""
         with self.rt.db.read() as session:
@@ -68,9 +73,11 @@ class Timeline:
                 .order_by(col(Delivery.sent_at), col(Delivery.id))).all()
             names = {p.id: p.name for p in session.exec(select(Person)).all()}
         for delivery, n in rows:
-            icon = "[red]⚑ escalation[/red]" if n.kind == "escalation" else "✉ reminder"
-            self.say(f"{icon} → {names.get(n.recipient_id or '', 'operators')}: "
-                     f"{n.detail.get('headline', n.subject)}")
+            icon = {"escalation": "[red]⚑ escalation[/red]", "digest": "☰ digest",
+                    "learning": "✉ learning"}.get(n.kind, "✉ reminder")
+            subject = n.subject.split(": ", 1)[1] if n.kind != "digest" and ": " in n.subject \
+                else n.subject  # the kind is in the icon
+            self.say(f"{icon} → {names.get(n.recipient_id or '', 'operators')}: {subject}")
             self.told = max(self.told, delivery.id or 0)
 
     def rules_said(self) -> None:
@@ -392,6 +399,7 @@ def play(t: Timeline, scenarios: tuple[Scenario, ...], until: date) -> None:
         t.run_days(date.fromisoformat(day))
         t.at(day)
         following = next(steps, None)
+        t.dispatch()  # what the day's events decided goes out now, as `qip run` would send it
         if following:
             heapq.heappush(queue, (following, i, steps))
     t.run_days(until)

@@ -20,7 +20,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
-from qip_flow.notify.messages import render
+from qip_flow.notify.messages import plan_failure
 from qip_flow.runtime import Runtime
 from qip_flow.store.models import Notification, Plan, PlanFailure
 
@@ -93,8 +93,7 @@ def record(rt: Runtime, plan_id: str, exc: BaseException, now: datetime) -> dict
             row.error, row.last_failed_at, row.attempts = error, now, row.attempts + 1
         if new_episode:
             since = now.isoformat(timespec="minutes")
-            message = render("plan_failure", {"plan_id": plan_id, "error": error,
-                                              "since": since})
+            message = plan_failure(plan_id, error, now)
             insert_once(session, Notification(
                 key=f"{REPORT_RULE}|{plan_id}|{since}", rule_id=REPORT_RULE, kind="operations",
                 entity_id=plan_id, plan_id=plan_id, recipient_id=None, subject=message.subject,

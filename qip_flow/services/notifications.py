@@ -23,17 +23,21 @@ from sqlalchemy import String, cast, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
+from qip_flow.clock import as_aware
 from qip_flow.config.rules import DeliverySettings
 from qip_flow.decide.decisions import NotifyDecision
 from qip_flow.decide.facts import PlanData
 from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
+from qip_flow.notify import cards
 from qip_flow.notify.channels import person_tags
-from qip_flow.notify.messages import channel_card, render
+from qip_flow.notify.dates import long_date
+from qip_flow.notify.messages import render, with_link
 from qip_flow.notify.webhooks import Subscriber
 from qip_flow.notify.webhooks import post as post_webhook
 from qip_flow.runtime import Runtime
-from qip_flow.services import failures, webhooks
+from qip_flow.services import digests, failures, notices, webhooks
+from qip_flow.services.notices import Links, NoticeData
 from qip_flow.services.recipients import plan_recipients
 from qip_flow.store import audit, checkpoints
 from qip_flow.store.models import (
@@ -71,6 +75,25 @@ class MessageContext:
         self._keys: set[str] | None = None
         self._managers: dict[str, str | None] | None = None
         self._services: dict[str, str] = {}
+        self._notices: NoticeData | None = None
+        self.now: datetime = datetime.now(UTC)
+        self.zone = ZoneInfo("Europe/London")
+
+    def for_messages(self, rt: Runtime, now: datetime) -> MessageContext:
+        """Set the moment and time zone the batch's messages are written for."""
+        self.now, self.zone = now, ZoneInfo(rt.rules.delivery.timezone)
+        if self._notices is None or self._notices.now != now:
+            self._notices = NoticeData(rt, self.session, self.plan_ids, now)
+        return self
+
+    @property
+    def notices(self) -> NoticeData:
+        """What escalations need beyond the batch (earlier messages, notes), read lazily."""
+        assert self._notices is not None, "for_messages() first"
+        return self._notices
+
+    def local_day(self, moment: datetime) -> date:
+        return as_aware(moment).astimezone(self.zone).date()
 
     def known_keys(self, plan_id: str, keys: set[str]) -> set[str]:
         """The keys among ``keys`` already enqueued (for the whole batch, read once)."""
@@ -193,70 +216,97 @@ def _after_quiet_hours(settings: DeliverySettings, kind: str, moment: datetime) 
 def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
             now: datetime, *, data: PlanData, context: MessageContext) -> list[Notification]:
     """Write the messages the rules asked for, once each. Their channels are chosen when they
-    are sent (:func:`route`), from the channels file in force then."""
+    are sent (:func:`route`), from the channels file in force then. What each says, and which
+    rungs one message covers, is decided in :mod:`qip_flow.services.notices`."""
     if not decisions:
         return []
     actions = {a.id: a for a in data.actions}
-    findings = {f.id: f for f in data.findings}
     wanted = [(d, person_id) for d in decisions
               for person_id in _recipients(context, plan, d, actions)]
-    keys = {f"{d.rule.id}|{d.entity_id}|{pid}|{d.occurrence}" for d, pid in wanted}
+    keys = {notices.key_of(d, pid) for d, pid in wanted}
     known = context.known_keys(plan.id, keys)
     if not keys - known:
         return []
     context.prefetch(pid for _, pid in wanted)
+    context.for_messages(rt, now)
     made: list[Notification] = []
-    for decision in decisions:
-        recipients = [p for p in (context.get(pid) for d, pid in wanted if d is decision)
-                      if p is not None]
-        names = [p.name for p in recipients]
-        message_key = f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}"
-        told: list[str] = []
-        for person in recipients:
-            key = f"{decision.rule.id}|{decision.entity_id}|{person.id}|{decision.occurrence}"
-            if key in known:
-                continue
-            known.add(key)
-            action = actions.get(decision.entity_id)
-            finding = findings.get(action.finding_id) if action and action.finding_id else None
-            owner = context.get(action.owner_id) if action else None
-            message = render("notice", {
-                "person": person, "headline": decision.headline, "kind": decision.kind,
-                "plan": plan, "service": context.service_name(plan.service_id),
-                "action": action, "finding": finding,
-                "owner_name": owner.name if owner else "", "why": decision.rule.description,
-                "rule_id": decision.rule.id, "others": [n for n in names if n != person.name],
-                "rules_version": rt.rules.version})
-            held = decision.kind == "reminder" and person.digest
-            notification = Notification(
-                key=key, message_key=message_key, rule_id=decision.rule.id, kind=decision.kind,
-                entity_id=decision.entity_id, plan_id=plan.id, recipient_id=person.id,
-                subject=message.subject, body_text=message.text, body_html=message.html,
-                card_text=message.card, state="held" if held else "queued", created_at=now,
-                rules_version=rt.rules.version,
-                detail={"occurrence": decision.occurrence, "headline": decision.headline,
-                        "to": decision.to, "subject": decision.subject,
-                        "also_told": [n for n in names if n != person.name]})
-            if rt.db.is_sqlite:
-                session.add(notification)  # writers are serialised; keys checked above
-            elif not insert_once(session, notification):
-                continue  # another worker enqueued it first
-            context.remember(key)
-            made.append(notification)
-            told.append(person.id)
-            if decision.kind == "escalation":
-                audit.append(session, at=now, actor=RULES_ACTOR, entity_type=decision.subject,
-                             entity_id=decision.entity_id, what="escalated",
-                             reason=decision.headline,
-                             detail={"to": person.id, "rule": decision.rule.id,
-                                     "occurrence": decision.occurrence},
-                             version=rt.rules.version)
-        if decision.kind == "escalation" and told:
+    taken = context.notices.taken(plan.id)
+    for bundle in notices.bundles(rt, wanted, known, taken, now):
+        person = context.get(bundle.person_id)
+        if person is None:
+            continue
+        rows = _bundle_rows(rt, context, plan, bundle, person, wanted, data, now)
+        if rt.db.is_sqlite:
+            session.add_all(rows)  # writers are serialised; keys checked above
+        elif not insert_once(session, rows[0]):
+            continue  # another worker enqueued it first
+        else:
+            for row in rows[1:]:
+                insert_once(session, row)
+        for row in rows:
+            known.add(row.key)
+            context.remember(row.key)
+        if rows[0].state != "held":
+            context.notices.remember(plan.id, bundle)
+        made.append(rows[0])
+        if bundle.lead.kind == "escalation":
+            audit.append(session, at=now, actor=RULES_ACTOR, entity_type=bundle.lead.subject,
+                         entity_id=bundle.lead.entity_id, what="escalated",
+                         reason=rows[0].detail.get("headline", bundle.lead.headline),
+                         detail={"to": person.id, "rule": bundle.lead.rule.id,
+                                 "occurrence": bundle.lead.occurrence,
+                                 "roles": rows[0].detail.get("roles", []),
+                                 "covers": [d.rule.id for d in bundle.also]},
+                         version=rt.rules.version)
             webhooks.emit(rt, session, "escalation.raised", plan, {
-                "entity": decision.entity_id, "rule": decision.rule.id,
-                "headline": decision.headline, "to": told,
-                "occurrence": decision.occurrence}, now)
+                "entity": bundle.lead.entity_id, "rule": bundle.lead.rule.id,
+                "headline": bundle.lead.headline, "to": [person.id],
+                "occurrence": bundle.lead.occurrence}, now)
     return made
+
+
+def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notices.Bundle,
+                 person: Person, wanted: list[tuple[NotifyDecision, str]], data: PlanData,
+                 now: datetime) -> list[Notification]:
+    """The outbox rows of one bundle: the message (held for a digest, or queued), then a
+    ``merged`` row for each rung it covers — so their keys are taken and never sent later."""
+    lead = bundle.lead
+    group = lead.group or (notices.signoff_group(plan) if lead.to == "signoff_group" else None)
+    base = {"occurrence": lead.occurrence, "to": lead.to, "subject": lead.subject}
+    if group:
+        base["group"] = group
+
+    def merged(decision: NotifyDecision, into: str) -> Notification:
+        return Notification(
+            key=notices.key_of(decision, person.id),
+            message_key=f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}",
+            rule_id=decision.rule.id, kind=decision.kind, entity_id=decision.entity_id,
+            plan_id=plan.id, recipient_id=person.id, subject=decision.headline, body_text="",
+            body_html="", card_text="", state="merged", created_at=now,
+            rules_version=rt.rules.version,
+            detail={"occurrence": decision.occurrence, "to": decision.to,
+                    "subject": decision.subject, "headline": decision.headline,
+                    "merged_into": into})
+
+    names = [p.name for p in (context.get(pid) for d, pid in wanted if d is lead)
+             if p is not None]
+    notice = notices.render_bundle(rt, context, plan, bundle, person, data, now,
+                                   [n for n in names if n != person.name], group)
+    held = notices.held_for(rt, lead, person, group)
+    detail = {**base, **notice.detail}
+    if held:
+        detail["digest"] = held
+    if bundle.not_before is not None:
+        detail["not_before"] = bundle.not_before.isoformat()
+    key = notices.key_of(lead, person.id)
+    message = notice.message
+    row = Notification(
+        key=key, message_key=f"{lead.rule.id}|{lead.entity_id}|{lead.occurrence}",
+        rule_id=lead.rule.id, kind=lead.kind, entity_id=lead.entity_id, plan_id=plan.id,
+        recipient_id=person.id, subject=message.subject, body_text=message.text,
+        body_html=message.html, card_text=message.card, state="held" if held else "queued",
+        created_at=now, rules_version=rt.rules.version, detail=detail)
+    return [row, *(merged(d, key) for d in bundle.also)]
 
 
 def hold_acknowledged(session: Session, decisions: list[NotifyDecision], today: date
@@ -289,17 +339,26 @@ def tell_owner_of_acknowledgement(rt: Runtime, session: Session, action: Action,
         return None
     from qip_flow.store.models import Finding
 
+    until = long_date(acknowledgement.paused_until)
     headline = (f"{by.name} acknowledged the escalation about {action.id}; the next escalation "
-                f"waits until {acknowledgement.paused_until:%-d %B %Y}")
+                f"waits until {until}")
+    subject = f"{action.description[:80]}: {by.name} acknowledged the escalation"
     service = session.get(Service, plan.service_id)
+    why = (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged it. "
+           "Record your progress: it stops the escalations.")
+    finding = session.get(Finding, action.finding_id) if action.finding_id else None
+    page = Links(rt).page(action.id)
     message = render("notice", {
-        "person": owner, "headline": headline, "kind": "acknowledgement", "plan": plan,
+        "person": owner, "kind": "acknowledgement", "sentence": headline, "plan": plan,
         "service": service.name if service else plan.service_id, "action": action,
-        "finding": session.get(Finding, action.finding_id) if action.finding_id else None,
-        "owner_name": owner.name,
-        "why": (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged "
-                "it. Record your progress: it stops the escalations."),
-        "rule_id": "acknowledgement", "others": [], "rules_version": rt.rules.version})
+        "finding": finding.description if finding else "", "owner_name": owner.name,
+        "why": why, "rule_id": "acknowledgement", "rules_version": rt.rules.version,
+        "ask": "Record where the action stands: a short progress note is enough.",
+        "link": page, "link_label": f"Update action {action.ref}",
+        "page_label": f"action {action.id}"}, subject=subject,
+        card=cards.card(title=subject, severity="accent", lead=headline,
+                        facts=[("Plan", plan.title), ("Next escalation waits until", until)],
+                        notes=[why], link_label=f"Update action {action.ref}"))
     key = f"acknowledgement|{action.id}|{owner.id}|{acknowledgement.id}"
     row = Notification(
         key=key, message_key=key, rule_id="acknowledgement", kind="acknowledgement",
@@ -381,6 +440,7 @@ def route(rt: Runtime, now: datetime, *, limit: int = 500) -> int:
                 n.state = "failed"
                 n.detail = {**n.detail, "problem": missing}
                 continue
+            start = _not_before(n, now)
             for channel in channels:
                 if channel.name in have[n.id or 0]:
                     continue
@@ -388,7 +448,7 @@ def route(rt: Runtime, now: datetime, *, limit: int = 500) -> int:
                     session.add(Delivery(
                         notification_id=n.id or 0, channel=channel.name,
                         dedupe_key=f"{n.key}|{channel.name}", state="pending",
-                        next_attempt_at=allowed_at(settings, channel.kind, now)))
+                        next_attempt_at=allowed_at(settings, channel.kind, start)))
                 else:
                     shared[(n.message_key or n.key, channel.name)].append(n)
         _add_shared(rt, session, shared, now)
@@ -410,6 +470,13 @@ def _route_webhook(rt: Runtime, session: Session, n: Notification, have: set[str
                                  next_attempt_at=now))
 
 
+def _not_before(n: Notification, now: datetime) -> datetime:
+    """When a message may first go out: now, or the next day for a higher rung decided after
+    a lower one went to the same person today (one message per person, item and day)."""
+    later = n.detail.get("not_before")
+    return max(now, datetime.fromisoformat(later)) if later else now
+
+
 def _add_shared(rt: Runtime, session: Session,
                 shared: dict[tuple[str, str], list[Notification]], now: datetime) -> None:
     """One delivery per message and shared channel (its key is the message's, so it is made
@@ -426,7 +493,8 @@ def _add_shared(rt: Runtime, session: Session,
             lead = Delivery(notification_id=notes[0].id or 0, channel=name,
                             dedupe_key=f"shared|{message_key}|{name}", state="pending",
                             next_attempt_at=allowed_at(rt.rules.delivery,
-                                                       channel.kind if channel else "", now))
+                                                       channel.kind if channel else "",
+                                                       _not_before(notes[0], now)))
             session.add(lead)
             session.flush()
             notes = notes[1:]
@@ -445,42 +513,6 @@ def _add_shared(rt: Runtime, session: Session,
 
 def _carried_state(lead_state: str) -> str:
     return lead_state if lead_state in ("sent", "failed") else "carried"
-
-
-def make_digests(rt: Runtime, session: Session, now: datetime) -> int:
-    """On the digest day, gather each person's held reminders into one message."""
-    settings = rt.rules.delivery
-    local = now.astimezone(ZoneInfo(settings.timezone))
-    if local.strftime("%A").lower() != settings.digest_weekday:
-        return 0
-    held = session.exec(select(Notification).where(Notification.state == "held")
-                        .order_by(col(Notification.id))).all()
-    by_person: dict[str, list[Notification]] = {}
-    for n in held:
-        by_person.setdefault(n.recipient_id, []).append(n)
-    year, week, _ = local.isocalendar()
-    made = 0
-    for person_id, items in by_person.items():
-        person = session.get(Person, person_id)
-        assert person is not None
-        key = f"digest|{person_id}|{year}-W{week:02d}"
-        if session.exec(select(Notification.id).where(Notification.key == key)).first():
-            continue
-        message = render("digest", {
-            "person": person, "week": local.date().isoformat(),
-            "items": [{"headline": n.detail.get("headline", n.subject), "plan_id": n.plan_id,
-                       "why": n.rule_id} for n in items]})
-        digest = Notification(key=key, rule_id="digest", kind="digest", entity_id=person_id,
-                              plan_id=items[0].plan_id, recipient_id=person_id,
-                              subject=message.subject, body_text=message.text,
-                              body_html=message.html, card_text=message.card, state="queued",
-                              created_at=now, rules_version=rt.rules.version,
-                              detail={"items": [n.id for n in items]})
-        if insert_once(session, digest):
-            for n in items:
-                n.state = "digested"
-            made += 1
-    return made
 
 
 # --- the tick ----------------------------------------------------------------------------
@@ -575,7 +607,7 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
         if progress:
             progress(len(claimed))
     with rt.db.write() as session:
-        summary.digests = make_digests(rt, session, now)
+        summary.digests = digests.make_digests(rt, session, now)
     checkpoints.after_tick(rt.db, now)  # the head, keyed, outside the database
     return summary
 
@@ -607,6 +639,7 @@ class _Job:
     card: str
     message_id: str = ""
     target: Subscriber | None = None  # a webhook subscriber, with its secret
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
@@ -638,14 +671,21 @@ def _carried(session: Session, delivery_id: int) -> list[Delivery]:
                              .order_by(col(Delivery.id))).all())
 
 
-def _card(n: Notification, names: list[str], person_id: str) -> str:
-    """The card as this delivery's channel receives it (messages queued before the card was
-    split into what and for whom carry their person's lines already)."""
-    if "subject" not in n.detail:
-        return n.card_text
-    return channel_card(n.card_text, names=names, others=list(n.detail.get("also_told", [])),
-                        by=person_id,
-                        action_id=n.entity_id if n.detail["subject"] == "action" else None)
+def _as_sent(n: Notification, person: Person | None, names: list[str], personal: bool,
+             links: Links) -> tuple[str, str, str]:
+    """The message's text, HTML and Teams card as this delivery sends them, with the link to
+    the item's page made now: signed for its reader on a channel only they read (email, the
+    local file); the page itself (a full sign-in opens it) on a channel others read."""
+    target = n.detail.get("link") or {}
+    link = None
+    if target:
+        link = (links.signed(person.id, target["item"], target.get("purpose", "reminder"))
+                if personal and person is not None else links.page(target["item"])) \
+            or target.get("page")
+    text, html = with_link(n.body_text, n.body_html, link)
+    card = cards.for_channel(n.card_text, link=link, names=names,
+                             others=list(n.detail.get("also_told", [])))
+    return text, html, card
 
 
 def _reroute(session: Session, d: Delivery) -> None:
@@ -659,7 +699,8 @@ def _reroute(session: Session, d: Delivery) -> None:
             n.state, n.routed_at = "queued", None
 
 
-def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | None:
+def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime,
+           links: Links) -> _Job | None:
     with rt.db.write() as session:
         d = session.get(Delivery, delivery_id)
         if d is None or d.state != "pending" or d.claimed_by != worker:
@@ -681,10 +722,14 @@ def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime) -> _Job | 
         attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
         session.add(attempt)
         session.flush()
+        channel = rt.channels.by_name(d.channel)
+        text, html, card = _as_sent(n, person, names, bool(channel and channel.personal),
+                                    links)
         return _Job(delivery_id, attempt.id or 0, d.channel, person.email if person else None,
-                    n.subject, n.body_text, n.body_html,
-                    _card(n, names, person.id if person else ""),
-                    str(n.detail.get("webhook_id", "")), target)
+                    n.subject, *((n.body_text, n.body_html, "") if target is not None
+                                 else (text, html, card)),
+                    str(n.detail.get("webhook_id", "")), target,
+                    {"X-QIP-Rule": n.rule_id, "X-QIP-About": n.entity_id, "X-QIP-Kind": n.kind})
 
 
 def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
@@ -744,6 +789,7 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
     worker = worker or worker_name()
     summary = DispatchSummary()
     batches = 0
+    links = Links(rt)
     while not stop() and (max_batches is None or batches < max_batches):
         now = rt.clock.now()
         route(rt, now)
@@ -754,7 +800,7 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
             break
         batches += 1
         for delivery_id in ids:
-            job = _start(rt, delivery_id, worker, rt.clock.now())
+            job = _start(rt, delivery_id, worker, rt.clock.now(), links)
             if job is None:
                 continue
             if job.target is not None:
@@ -764,7 +810,8 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
                 channel = rt.channels.by_name(job.channel)
                 assert channel is not None  # checked when the try was started
                 result = rt.channels.send(channel, email=job.email, subject=job.subject,
-                                          text=job.text, html=job.html, card=job.card)
+                                          text=job.text, html=job.html, card=job.card,
+                                          headers=job.headers)
             _finish(rt, job, result.ok, result.error, result.permanent, rt.clock.now(), summary)
             if on_sent:
                 on_sent(1)

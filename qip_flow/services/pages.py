@@ -110,7 +110,8 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
                      "path": item_path(p.id)}
                     for p, purpose in _signoffs_waiting(rt, session, policy, person)]
         sent = session.exec(select(Notification).where(
-            Notification.recipient_id == person.id, Notification.kind == "escalation")
+            Notification.recipient_id == person.id, Notification.kind == "escalation",
+            Notification.state != "merged")  # a rung another message that day covered
             .order_by(col(Notification.id).desc()).limit(50)).all()
         acks = session.exec(select(Acknowledgement).where(
             Acknowledgement.by_id == person.id,
@@ -141,13 +142,8 @@ def _signoffs_waiting(rt: Runtime, session: Session, policy: Policy,
     """Plans at a state where a sign-off is the next step and the person could give it: the
     sponsor approves a draft; closure and step-down go to whoever holds the authority the
     plan's criteria name (the guards judge the rest when they sign)."""
-    wf = rt.workflows.defs["plan"]
     waiting: list[tuple[Plan, str]] = []
-    by_state: dict[str, list[str]] = {}
-    for event in wf.events:
-        if event.signoff and event.signoff != "variation":
-            for state in event.source:
-                by_state.setdefault(state, []).append(event.signoff)
+    by_state = signoff_steps(rt)
     approving = [s for s, purposes in by_state.items() if "approval" in purposes]
     closing = [s for s, purposes in by_state.items() if "closure" in purposes]
     # the few plans that could be the person's, asked of the database (a portfolio holds
@@ -164,6 +160,17 @@ def _signoffs_waiting(rt: Runtime, session: Session, policy: Policy,
             if approves or closes:
                 waiting.append((plan, purpose))
     return waiting
+
+
+def signoff_steps(rt: Runtime) -> dict[str, list[str]]:
+    """Plan state → the sign-offs (approval, closure, step_down) that are its next step, from
+    the plan workflow in force (variations aside: they can come at any time)."""
+    by_state: dict[str, list[str]] = {}
+    for event in rt.workflows.defs["plan"].events:
+        if event.signoff and event.signoff != "variation":
+            for state in event.source:
+                by_state.setdefault(state, []).append(event.signoff)
+    return by_state
 
 
 def _forms(policy: Policy, actor: Actor, plan: Plan, action: Action,

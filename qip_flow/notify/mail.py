@@ -1,0 +1,123 @@
+"""Email as qip_flow writes it: a multipart/alternative message whose text part is our own
+text (not a conversion of the HTML) beside the HTML part, sent to the relay of the channels
+file's ``mailto://`` / ``mailtos://`` URL. Apprise reads the URL (host, port, TLS mode, login,
+sender); the message is built here (:func:`build`) and sent with ``smtplib`` (:func:`send`), so
+any sender — one connection per message or per batch — sends the same message."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid
+from functools import cache
+from typing import Any
+
+import apprise
+
+SENDER_NAME = "qip_flow"
+#: SMTP replies a retry will not change: the mailbox or the sender is refused
+PERMANENT_CODES = range(550, 555)
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Where and how to reach the SMTP relay, as Apprise reads its URL."""
+
+    host: str
+    port: int
+    mode: str  # insecure, starttls or ssl
+    user: str | None
+    password: str | None
+    sender: str
+    sender_name: str
+    verify: bool
+    timeout: float
+
+    @classmethod
+    def from_url(cls, url: str) -> Relay | None:
+        service: Any = apprise.Apprise.instantiate(url)
+        if service is None or not hasattr(service, "smtp_host"):
+            return None
+        name, address = service.from_addr
+        return cls(service.smtp_host, int(service.port), str(service.secure_mode),
+                   service.user or None, service.password or None, address,
+                   name or SENDER_NAME, bool(service.verify_certificate),
+                   float(service.socket_connect_timeout))
+
+
+def build(relay: Relay, *, to: str, subject: str, text: str, html: str,
+          headers: dict[str, str] | None = None) -> MIMEMultipart:
+    """One message to ``to``: our text part first, the HTML part as the alternative. Built with
+    the classic MIME classes: they encode a long non-ASCII subject without losing the spaces
+    between its encoded words (the newer policy's folding drops them: "12… — due" arrived as
+    "12…— due"), and take a third of the time."""
+    message = MIMEMultipart("alternative")
+    message["From"] = formataddr((relay.sender_name, relay.sender))
+    message["To"] = to
+    message["Subject"] = Header(subject, "utf-8")
+    message["Date"] = format_datetime(datetime.now(UTC))  # the real time it is written
+    message["Message-ID"] = make_msgid(domain=relay.sender.rsplit("@", 1)[-1] or None)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.attach(MIMEText(text, "plain", "utf-8"))
+    message.attach(MIMEText(html, "html", "utf-8"))
+    return message
+
+
+@cache
+def _context(verify: bool) -> ssl.SSLContext:
+    """One TLS context per process (building one reads the CA store: ~35 ms each)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(relay: Relay) -> smtplib.SMTP:
+    """A connection to the relay, secured and logged in as its URL says."""
+    if relay.mode == "ssl":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(relay.host, relay.port, timeout=relay.timeout,
+                                              context=_context(relay.verify))
+    else:
+        smtp = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
+        if relay.mode == "starttls":
+            smtp.starttls(context=_context(relay.verify))
+    if relay.user and relay.password:
+        smtp.login(relay.user, relay.password)
+    return smtp
+
+
+def send(relay: Relay, message: MIMEMultipart) -> tuple[bool, str, bool]:
+    """One message on its own connection: (sent, what went wrong, permanent)."""
+    where = f"SMTP {relay.host}:{relay.port}"
+    try:
+        smtp = connect(relay)
+        try:
+            refused = smtp.send_message(message)
+        finally:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+    except smtplib.SMTPRecipientsRefused as exc:
+        code = next(iter(exc.recipients.values()))[0] if exc.recipients else 0
+        return False, f"{where}: recipient refused ({code})", code in PERMANENT_CODES
+    except smtplib.SMTPResponseException as exc:
+        return False, f"{where}: {exc.smtp_code} {_text(exc.smtp_error)}", \
+            exc.smtp_code in PERMANENT_CODES
+    except (smtplib.SMTPException, OSError) as exc:
+        return False, f"{where}: {type(exc).__name__}: {exc}", False
+    if refused:
+        return False, f"{where}: recipient refused ({', '.join(refused)})", True
+    return True, "", False
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
