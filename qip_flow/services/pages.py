@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from sqlalchemy import and_
 from sqlmodel import Session, col, func, or_, select
 
 from qip_flow.clock import as_aware
@@ -87,9 +88,12 @@ def my_work(rt: Runtime, actor: Actor) -> dict[str, Any]:
 
         managed = list(session.exec(select(Person.id).where(
             Person.line_manager_id == person.id)).all())
+        # actions of the people they manage, or on plans they own or sponsor: each side by
+        # its own index (one OR across the join would read every completed action)
+        theirs = select(Plan.id).where(or_(Plan.owner_id == person.id,
+                                           Plan.sponsor_id == person.id))
         near = select(Action, Plan).join(Plan, col(Plan.id) == Action.plan_id).where(or_(
-            col(Action.owner_id).in_(managed), Plan.owner_id == person.id,
-            Plan.sponsor_id == person.id))
+            col(Action.owner_id).in_(managed), col(Action.plan_id).in_(theirs)))
         verify = [_action_row(a, p, today) for a, p in session.exec(
             near.where(Action.state == "completed").order_by(col(Action.id))).all()
             if policy.decide(deciding, Act.VERIFY, p, a)]
@@ -140,8 +144,14 @@ def _signoffs_waiting(rt: Runtime, session: Session, policy: Policy,
     plan's criteria name (the guards judge the rest when they sign)."""
     waiting: list[tuple[Plan, str]] = []
     by_state = signoff_steps(rt)
-    plans = session.exec(select(Plan).where(col(Plan.state).in_(list(by_state)))
-                         .order_by(col(Plan.id))).all()
+    approving = [s for s, purposes in by_state.items() if "approval" in purposes]
+    closing = [s for s, purposes in by_state.items() if "closure" in purposes]
+    # the few plans that could be the person's, asked of the database (a portfolio holds
+    # thousands at these states): the drafts they sponsor, the plans they could close
+    signable = policy.could_sign_ids(person, closing) if closing else set()
+    plans = session.exec(select(Plan).where(or_(
+        and_(col(Plan.state).in_(approving), Plan.sponsor_id == person.id),
+        col(Plan.id).in_(sorted(signable)))).order_by(col(Plan.id))).all()
     for plan in plans:
         for purpose in by_state[plan.state]:
             approves = purpose == "approval" and plan.sponsor_id == person.id
@@ -214,25 +224,32 @@ def action_page(rt: Runtime, actor: Actor, action_id: str) -> dict[str, Any]:
         plan = get_plan(session, row.plan_id)
         policy = policy_for(rt, session)
         policy.decide(actor, Act.VIEW, plan, row).check()
-        people = {p.id: p for p in session.exec(select(Person)).all()}
-        names = {i: p.name for i, p in people.items()}
-        detail = queries.action_detail(session, row, names)
+        detail = queries.action_detail(session, row, {})
+        requests = session.exec(select(DueRequest).where(DueRequest.action_id == row.id)
+                                .order_by(col(DueRequest.id))).all()
+        acks = session.exec(select(Acknowledgement).where(Acknowledgement.action_id == row.id)
+                            .order_by(col(Acknowledgement.id))).all()
+        # the names this page shows, read by id (a portfolio's organisation has thousands)
+        names = policy.names([
+            row.owner_id, row.completed_by_id, row.verified_by_id, plan.owner_id,
+            plan.sponsor_id, *(n["by_id"] for n in detail["notes"]),
+            *(r["approved_by_id"] for r in detail["revisions"]),
+            *(e["by_id"] for e in detail["evidence"]),
+            *(i for r in requests for i in (r.requested_by_id, r.decided_by_id)),
+            *(a.by_id for a in acks)])
+        detail["owner_name"] = names.get(row.owner_id or "", "")
         _named(detail["notes"], names, "by_id")
         _named(detail["revisions"], names, "approved_by_id")
         for item in _named(detail["evidence"], names, "by_id"):
             item["kind"] = ALLOWED.get(item.get("media_type") or "", ((), ""))[1]
             item["size_words"] = in_words(item["size"]) if item.get("size") else ""
         finding = session.get(Finding, row.finding_id) if row.finding_id else None
-        requests = session.exec(select(DueRequest).where(DueRequest.action_id == row.id)
-                                .order_by(col(DueRequest.id))).all()
         pending = next((r for r in requests if r.state == "pending"), None)
         told = session.exec(select(Notification).where(
             Notification.entity_id == row.id, Notification.recipient_id == actor.person.id,
             col(Notification.kind).in_(["reminder", "escalation"]))
             .order_by(col(Notification.id))).all()
         escalation = next((n for n in reversed(told) if n.kind == "escalation"), None)
-        acks = session.exec(select(Acknowledgement).where(Acknowledgement.action_id == row.id)
-                            .order_by(col(Acknowledgement.id))).all()
         mine = next((a for a in acks if escalation and a.notification_id == escalation.id), None)
         can = _forms(policy, actor, plan, row, pending)
         return {
@@ -262,9 +279,11 @@ def action_page(rt: Runtime, actor: Actor, action_id: str) -> dict[str, Any]:
                 can[act.name.lower()] and not policy.decide(actor, act, plan, row,
                                                             request=pending)
                 for act in (Act.DECIDE_NEW_DATE, Act.VERIFY, Act.REASSIGN)),
-            "owners": [{"id": p.id, "name": p.name, "role": p.role}
-                       for p in sorted(people.values(), key=lambda p: p.name)
-                       if p.id != row.owner_id and "guest" not in (p.roles or [])]
+            "owners": [{"id": i, "name": name, "role": role}
+                       for i, name, role, roles in session.exec(select(
+                           Person.id, Person.name, Person.role, Person.roles)
+                           .order_by(col(Person.name))).all()
+                       if i != row.owner_id and "guest" not in (roles or [])]
             if can["reassign"] else [],
         }
 
