@@ -1,6 +1,6 @@
 """indexes for the pages
 
-Revision ID: 0023
+Revision ID: 0019
 Revises: 0018
 Create Date: 2026-12-02
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = '0023'
+revision: str = '0019'
 down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
