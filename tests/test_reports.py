@@ -658,5 +658,5 @@ def test_the_demo_year_reopens_care_planning_on_a_special_cause_not_on_one_point
     assert rows[2][3] == finding
     assert rows[1][3] == ("QIP-2026-009: plan-audit (Care plans meeting the audit standard) at "
                           "62%, below the lower process limit (process limits 67.4% to 104.6%) "
-                          "on 2026-08-26")
+                          "on Wed 26 August")  # the way messages write dates (UK, no ISO)
     assert scalar(demo.db, "select count(*) from auditevent where what = 'reopen'") == 1

@@ -77,7 +77,7 @@ def _link_in_reminder(served: Served) -> str:
     their deep link (issue #12, helper webmsg), it is the link the message would carry, made
     by the same service and signed for her and that item."""
     assert served.smtp.wait_for(1, timeout=30)
-    (mail,) = [m for m in served.smtp.messages if m.to == EMAILS["mjones"] and A3 in m.subject]
+    (mail,) = [m for m in served.smtp.messages if m.to == EMAILS["mjones"] and m.about == A3]
     found = DEEP_LINK.search(mail.text + mail.html)
     if found:
         return found.group(0)
@@ -226,7 +226,8 @@ def test_owner_and_manager_act_on_the_action_pages_in_chromium(server: Served,
             camera.shoot(jaya, "refused-verify-own-action")
 
             daniel = _signed_in(browser, server, "dadeyemi")
-            assert A2 in daniel.inner_text("#escalations")
+            # the escalation reads by the action's words and links to its page
+            assert daniel.locator(f'#escalations a[href="/actions/{A2}"]').count() == 1
             camera.shoot(daniel, "my-work-escalations")
             daniel.goto(f"{server.url}/actions/{A2}")
             camera.shoot(daniel, "action-escalated")

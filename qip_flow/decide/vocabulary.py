@@ -511,6 +511,9 @@ ACTION_WORDS = {
                         "attached", missing="its evidence is not known"),
     "weeks_overdue": W("{value:it is less than a week overdue|it is # week overdue|it is "
                        "# weeks overdue}", missing="it has no due date"),
+    "at_risk": W("it is at risk (overdue, or due within the ladder's window)",
+                 "it is not at risk yet (due later than the ladder's window)",
+                 missing="it has no due date"),
     "updated_since_due": W("its owner updated it after the due date",
                            "its owner has not updated it since the due date",
                            missing="it has no due date"),

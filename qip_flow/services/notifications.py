@@ -342,7 +342,8 @@ def tell_owner_of_acknowledgement(rt: Runtime, session: Session, action: Action,
     until = long_date(acknowledgement.paused_until)
     headline = (f"{by.name} acknowledged the escalation about {action.id}; the next escalation "
                 f"waits until {until}")
-    subject = f"{action.description[:80]}: {by.name} acknowledged the escalation"
+    subject = (f"{action.description[:80]}: {by.name} acknowledged the escalation; the next "
+               f"waits until {until}")
     service = session.get(Service, plan.service_id)
     why = (f"{by.name} was sent the escalation '{escalation.subject}' and has acknowledged it. "
            "Record your progress: it stops the escalations.")
