@@ -61,7 +61,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db.init(simulation=True)
     rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
     load_examples(rt)
-    ensure_key(db)
+    with pytest.MonkeyPatch.context() as env:  # beside the database, whatever leaked before
+        env.delenv("QIP_SECRET_KEY", raising=False)
+        env.delenv("QIP_KEY_FILE", raising=False)
+        ensure_key(db)
     approve_and_start(rt)
     db.dispose()
     return folder

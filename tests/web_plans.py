@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import snapshot
 from test_closure_scenarios import (
     record_safeguarding_learning,
@@ -73,7 +74,10 @@ def build(folder: Path) -> Path:
     db = Database(f"sqlite:///{db_file}")
     db.init(simulation=True)
     closure_review(Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG))
-    ensure_key(db)
+    with pytest.MonkeyPatch.context() as env:  # beside the database, whatever leaked before
+        env.delenv("QIP_SECRET_KEY", raising=False)
+        env.delenv("QIP_KEY_FILE", raising=False)
+        ensure_key(db)
     db.dispose()
     return db_file
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from notify_servers import SmtpServer, clean_env, load_examples, make_runtime, write_channels
 
 from qip_flow.store.db import Database
@@ -45,7 +46,10 @@ def prepare_database(folder: Path, smtp: SmtpServer) -> tuple[Path, Path]:
     db.init(simulation=True)
     channels = write_channels(folder / "channels.yaml", [(smtp.url(), "email")])
     load_examples(make_runtime(db, channels))
-    ensure_key(db)
+    with pytest.MonkeyPatch.context() as env:  # beside the database, whatever leaked before
+        env.delenv("QIP_SECRET_KEY", raising=False)
+        env.delenv("QIP_KEY_FILE", raising=False)
+        ensure_key(db)
     db.dispose()
     return db_file, channels
 
