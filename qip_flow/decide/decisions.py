@@ -4,9 +4,10 @@ fired, the criteria unmet with the fact values, and the rules version."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 
 from qip_flow.config.rules import FactRef, Leaf, RuleBook, RuleDef, fact_values
@@ -20,14 +21,15 @@ def _value(v: Any) -> str:
     return "missing" if v is None else json.dumps(v)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConditionResult:
     """One condition of a rule judged: the machine form (the condition as written and the
-    facts it read) and the same in words."""
+    facts it read) and the same in words. Read-only, so the same condition judged on the same
+    facts can be shared between decisions (``Decide`` keeps them per rules version)."""
 
     text: str
     holds: bool
-    values: dict[str, Any]
+    values: Mapping[str, Any]
     words: str = ""
 
     def describe(self) -> str:
@@ -59,7 +61,8 @@ class ShownCondition:
         return tuple(shown)
 
 
-#: Sentences kept per rules version: the same condition on the same facts reads the same.
+#: Conditions judged, kept per rules version: the same condition on the same facts reads the
+#: same (a closure decision has about fifteen conditions; a portfolio repeats them).
 SENTENCES = 4096
 
 
@@ -70,20 +73,33 @@ class CriterionResult:
     conditions: list[ConditionResult]
 
     facts: dict[str, Any] = field(default_factory=dict)
+    # worked out on first use: a refusal reads them for its reasons and again for its record
+    _name: str | None = field(default=None, init=False, repr=False, compare=False)
+    _description: str | None = field(default=None, init=False, repr=False, compare=False)
+    _why_not: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
-        return str(self.rule.then.params.get("criterion", self.rule.id))
+        if self._name is None:
+            self._name = str(self.rule.then.params.get("criterion", self.rule.id))
+        return self._name
 
-    @cached_property
+    @property
     def description(self) -> str:
         """The rule's description with its {fact} placeholders filled in."""
-        return fill(self.rule.description, self.facts, missing="none")
+        if self._description is None:
+            self._description = fill(self.rule.description, self.facts, missing="none")
+        return self._description
 
-    @cached_property
+    @property
     def why_not(self) -> list[str]:
         """Why it does not hold, in words: the rules author's `unmet` sentence, or a sentence
         for each condition that fails (empty when it holds)."""
+        if self._why_not is None:
+            self._why_not = self._reasons()
+        return self._why_not
+
+    def _reasons(self) -> list[str]:
         if self.met:
             return []
         if self.rule.unmet:
@@ -102,7 +118,7 @@ class CriterionResult:
     def as_dict(self) -> dict[str, Any]:
         return {"criterion": self.name, "met": self.met, "rule": self.rule.id,
                 "description": self.description, "why_not": list(self.why_not),
-                "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values,
+                "conditions": [{"condition": c.text, "holds": c.holds, "facts": dict(c.values),
                                 "words": c.words}
                                for c in self.conditions]}
 
@@ -220,17 +236,16 @@ class Decide:
     def __init__(self, book: RuleBook) -> None:
         self.book = book
         self.engine = RulesEngine(book)
+        #: the version of the closure rules this judges by (asked on every decision)
+        self.closure_version = closure_version(book)
         self._shown: dict[str, tuple[ShownCondition, ...]] = {}
-        self._cached: Callable[..., str] = lru_cache(maxsize=SENTENCES)(self._sentence)
+        self._judged: Callable[..., ConditionResult] = lru_cache(maxsize=SENTENCES, typed=True)(
+            self._condition)
 
     @property
     def version(self) -> str:
         return self.book.version
 
-    @cached_property
-    def closure_version(self) -> str | None:
-        """The version of the closure rules this judges by (asked on every decision)."""
-        return closure_version(self.book)
 
     def defaults(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Default closure criteria for a plan, the strictest of every matching rule."""
@@ -269,25 +284,20 @@ class Decide:
         shown = self._shown.get(rule.id)
         if shown is None:
             shown = self._shown[rule.id] = ShownCondition.of("plan", rule)
-        out = []
-        for condition, ok in zip(shown, holds, strict=True):
-            values = tuple(facts.get(n) for n in condition.names)
-            out.append(ConditionResult(condition.text, ok, dict(zip(condition.names, values, strict=True)),
-                                       self._words(rule.id, condition.index, ok, values)))
-        return out
+        get, judged, rule_id = facts.get, self._judged, rule.id
+        try:  # the key is the values themselves, each with its type (1, 1.0 and True differ)
+            return [judged(rule_id, c.index, ok, *map(get, c.names))
+                    for c, ok in zip(shown, holds, strict=True)]
+        except TypeError:  # a value that cannot be a key (a list): judged afresh
+            return [self._condition(rule_id, c.index, ok, *map(get, c.names))
+                    for c, ok in zip(shown, holds, strict=True)]
 
-    def _sentence(self, rule_id: str, index: int, holds: bool, values: tuple[Any, ...],
-                  _types: tuple[type, ...]) -> str:
-        """A condition in words (cached: ``_types`` keeps 1, 1.0 and True apart)."""
+    def _condition(self, rule_id: str, index: int, holds: bool, *values: Any) -> ConditionResult:
+        """One condition judged on the values of the facts it shows, with its words."""
         condition = self._shown[rule_id][index]
-        return condition_words("plan", condition.leaf, dict(zip(condition.names, values, strict=True)),
-                               holds)
-
-    def _words(self, rule_id: str, index: int, holds: bool, values: tuple[Any, ...]) -> str:
-        try:
-            return self._cached(rule_id, index, holds, values, tuple(map(type, values)))
-        except TypeError:  # a value that cannot be a key (a list): worded afresh
-            return self._sentence(rule_id, index, holds, values, ())
+        read = dict(zip(condition.names, values, strict=True))
+        return ConditionResult(condition.text, holds, MappingProxyType(read),
+                               condition_words("plan", condition.leaf, read, holds))
 
     def rag(self, facts: dict[str, Any]) -> RagDecision:
         fired = self.engine.evaluate("plan", facts, "rag").fired

@@ -33,6 +33,7 @@ from qip_flow.config.rules import FactRef, Group, Leaf, RuleBook, RuleDef, iter_
 from qip_flow.errors import QipError
 
 _HOST_LOCK = threading.Lock()
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # as durable's own Ruleset.assert_fact
 _SESSION_IDS = itertools.count(1)
 
 
@@ -153,41 +154,37 @@ def _leaf_test(leaf: Leaf) -> FactTest:
     return lambda f: f.get(fact) is not None and bool(compare(f.get(fact), value))
 
 
-Tree = int | tuple[bool, tuple[Any, ...]]  # a leaf's index, or (is "all", the items)
+Joined = Callable[[Sequence[bool]], bool]
+
+
+def _join(cond: Leaf | Group, tests: list[FactTest]) -> Joined:
+    """``cond``'s verdict from its conditions' results (appending its conditions' tests to
+    ``tests`` in the order of ``iter_leaves``)."""
+    if isinstance(cond, Leaf):
+        tests.append(_leaf_test(cond))
+        return operator.itemgetter(len(tests) - 1)
+    parts = [_join(c, tests) for c in cond.items]
+    if cond.kind == "all":
+        return lambda results: all([part(results) for part in parts])
+    return lambda results: any([part(results) for part in parts])
 
 
 @dataclass(frozen=True)
 class Reading:
     """A rule's conditions as Python tests, in the order of ``rule.leaves()``, and the
-    all/any tree that joins them: made once per rule."""
+    all/any that joins their results: made once per rule."""
 
     tests: tuple[FactTest, ...]
-    tree: Tree
+    holds: Joined
 
     @classmethod
     def of(cls, rule: RuleDef) -> Reading:
         tests: list[FactTest] = []
-
-        def walk(cond: Leaf | Group) -> Tree:
-            if isinstance(cond, Leaf):
-                tests.append(_leaf_test(cond))
-                return len(tests) - 1
-            return (cond.kind == "all", tuple(walk(c) for c in cond.items))
-
-        tree = walk(rule.when)
-        return cls(tuple(tests), tree)
+        holds = _join(rule.when, tests)
+        return cls(tuple(tests), holds)
 
     def leaves(self, facts: Mapping[str, Any]) -> list[bool]:
         return [test(facts) for test in self.tests]
-
-    def holds(self, results: Sequence[bool], tree: Tree | None = None) -> bool:
-        """The rule's verdict from its conditions' results."""
-        node = self.tree if tree is None else tree
-        if isinstance(node, int):
-            return results[node]
-        every, items = node
-        joined = (self.holds(results, item) for item in items)
-        return all(joined) if every else any(joined)
 
 
 @dataclass
@@ -276,7 +273,7 @@ class RulesEngine:
         handle, labels = self._compiled[name]
         sid = f"e{next(_SESSION_IDS)}"
         try:
-            fact = json.dumps({**facts, "sid": sid, MARKER: 1}, ensure_ascii=False)
+            fact = _ENCODE({**facts, "sid": sid, MARKER: 1})
         except (TypeError, ValueError) as exc:
             raise RulesEngineError(f"facts for {name} are not plain values: {exc}") from exc
         held: set[Label] = set()
