@@ -17,27 +17,44 @@ if TYPE_CHECKING:
     from qip_flow.services import integrity
 
 
+#: Plans a table shows unless asked for more: a portfolio has thousands, a terminal a page.
+PAGE = 100
+
+
 def plans(
     ctx: typer.Context,
     state: Annotated[str | None, typer.Option(help="Only plans in this state.")] = None,
     service: Annotated[str | None, typer.Option(help="Only plans of this service.")] = None,
     theme: Annotated[str | None, typer.Option(help="Only plans of this theme.")] = None,
     rag: Annotated[str | None, typer.Option(help="Only plans rated red, amber or green.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, metavar="N", help=f"Show at most N plans (default {PAGE} in the table; --json "
+        "gives every plan unless --limit is given).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Show every plan.")] = False,
 ) -> None:
-    """List plans."""
+    """List plans, in id order."""
     from qip_flow.services import queries
 
     st = state_of(ctx)
     rt = st.runtime()
+    shown = None if every or (st.json and limit is None) else limit or PAGE
+    filters = {"state": state, "service": service, "theme": theme, "rag": rag}
     with rt.db.read() as session:
-        rows = queries.list_plans(session, state=state, service=service, theme=theme, rag=rag,
-                                  states=rt.workflows.defs["plan"].state_names())
+        rows = queries.list_plans(
+            session, **filters, limit=shown,
+            states=rt.workflows.defs["plan"].state_names() if state is not None else ())
+        total = (queries.count_plans(session, **filters)
+                 if shown is not None and len(rows) == shown else len(rows))
     if st.json:
         render.emit_json(rows)
         return
     render.table(None, ["plan", "title", "service", "source", "theme", "state", "RAG", "actions done"],
                  [[r["id"], r["title"], r["service"], r["source"], r["theme"], r["state"],
                    render.rag(r["rag"]), f"{r['actions_done']}/{r['actions']}"] for r in rows])
+    if total > len(rows):
+        render.console.print(f"{len(rows):,} of {total:,} plans shown: --all lists every one, "
+                             "--limit N as many as you ask; --state, --service, --theme and "
+                             "--rag narrow the list")
 
 
 def show(ctx: typer.Context, entity_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
