@@ -161,3 +161,36 @@ def test_a_database_from_a_newer_qip_flow_asks_to_upgrade_qip_flow(tmp_path: Pat
     said = " ".join(done.stderr.split())
     assert f"is at schema 9999, newer than this qip_flow knows (its newest is {head_revision()})" \
            ": upgrade qip_flow" in said
+
+
+def test_the_plans_list_counts_each_plans_actions_and_pages_on_each_database(
+        loaded: Runtime) -> None:
+    """`qip plans` reads the plans and their action counts in one grouped query: the counts
+    are each plan's own, the filters and pages hold, on SQLite and PostgreSQL alike."""
+    from sqlmodel import select
+
+    from qip_flow.services import queries
+    from qip_flow.store.models import Action, Plan
+
+    with loaded.db.write(gated=False) as session:  # one action done, to count
+        first = session.exec(select(Action).order_by(Action.id)).first()
+        assert first is not None
+        first.state = "completed"
+    with loaded.db.read() as session:
+        plans = session.exec(select(Plan).order_by(Plan.id)).all()
+        actions = session.exec(select(Action)).all()
+        rows = queries.list_plans(session)
+        assert [r["id"] for r in rows] == [p.id for p in plans]
+        for row in rows:
+            own = [a for a in actions if a.plan_id == row["id"]]
+            assert row["actions"] == len(own)
+            assert row["actions_done"] == sum(a.state in ("completed", "verified") for a in own)
+        assert sum(r["actions_done"] for r in rows) == 1
+        page = queries.list_plans(session, limit=2)
+        assert page == rows[:2]
+        assert queries.list_plans(session, after=rows[1]["id"]) == rows[2:]
+        assert queries.count_plans(session) == len(rows)
+        theme = rows[0]["theme"]
+        themed = [r for r in rows if r["theme"] == theme]
+        assert queries.list_plans(session, theme=theme) == themed
+        assert queries.count_plans(session, theme=theme) == len(themed)

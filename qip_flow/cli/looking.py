@@ -89,11 +89,13 @@ def audit(
 ) -> None:
     """List the audit trail (of one plan or action); `qip audit verify [--deep]` checks that it
     is complete and unaltered; `qip audit checkpoint` writes a keyed checkpoint."""
-    from qip_flow.services import integrity, queries
-    from qip_flow.store import checkpoints
+    from qip_flow.services import queries
 
     st = state_of(ctx)
     rt = st.runtime()
+    if target in ("verify", "checkpoint"):
+        from qip_flow.services import integrity
+        from qip_flow.store import checkpoints
     if target == "verify":
         _verify_audit(st, integrity.verify(rt, deep=deep, after_restore=after_restore,
                                            by=by or login_name()))
