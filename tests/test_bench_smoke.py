@@ -34,7 +34,10 @@ def test_decisions_engines_agree(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench("decisions").main(["--n", "200", "--repeat", "1", "--no-spiff"])
     assert result["agreed"] and result["n"] == 200
     assert 0 < result["all_met"] < 200  # the sets exercise both outcomes
-    assert "| qip_flow Decide.closure" in capsys.readouterr().out
+    assert 0 < result["refused"] < 200  # and every refusal was checked to be explained
+    out = capsys.readouterr().out
+    assert "| closure_decision (application path, explanation when refused) |" in out
+    assert "| guard verdict (full)" in out
 
 
 def test_decisions_floor_matches_the_rules_file_examples() -> None:
