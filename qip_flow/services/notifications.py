@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, cast, text, update
@@ -50,6 +50,9 @@ from qip_flow.store.models import (
     Plan,
     Service,
 )
+
+if TYPE_CHECKING:
+    from qip_flow.services.assess import PassSummary
 
 RULES_ACTOR = "qip-rules"
 
@@ -533,7 +536,8 @@ class TickSummary:
     def as_dict(self) -> dict[str, Any]:
         return {**vars(self), "failing": list(self.failing)}
 
-    def add(self, other: TickSummary) -> None:
+    def add(self, other: TickSummary | PassSummary) -> None:
+        """Add a committed batch's counts (a :class:`PassSummary` counts each plan)."""
         for name, value in vars(other).items():
             if isinstance(value, int):
                 setattr(self, name, getattr(self, name) + value)
@@ -563,18 +567,14 @@ def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int,
 def _check_batch(rt: Runtime, plan_ids: list[str], now: datetime, summary: TickSummary,
                  was_failing: set[str]) -> None:
     """Decide a batch in one transaction; counted only once it is committed."""
-    from qip_flow.services.assess import reassess_batch
+    from qip_flow.services.assess import PassSummary, reassess_batch
 
-    counted = TickSummary()
+    counted = PassSummary()
     for plan, result in reassess_batch(rt, plan_ids):  # one transaction per batch
         plan.check_claimed_by = plan.check_lease_until = None
         if plan.next_check_at is not None and plan.next_check_at <= now:
             plan.next_check_at = now + timedelta(days=1)
-        counted.plans_checked += 1
-        counted.notifications += len(result.notified)
-        counted.escalations += sum(1 for n in result.notified if n.kind == "escalation")
-        counted.rag_changes += int(result.rag_changed)
-        counted.reopened += int(bool(result.reopened))
+        counted.count(result)
         if plan.id in was_failing:  # evaluates again: in the same transaction
             session = Session.object_session(plan)
             assert session is not None
