@@ -27,10 +27,10 @@ from qip_flow.runtime import Runtime
 from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
-from qip_flow.store.models import LearningSummary, Notification, Person, Plan
+from qip_flow.store.models import LearningSummary, Person, Plan
 
 if TYPE_CHECKING:
-    from qip_flow.services.notifications import MessageContext
+    from qip_flow.services.notifications import Enqueued, MessageContext
 
 RULES_ACTOR = "qip-rules"
 #: Kept with a reopening decision besides the facts its rules read: what was off, and how.
@@ -67,7 +67,7 @@ class Reassessment:
     rag: RagDecision | None = None
     rag_changed: bool = False
     reopened: str | None = None
-    notified: list[Notification] = field(default_factory=list)
+    notified: list[Enqueued] = field(default_factory=list)
 
 
 def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder | None = None,
@@ -87,10 +87,11 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     builder = builder or FactBuilder(session, now)
     actions = builder.actions(plan)
     facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
+    context = context or MessageContext(session)
     decisions, resume = hold_acknowledged(session, rt.decide.notifications(facts, actions),
-                                          now.date())
+                                          now.date(), context)
     result.notified = enqueue(rt, session, plan, decisions, now, data=builder.data_for(plan),
-                              context=context or MessageContext(session))
+                              context=context)
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
@@ -150,6 +151,7 @@ def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
     now = rt.clock.now()
     data = load_plan_data(session, list(plans), now)
     builder = FactBuilder(session, now, data)
+    builder.people().know_levels(p.sponsor_id for p in plans)
     context = MessageContext(session, plan_ids=[p.id for p in plans],
                              candidates=[a.owner_id for d in data.values() for a in d.actions])
     for plan in plans:
