@@ -83,3 +83,12 @@ def test_floor_and_tick_write_the_same_rows(twins: tuple[Database, str]) -> None
     assert ours == theirs
     assert summary.notifications == result["notifications"] > 0
     assert still_due(db, now) == left == 0
+
+
+def test_a_large_group_message_names_ten_others_and_counts_the_rest() -> None:
+    from qip_flow.services.notices import also_told
+
+    few = [f"P{i}" for i in range(10)]
+    assert also_told(few) == few
+    many = [f"P{i}" for i in range(571)]
+    assert also_told(many) == [*many[:10], "and 561 others"]

@@ -403,14 +403,21 @@ class Notice:
     detail: dict[str, Any]
 
 
+def also_told(names: list[str]) -> list[str]:
+    """The others told now, as a message lists them: every name up to
+    :data:`ALSO_TOLD_SHOWN`, else that many and "and N others"."""
+    if len(names) <= ALSO_TOLD_SHOWN:
+        return names
+    return [*names[:ALSO_TOLD_SHOWN], f"and {len(names) - ALSO_TOLD_SHOWN} others"]
+
+
 def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bundle,
                   person: Person, data: PlanData, now: datetime, others: list[str],
                   group: str | None) -> Notice:
     """The message for ``bundle``'s reader."""
     from qip_flow.services.pages import due_in_words
 
-    if len(others) > ALSO_TOLD_SHOWN:
-        others = [*others[:ALSO_TOLD_SHOWN], f"and {len(others) - ALSO_TOLD_SHOWN} others"]
+    others = also_told(others)
 
     lead = bundle.lead
     today = context.local_day(now)
