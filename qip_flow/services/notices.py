@@ -45,7 +45,7 @@ from qip_flow.store.models import (
 )
 
 if TYPE_CHECKING:
-    from qip_flow.services.notifications import MessageContext
+    from qip_flow.services.notifications import MessageContext, Reader
 
 KIND_RANK = {"learning": 0, "reminder": 1, "escalation": 2}
 #: how high a rung is, by whom it reaches (a Board rung outranks the sponsor's, …)
@@ -135,7 +135,7 @@ def next_day(rt: Runtime, day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
 
 
-def held_for(rt: Runtime, decision: NotifyDecision, person: Person,
+def held_for(rt: Runtime, decision: NotifyDecision, person: Person | Reader,
              group: str | None) -> str | None:
     """``"person"`` or ``"group:NAME"`` when the message waits for that weekly digest; None
     when it goes out now. Reminders wait for people with ``digest: true``; a rung the rules
@@ -321,7 +321,7 @@ class NoticeData:
 
 
 def role_words(context: MessageContext, decision: NotifyDecision, person_id: str, plan: Plan,
-               owner: Person | None, group: str | None) -> str:
+               owner: Reader | None, group: str | None) -> str:
     """Why this person is told, in words: "Adam Nowak's line manager", "the plan's senior
     sponsor", "a member of the Board"."""
     to = decision.to
@@ -412,7 +412,7 @@ def also_told(names: list[str]) -> list[str]:
 
 
 def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bundle,
-                  person: Person, data: PlanData, now: datetime, others: list[str],
+                  person: Reader, data: PlanData, now: datetime, others: list[str],
                   group: str | None) -> Notice:
     """The message for ``bundle``'s reader."""
     from qip_flow.services.pages import due_in_words
@@ -495,7 +495,7 @@ def _severity(kind: str, action: Action | None, today: date) -> str:
 
 
 def _escalation_story(context: MessageContext, action: Action | None, plan: Plan,
-                      bundle: Bundle, person: Person, today: date) -> dict[str, Any]:
+                      bundle: Bundle, person: Reader, today: date) -> dict[str, Any]:
     """Who was already told and when; for an action, its last update and any new date asked
     for."""
     data = context.notices

@@ -66,6 +66,22 @@ def worker_name() -> str:
 # --- deciding and enqueueing -------------------------------------------------------------
 
 
+class Reader(NamedTuple):
+    """A person as a message needs them: who they are, whom they report to, what they read."""
+
+    id: str
+    name: str
+    email: str | None
+    level: str
+    line_manager_id: str | None
+    groups: list[str]
+    digest: bool
+
+
+READER_COLUMNS = (Person.id, Person.name, Person.email, Person.level, Person.line_manager_id,
+                  Person.groups, Person.digest)
+
+
 class MessageContext:
     """What a batch's messages need, read once per batch and only if a message is new: the
     people they name, the services, and the keys already in the outbox."""
@@ -73,7 +89,7 @@ class MessageContext:
     def __init__(self, session: Session, *, plan_ids: Sequence[str] = (),
                  candidates: Iterable[str | None] = ()) -> None:
         self.session = session
-        self.by_id: dict[str, Person | None] = {}
+        self.by_id: dict[str, Reader | None] = {}
         self.groups: dict[str, list[str]] = {}
         self.plan_ids = list(plan_ids)
         self._candidates: list[str | None] | None = list(candidates)
@@ -136,16 +152,21 @@ class MessageContext:
     def service_managers(self, service_id: str) -> list[str]:
         return self._service(service_id)[1]
 
+    def _read(self, where: Any) -> list[Reader]:
+        """People as plain values (no ORM objects: a batch may name thousands)."""
+        with self.session.no_autoflush:  # the batch's pending changes need not go first
+            rows = self.session.exec(select(*READER_COLUMNS).where(where)).all()
+        people = [Reader(*row) for row in rows]
+        self.by_id.update((p.id, p) for p in people)
+        return people
+
     def prefetch(self, ids: Iterable[str | None]) -> None:
         """Load the people a batch will name in one query (and their line managers)."""
         for _ in range(2):
             wanted = {i for i in ids if i and i not in self.by_id}
             if not wanted:
                 return
-            with self.session.no_autoflush:  # the batch's pending changes need not go first
-                people = self.session.exec(select(Person).where(col(Person.id).in_(wanted)))
-                for person in people:
-                    self.by_id[person.id] = person
+            self._read(col(Person.id).in_(wanted))
             for missing in wanted - self.by_id.keys():
                 self.by_id[missing] = None
             ids = [p.line_manager_id for p in self.by_id.values() if p is not None]
@@ -176,20 +197,18 @@ class MessageContext:
             self._managers[person_id] = person.line_manager_id if person else None
         return self._managers[person_id]
 
-    def get(self, person_id: str | None) -> Person | None:
+    def get(self, person_id: str | None) -> Reader | None:
         if person_id is None:
             return None
         if person_id not in self.by_id:
-            self.by_id[person_id] = self.session.get(Person, person_id)
+            found = self._read(Person.id == person_id)
+            self.by_id[person_id] = found[0] if found else None
         return self.by_id[person_id]
 
     def members(self, group: str) -> list[str]:
         if group not in self.groups:
             # the JSON list's text holds the group name in quotes on every database
-            rows = self.session.exec(select(Person).where(
-                cast(Person.groups, String).like(f'%"{group}"%'))).all()
-            for person in rows:
-                self.by_id[person.id] = person
+            rows = self._read(cast(Person.groups, String).like(f'%"{group}"%'))
             self.groups[group] = [p.id for p in rows if group in (p.groups or [])]
         return self.groups[group]
 
@@ -278,13 +297,18 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
         return []
     context.prefetch(pid for _, pid in wanted)
     context.for_messages(rt, now)
-    made: list[tuple[notices.Bundle, Person, list[dict[str, Any]]]] = []
+    made: list[tuple[notices.Bundle, Reader, list[dict[str, Any]]]] = []
     taken = context.notices.taken(plan.id)
+    told: dict[int, list[str]] = defaultdict(list)  # each decision's readers, by name
+    for decision, person_id in wanted:
+        reader = context.get(person_id)
+        if reader is not None:
+            told[id(decision)].append(reader.name)
     for bundle in notices.bundles(rt, wanted, known, taken, now):
         person = context.get(bundle.person_id)
         if person is None:
             continue
-        rows = _bundle_rows(rt, context, plan, bundle, person, wanted, data, now)
+        rows = _bundle_rows(rt, context, plan, bundle, person, told, data, now)
         context.notices.wrote(bundle.lead.entity_id, rows[0])  # later escalations name it
         made.append((bundle, person, rows))
     written = write_once(session, [row for _, _, rows in made for row in rows])
@@ -338,7 +362,7 @@ def write_once(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 
 
 def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notices.Bundle,
-                 person: Person, wanted: list[tuple[NotifyDecision, str]], data: PlanData,
+                 person: Reader, told: dict[int, list[str]], data: PlanData,
                  now: datetime) -> list[dict[str, Any]]:
     """The outbox rows of one bundle, as plain values: the message (held for a digest, or
     queued), then a ``merged`` row for each rung it covers — so their keys are taken and never
@@ -358,10 +382,8 @@ def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notic
                 "recipient_id": person.id, "created_at": now, "rules_version": version,
                 "routed_at": None, **values}
 
-    names = [p.name for p in (context.get(pid) for d, pid in wanted if d is lead)
-             if p is not None]
     notice = notices.render_bundle(rt, context, plan, bundle, person, data, now,
-                                   [n for n in names if n != person.name], group)
+                                   [n for n in told[id(lead)] if n != person.name], group)
     held = notices.held_for(rt, lead, person, group)
     detail = {**base, **notice.detail}
     if held:
