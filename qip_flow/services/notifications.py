@@ -356,8 +356,9 @@ def write_once(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     statement = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(
         table.c.key)  # type: ignore[attr-defined]
     written: set[str] = set()
-    for start in range(0, len(rows), WRITE_CHUNK):
-        written.update(session.execute(statement, rows[start:start + WRITE_CHUNK]).scalars())
+    with session.no_autoflush:  # the batch's plan and audit changes go together, at commit
+        for start in range(0, len(rows), WRITE_CHUNK):
+            written.update(session.execute(statement, rows[start:start + WRITE_CHUNK]).scalars())
     return written
 
 
