@@ -12,13 +12,12 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
+from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import cache
 from typing import Any
-
-import apprise
 
 SENDER_NAME = "qip_flow"
 #: SMTP replies a retry will not change: the mailbox or the sender is refused
@@ -41,6 +40,8 @@ class Relay:
 
     @classmethod
     def from_url(cls, url: str) -> Relay | None:
+        import apprise  # only to read the URL, as the channels file was read
+
         service: Any = apprise.Apprise.instantiate(url)
         if service is None or not hasattr(service, "smtp_host"):
             return None
@@ -82,42 +83,102 @@ def _context(verify: bool) -> ssl.SSLContext:
 
 
 def connect(relay: Relay) -> smtplib.SMTP:
-    """A connection to the relay, secured and logged in as its URL says."""
+    """A connection to the relay, secured and logged in as its URL says. A TLS context is made
+    only when TLS is used, once per process."""
     if relay.mode == "ssl":
         smtp: smtplib.SMTP = smtplib.SMTP_SSL(relay.host, relay.port, timeout=relay.timeout,
                                               context=_context(relay.verify))
     else:
         smtp = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
+    try:
         if relay.mode == "starttls":
             smtp.starttls(context=_context(relay.verify))
-    if relay.user and relay.password:
-        smtp.login(relay.user, relay.password)
+        if relay.user and relay.password:
+            smtp.login(relay.user, relay.password)
+    except BaseException:
+        smtp.close()
+        raise
     return smtp
 
 
-def send(relay: Relay, message: MIMEMultipart) -> tuple[bool, str, bool]:
-    """One message on its own connection: (sent, what went wrong, permanent)."""
-    where = f"SMTP {relay.host}:{relay.port}"
-    try:
-        smtp = connect(relay)
-        try:
-            refused = smtp.send_message(message)
-        finally:
+#: (sent, what went wrong, permanent: a retry will not change it)
+Outcome = tuple[bool, str, bool]
+
+
+class Connection:
+    """One SMTP connection to a relay for a batch of messages: opened at the first message and
+    kept, so a batch pays one handshake (and one TLS negotiation) instead of one per message.
+    A refused recipient fails only its own message; a connection the relay dropped (an idle
+    timeout, a per-connection message limit answered with 421) is reopened once and the
+    message sent again; a relay that cannot be reached fails the rest of the batch at once
+    with the same reason (each message is retried later by the outbox)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.where = f"SMTP {relay.host}:{relay.port}"
+        self.opened = 0  # connections made: one per batch unless the relay dropped one
+        self._smtp: smtplib.SMTP | None = None
+        self._unreachable = ""
+
+    def send(self, message: Message) -> Outcome:
+        """Send one message: (sent, what went wrong, permanent)."""
+        if self._unreachable:
+            return False, self._unreachable, False
+        for last_try in (False, True):
+            fresh = self._smtp is None
+            try:
+                smtp = self._open()
+            except (smtplib.SMTPException, OSError) as exc:
+                self._unreachable = f"{self.where}: {type(exc).__name__}: {exc}"
+                return False, self._unreachable, False
+            try:
+                refused = smtp.send_message(message)
+            except smtplib.SMTPRecipientsRefused as exc:  # the connection stays usable
+                code = next(iter(exc.recipients.values()))[0] if exc.recipients else 0
+                return False, f"{self.where}: recipient refused ({code})", \
+                    code in PERMANENT_CODES
+            except smtplib.SMTPResponseException as exc:  # smtplib reset the transaction
+                if exc.smtp_code != 421:
+                    return False, f"{self.where}: {exc.smtp_code} {_text(exc.smtp_error)}", \
+                        exc.smtp_code in PERMANENT_CODES
+                self.close()  # 421: the relay is closing this connection
+                if fresh or last_try:
+                    return False, f"{self.where}: 421 {_text(exc.smtp_error)}", False
+                continue
+            except OSError as exc:  # dropped (SMTPServerDisconnected, a reset) or confused
+                self.close()
+                if fresh or last_try or not isinstance(
+                        exc, smtplib.SMTPServerDisconnected | ConnectionError):
+                    return False, f"{self.where}: {type(exc).__name__}: {exc}", False
+                continue
+            if refused:
+                return False, f"{self.where}: recipient refused ({', '.join(refused)})", True
+            return True, "", False
+        raise AssertionError("unreachable")  # pragma: no cover — the loop always returns
+
+    def _open(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            self._smtp = connect(self.relay)
+            self.opened += 1
+        return self._smtp
+
+    def close(self) -> None:
+        """Say goodbye (QUIT) if the relay still listens; a dropped connection is just let go."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 smtp.quit()
-    except smtplib.SMTPRecipientsRefused as exc:
-        code = next(iter(exc.recipients.values()))[0] if exc.recipients else 0
-        return False, f"{where}: recipient refused ({code})", code in PERMANENT_CODES
-    except smtplib.SMTPResponseException as exc:
-        return False, f"{where}: {exc.smtp_code} {_text(exc.smtp_error)}", \
-            exc.smtp_code in PERMANENT_CODES
-    except (smtplib.SMTPException, OSError) as exc:
-        return False, f"{where}: {type(exc).__name__}: {exc}", False
-    if refused:
-        return False, f"{where}: recipient refused ({', '.join(refused)})", True
-    return True, "", False
+            smtp.close()
+
+
+def send(relay: Relay, message: Message) -> Outcome:
+    """One message on a connection of its own."""
+    connection = Connection(relay)
+    try:
+        return connection.send(message)
+    finally:
+        connection.close()
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
