@@ -6,15 +6,13 @@ any sender — one connection per message or per batch — sends the same messag
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import secrets
 import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import cache
 from typing import Any
@@ -52,24 +50,67 @@ class Relay:
                    float(service.socket_connect_timeout))
 
 
+@dataclass(frozen=True)
+class Email:
+    """One message ready for the relay: its envelope and its bytes (CRLF lines, 7-bit)."""
+
+    sender: str
+    to: str
+    data: bytes
+
+
 def build(relay: Relay, *, to: str, subject: str, text: str, html: str,
-          headers: dict[str, str] | None = None) -> MIMEMultipart:
-    """One message to ``to``: our text part first, the HTML part as the alternative. Built with
-    the classic MIME classes: they encode a long non-ASCII subject without losing the spaces
-    between its encoded words (the newer policy's folding drops them: "12… — due" arrived as
-    "12…— due"), and take a third of the time."""
-    message = MIMEMultipart("alternative")
-    message["From"] = formataddr((relay.sender_name, relay.sender))
-    message["To"] = to
-    message["Subject"] = Header(subject, "utf-8")
-    message["Date"] = format_datetime(datetime.now(UTC))  # the real time it is written
-    message["Message-ID"] = make_msgid(domain=relay.sender.rsplit("@", 1)[-1] or None)
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
-    for name, value in (headers or {}).items():
-        message[name] = value
-    message.attach(MIMEText(text, "plain", "utf-8"))
-    message.attach(MIMEText(html, "html", "utf-8"))
-    return message
+          headers: dict[str, str] | None = None) -> Email:
+    """One message to ``to``: a multipart/alternative, our text part first and the HTML part
+    as the alternative, each UTF-8 in base64. Written out directly rather than through
+    :mod:`email`'s generator, whose header folding cost more than the rest of a send (a long
+    non-ASCII subject alone ~3 ms); :func:`header` keeps the spaces between encoded words."""
+    boundary = f"=_qip_{secrets.token_hex(12)}"
+    lines = [f"From: {formataddr((relay.sender_name, relay.sender))}",
+             f"To: {header(to)}",
+             f"Subject: {header(subject)}",
+             f"Date: {format_datetime(datetime.now(UTC))}",  # the real time it is written
+             f"Message-ID: {make_msgid(domain=relay.sender.rsplit('@', 1)[-1] or None)}",
+             "Auto-Submitted: auto-generated",  # RFC 3834: no out-of-office replies
+             *(f"{name}: {header(value)}" for name, value in (headers or {}).items()),
+             "MIME-Version: 1.0",
+             f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
+    for kind, body in (("plain", text), ("html", html)):
+        lines += [f"--{boundary}", f'Content-Type: text/{kind}; charset="utf-8"',
+                  "Content-Transfer-Encoding: base64", "",
+                  base64.encodebytes(body.encode()).decode("ascii").replace("\n", "\r\n")]
+    lines += [f"--{boundary}--", ""]
+    return Email(relay.sender, to, "\r\n".join(lines).encode("ascii"))
+
+
+def header(value: str) -> str:
+    """A header value in 7-bit lines of at most 78 characters: printable ASCII folded at its
+    spaces; anything else as RFC 2047 encoded words (base64 of UTF-8, whole characters, at
+    most 75 characters each), the spaces inside the words so that none is lost. Line breaks in
+    the value become spaces: a value never starts a header of its own."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if value.isascii() and value.isprintable():
+        if len(value) <= 64:
+            return value
+        lines, line = [], ""
+        for word in value.split(" "):
+            if line and len(line) + 1 + len(word) > 64:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        return "\r\n ".join([*lines, line])
+    words, chunk, size = [], [], 0
+    for char in value:
+        length = len(char.encode())
+        if size + length > 42:  # 42 bytes → 56 base64 characters: a 68-character word
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += length
+    words.append("".join(chunk))
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode('ascii')}?="
+                          for w in words)
 
 
 @cache
@@ -120,7 +161,7 @@ class Connection:
         self._smtp: smtplib.SMTP | None = None
         self._unreachable = ""
 
-    def send(self, message: Message) -> Outcome:
+    def send(self, message: Email) -> Outcome:
         """Send one message: (sent, what went wrong, permanent)."""
         if self._unreachable:
             return False, self._unreachable, False
@@ -132,7 +173,10 @@ class Connection:
                 self._unreachable = f"{self.where}: {type(exc).__name__}: {exc}"
                 return False, self._unreachable, False
             try:
-                refused = smtp.send_message(message)
+                refused = smtp.sendmail(message.sender, [message.to], message.data,
+                                        self._options(smtp, message))
+            except smtplib.SMTPNotSupportedError as exc:
+                return False, f"{self.where}: {exc}", True
             except smtplib.SMTPRecipientsRefused as exc:  # the connection stays usable
                 code = next(iter(exc.recipients.values()))[0] if exc.recipients else 0
                 return False, f"{self.where}: recipient refused ({code})", \
@@ -156,6 +200,16 @@ class Connection:
             return True, "", False
         raise AssertionError("unreachable")  # pragma: no cover — the loop always returns
 
+    def _options(self, smtp: smtplib.SMTP, message: Email) -> tuple[str, ...]:
+        """SMTPUTF8 for an address that is not ASCII, if the relay offers it."""
+        if (message.sender + message.to).isascii():
+            return ()
+        smtp.ehlo_or_helo_if_needed()
+        if not smtp.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError(
+                f"the address {message.to!r} needs SMTPUTF8, which this relay does not offer")
+        return ("SMTPUTF8",)
+
     def _open(self) -> smtplib.SMTP:
         if self._smtp is None:
             self._smtp = connect(self.relay)
@@ -171,7 +225,7 @@ class Connection:
             smtp.close()
 
 
-def send(relay: Relay, message: Message) -> Outcome:
+def send(relay: Relay, message: Email) -> Outcome:
     """One message on a connection of its own."""
     connection = Connection(relay)
     try:
