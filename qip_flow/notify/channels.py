@@ -83,6 +83,7 @@ class Channel:
     label: str = ""  # with secrets masked
     tags: set[str] = field(default_factory=set)
     line: int | None = None  # where it is written in the channels file
+    relay: mail.Relay | None = field(default=None, repr=False)  # email: read with the file
 
     @property
     def personal(self) -> bool:
@@ -231,7 +232,7 @@ class Sender:
         text and HTML parts (:mod:`qip_flow.notify.mail`); Teams gets ``card``, the Adaptive
         Card payload; the local file and any other service get the text part."""
         if channel.kind == "email":
-            relay = _relay(channel.url)
+            relay = channel.relay
             if relay is None:
                 return SendResult(False, f"{channel.label}: not an SMTP relay URL", True)
             connection = self._mail.get(relay)
@@ -307,16 +308,6 @@ def _card_workflows() -> type:
             return self._payload
 
     return CardWorkflows
-
-
-_RELAYS: dict[str, mail.Relay | None] = {}
-
-
-def _relay(url: str) -> mail.Relay | None:
-    """The relay a ``mailto://`` URL names, read once per process."""
-    if url not in _RELAYS:
-        _RELAYS[url] = mail.Relay.from_url(url)
-    return _RELAYS[url]
 
 
 def _entries(path: Path, text: str) -> list[_Entry]:
@@ -420,7 +411,8 @@ def _channel(entry: _Entry) -> tuple[Channel | None, str]:
     else:
         kind = "teams" if schema in ("workflow", "workflows") else schema
     name = entry.name or ("email" if kind == "email" else f"{kind}:{'+'.join(sorted(entry.tags))}")
-    return Channel(name, kind, private, public, set(entry.tags), entry.line), ""
+    relay = mail.Relay.from_service(service) if kind == "email" else None
+    return Channel(name, kind, private, public, set(entry.tags), entry.line, relay), ""
 
 
 def _redact(text: str, secrets: set[str]) -> str:

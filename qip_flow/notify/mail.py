@@ -1,8 +1,9 @@
 """Email as qip_flow writes it: a multipart/alternative message whose text part is our own
 text (not a conversion of the HTML) beside the HTML part, sent to the relay of the channels
 file's ``mailto://`` / ``mailtos://`` URL. Apprise reads the URL (host, port, TLS mode, login,
-sender); the message is built here (:func:`build`) and sent with ``smtplib`` (:func:`send`), so
-any sender — one connection per message or per batch — sends the same message."""
+sender) when the channels file is read; the message is built here (:func:`build`) and sent
+with ``smtplib`` on a :class:`Connection` kept for a batch, so sending email needs no Apprise
+and pays one handshake per batch, not per message."""
 
 from __future__ import annotations
 
@@ -37,11 +38,10 @@ class Relay:
     timeout: float
 
     @classmethod
-    def from_url(cls, url: str) -> Relay | None:
-        import apprise  # only to read the URL, as the channels file was read
-
-        service: Any = apprise.Apprise.instantiate(url)
-        if service is None or not hasattr(service, "smtp_host"):
+    def from_service(cls, service: Any) -> Relay | None:
+        """The relay of Apprise's email service as it read the channels file's URL (read once,
+        with the file: sending needs no Apprise)."""
+        if not hasattr(service, "smtp_host"):
             return None
         name, address = service.from_addr
         return cls(service.smtp_host, int(service.port), str(service.secure_mode),

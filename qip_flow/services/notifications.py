@@ -869,12 +869,14 @@ def _send(sender: Sender, rt: Runtime, job: _Job) -> SendResult:
 
 
 def _send_batch(rt: Runtime, sender: Sender, ids: list[int], worker: str, links: Links,
-                summary: DispatchSummary, on_sent: Callable[[int], None] | None) -> None:
-    """Send a claimed batch in steps (:data:`RECORD_EVERY`): each step's transaction writes
-    the previous step's outcomes and the next step's tries, so every message is sent only
-    after its try is committed, and its outcome follows within a step."""
+                summary: DispatchSummary, on_sent: Callable[[int], None] | None,
+                size: int) -> int:
+    """Send a claimed batch in steps of ``size`` messages, adjusted as it goes to about
+    :data:`RECORD_EVERY` of sending: each step's transaction writes the previous step's
+    outcomes and the next step's tries, so every message is sent only after its try is
+    committed, and its outcome follows within a step. Returns the step size reached."""
     done: list[_Done] = []
-    size, left = 1, list(ids)
+    left = list(ids)
     try:
         while left or done:
             step, left = left[:size], left[size:]
@@ -894,6 +896,7 @@ def _send_batch(rt: Runtime, sender: Sender, ids: list[int], worker: str, links:
         if done:  # a send raised: what was sent before it is still recorded
             with rt.db.write(gated=False) as session:
                 _finish(rt, session, done, summary)
+    return size
 
 
 def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
@@ -904,7 +907,7 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
     connection per relay, one HTTP client for webhooks)."""
     worker = worker or worker_name()
     summary = DispatchSummary()
-    batches = 0
+    batches, step = 0, 1  # the first step is one message: its time sets the next step's size
     links = Links(rt)
     with rt.channels.sending() as sender:
         while not stop() and (max_batches is None or batches < max_batches):
@@ -916,7 +919,7 @@ def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
                     continue
                 break
             batches += 1
-            _send_batch(rt, sender, ids, worker, links, summary, on_sent)
+            step = _send_batch(rt, sender, ids, worker, links, summary, on_sent, step)
         summary.connections = sender.connections()
     return summary
 
