@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, cast, text, update
+from sqlalchemy import String, bindparam, cast, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -32,11 +33,10 @@ from qip_flow.decide.facts import PlanData
 from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify import cards
-from qip_flow.notify.channels import person_tags
+from qip_flow.notify.channels import Sender, SendResult, person_tags
 from qip_flow.notify.dates import long_date
 from qip_flow.notify.messages import render, with_link
 from qip_flow.notify.webhooks import Subscriber
-from qip_flow.notify.webhooks import post as post_webhook
 from qip_flow.runtime import Runtime
 from qip_flow.services import digests, failures, notices, webhooks
 from qip_flow.services.notices import Links, NoticeData
@@ -708,12 +708,22 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
 # --- dispatch ----------------------------------------------------------------------------
 
 
+#: Sending is recorded in steps of about this many seconds: each step is one transaction that
+#: writes the outcomes of the messages just sent and starts the tries of the next ones. A fast
+#: relay gets one transaction per few dozen messages, a slow one one per message; a killed
+#: worker leaves at most one step's tries unfinished, each counted as interrupted and sent
+#: again when its lease expires.
+RECORD_EVERY = 0.25
+MOST_PER_STEP = 64
+
+
 @dataclass
 class DispatchSummary:
     sent: int = 0
     retried: int = 0
     failed: int = 0
     interrupted: int = 0  # tries cut off by a killed worker: possibly delivered twice
+    connections: int = 0  # SMTP connections opened: one per relay, unless the relay dropped one
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -722,9 +732,15 @@ class DispatchSummary:
 
 @dataclass
 class _Job:
+    """One try of one delivery, with what its outcome needs to be written in bulk."""
+
     delivery_id: int
     attempt_id: int
+    notification_id: int
+    attempts: int  # tries before this one
+    next_attempt_at: datetime
     channel: str
+    kind: str  # the channel's kind, for quiet hours when it is retried
     email: str | None
     subject: str
     text: str
@@ -733,10 +749,20 @@ class _Job:
     message_id: str = ""
     target: Subscriber | None = None  # a webhook subscriber, with its secret
     headers: dict[str, str] = field(default_factory=dict)
+    carries: list[int] = field(default_factory=list)  # notifications this message is also for
+
+
+@dataclass
+class _Done:
+    job: _Job
+    result: SendResult
+    at: datetime
 
 
 def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
                       summary: DispatchSummary) -> list[int]:
+    """Claim a batch (the write gate is asked here, once per batch) and mark the tries a
+    killed worker left unfinished as interrupted."""
     lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
     with rt.db.write() as session:
         query = (select(Delivery).where(Delivery.state == "pending",
@@ -792,122 +818,201 @@ def _reroute(session: Session, d: Delivery) -> None:
             n.state, n.routed_at = "queued", None
 
 
-def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime,
-           links: Links) -> _Job | None:
-    with rt.db.write() as session:
-        d = session.get(Delivery, delivery_id)
-        if d is None or d.state != "pending" or d.claimed_by != worker:
-            return None
-        n = session.get(Notification, d.notification_id)
-        assert n is not None
+def _start(rt: Runtime, session: Session, ids: list[int], worker: str, now: datetime,
+           links: Links) -> list[_Job]:
+    """Write a try for each of these deliveries that is still this worker's, before any is
+    sent, reading what their messages need in a few queries for all of them."""
+    found = {d.id: d for d in session.exec(select(Delivery).where(col(Delivery.id).in_(ids)))}
+    mine = [d for i in ids if (d := found.get(i)) is not None
+            and d.state == "pending" and d.claimed_by == worker]
+    if not mine:
+        return []
+    carried: dict[int, list[Delivery]] = defaultdict(list)
+    for row in session.exec(select(Delivery).where(
+            col(Delivery.carried_by_id).in_([d.id for d in mine])).order_by(col(Delivery.id))):
+        carried[row.carried_by_id or 0].append(row)
+    notes = {n.id: n for n in session.exec(select(Notification).where(col(Notification.id).in_(
+        {d.notification_id for d in mine} | {c.notification_id for rows in carried.values()
+                                             for c in rows})))}
+    people = {p.id: p for p in session.exec(select(Person).where(col(Person.id).in_(
+        {n.recipient_id for n in notes.values() if n.recipient_id})))}
+    jobs: list[_Job] = []
+    attempts: list[DeliveryAttempt] = []
+    for d in mine:
+        n = notes[d.notification_id]
         target = webhooks.target(rt, session, d.channel) if n.kind == webhooks.KIND else None
-        if target is None and rt.channels.by_name(d.channel) is None:
-            _reroute(session, d)
-            return None
-        person = session.get(Person, n.recipient_id) if n.recipient_id else None
-        names = [person.name] if person else []
-        carried = _carried(session, d.id or 0)
-        if carried:
-            recipients = session.exec(select(Person.name).join(
-                Notification, col(Notification.recipient_id) == Person.id).where(
-                col(Notification.id).in_([c.notification_id for c in carried]))).all()
-            names = sorted([*names, *recipients])
-        attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
-        session.add(attempt)
-        session.flush()
         channel = rt.channels.by_name(d.channel)
-        text, html, card = _as_sent(n, person, names, bool(channel and channel.personal),
-                                    links)
-        return _Job(delivery_id, attempt.id or 0, d.channel, person.email if person else None,
-                    n.subject, *((n.body_text, n.body_html, "") if target is not None
-                                 else (text, html, card)),
-                    str(n.detail.get("webhook_id", "")), target,
-                    {"X-QIP-Rule": n.rule_id, "X-QIP-About": n.entity_id, "X-QIP-Kind": n.kind})
+        if target is None and channel is None:
+            _reroute(session, d)
+            continue
+        person = people.get(n.recipient_id or "")
+        also = [notes[c.notification_id] for c in carried[d.id or 0]]
+        names = sorted([*([person.name] if person else []),
+                        *(p.name for c in also if (p := people.get(c.recipient_id or "")))])
+        if target is not None:
+            text, html, card = n.body_text, n.body_html, ""
+        else:
+            text, html, card = _as_sent(n, person, names, bool(channel and channel.personal),
+                                        links)
+        attempts.append(DeliveryAttempt(delivery_id=d.id or 0, worker=worker, started_at=now))
+        jobs.append(_Job(
+            d.id or 0, 0, d.notification_id, d.attempts, d.next_attempt_at, d.channel,
+            webhooks.KIND if target else channel.kind if channel else "",
+            person.email if person else None, n.subject, text, html, card,
+            str(n.detail.get("webhook_id", "")), target,
+            {"X-QIP-Rule": n.rule_id, "X-QIP-About": n.entity_id, "X-QIP-Kind": n.kind},
+            [c.notification_id for c in carried[d.id or 0]]))
+    session.add_all(attempts)
+    session.flush()
+    for job, attempt in zip(jobs, attempts, strict=True):
+        job.attempt_id = attempt.id or 0
+    return jobs
 
 
-def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
-            summary: DispatchSummary) -> None:
+def _finish(rt: Runtime, session: Session, done: list[_Done], summary: DispatchSummary) -> None:
+    """Write the outcomes of the tries just made: one UPDATE of many rows for the tries, one
+    for their deliveries, one for the deliveries they carried, one for the notifications
+    that are now settled."""
+    if not done:
+        return
     settings = rt.rules.delivery
-    with rt.db.write() as session:
-        d = session.get(Delivery, job.delivery_id)
-        attempt = session.get(DeliveryAttempt, job.attempt_id)
-        assert d is not None and attempt is not None
-        attempt.finished_at, attempt.outcome, attempt.error = now, "sent" if ok else "failed", error
-        d.attempts += 1
-        d.claimed_by = d.lease_until = None
-        if ok:
-            d.state, d.sent_at, d.last_error = "sent", now, ""
+    tries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    carried: list[dict[str, Any]] = []
+    for item in done:
+        job, result, now = item.job, item.result, item.at
+        attempts, next_at, sent_at, error = job.attempts + 1, job.next_attempt_at, None, ""
+        if result.ok:
+            state, sent_at = "sent", now
             summary.sent += 1
         else:
-            d.last_error = error
-            if permanent or d.attempts >= settings.max_attempts:
-                d.state = "failed"
+            error = result.error
+            if result.permanent or attempts >= settings.max_attempts:
+                state = "failed"
                 summary.failed += 1
-                summary.errors.append(f"delivery {d.id}: {error}")
+                summary.errors.append(f"delivery {job.delivery_id}: {error}")
             else:
-                wait = timedelta(minutes=settings.backoff_minutes * 2 ** (d.attempts - 1))
-                channel = rt.channels.by_name(d.channel)
-                kind = webhooks.KIND if job.target else channel.kind if channel else ""
-                d.next_attempt_at = allowed_at(settings, kind, now + wait)
+                state = "pending"
+                wait = timedelta(minutes=settings.backoff_minutes * 2 ** (attempts - 1))
+                next_at = allowed_at(settings, job.kind, now + wait)
                 summary.retried += 1
-        for row in _carried(session, d.id or 0):  # the recipients this message was also for
-            row.state, row.attempts, row.sent_at = _carried_state(d.state), d.attempts, d.sent_at
-            row.last_error, row.next_attempt_at = d.last_error, d.next_attempt_at
-            _settle(session, row.notification_id)
-        _settle(session, d.notification_id)
+        tries.append({"id": job.attempt_id, "finished_at": now,
+                      "outcome": "sent" if result.ok else "failed", "error": error})
+        rows.append({"id": job.delivery_id, "state": state, "attempts": attempts,
+                     "next_attempt_at": next_at, "sent_at": sent_at, "last_error": error,
+                     "claimed_by": None, "lease_until": None})
+        if job.carries:  # the recipients this message was also for take its outcome
+            carried.append({"lead": job.delivery_id, "c_state": _carried_state(state),
+                            "c_attempts": attempts, "c_sent_at": sent_at, "c_error": error,
+                            "c_next": next_at})
+    session.execute(update(DeliveryAttempt), tries)
+    session.execute(update(Delivery), rows)
+    if carried:
+        table = Delivery.__table__  # type: ignore[attr-defined]
+        session.execute(update(table).where(table.c.carried_by_id == bindparam("lead")).values(
+            state=bindparam("c_state"), attempts=bindparam("c_attempts"),
+            sent_at=bindparam("c_sent_at"), last_error=bindparam("c_error"),
+            next_attempt_at=bindparam("c_next")), carried)
+    _settle_all(session, {i for item in done
+                          for i in (item.job.notification_id, *item.job.carries)})
+
+
+def _settled_state(states: list[str]) -> str | None:
+    """A notification is sent when every delivery is; failed or partial when none is left
+    (a delivery whose channel left the file does not count: the message was routed again);
+    None while one is still pending."""
+    states = [s for s in states if s != "rerouted"]
+    if not states or "pending" in states or "carried" in states:
+        return None
+    if all(s == "sent" for s in states):
+        return "sent"
+    return "partial" if "sent" in states else "failed"
+
+
+def _settle_all(session: Session, notification_ids: set[int]) -> None:
+    states: dict[int, list[str]] = defaultdict(list)
+    for notification_id, state in session.exec(select(Delivery.notification_id, Delivery.state)
+                                               .where(col(Delivery.notification_id)
+                                                      .in_(notification_ids))):
+        states[notification_id].append(state)
+    settled = [{"id": i, "state": state} for i in sorted(notification_ids)
+               if (state := _settled_state(states[i])) is not None]
+    if settled:
+        session.execute(update(Notification), settled)
 
 
 def _settle(session: Session, notification_id: int) -> None:
-    """A notification is sent when every delivery is; failed or partial when none is left
-    (a delivery whose channel left the file does not count: the message was routed again)."""
+    """:func:`_settled_state` for one notification in this session."""
     n = session.get(Notification, notification_id)
     session.flush()
-    states = [d.state for d in session.exec(select(Delivery).where(
-        Delivery.notification_id == notification_id)).all() if d.state != "rerouted"]
-    if n is None or not states or "pending" in states or "carried" in states:
-        return
-    if all(s == "sent" for s in states):
-        n.state = "sent"
-    elif any(s == "sent" for s in states):
-        n.state = "partial"
-    else:
-        n.state = "failed"
+    state = _settled_state([d.state for d in session.exec(select(Delivery).where(
+        Delivery.notification_id == notification_id)).all()])
+    if n is not None and state is not None:
+        n.state = state
+
+
+def _send(sender: Sender, rt: Runtime, job: _Job) -> SendResult:
+    if job.target is not None:
+        return sender.post(job.target, job.message_id, job.text)
+    channel = rt.channels.by_name(job.channel)
+    assert channel is not None  # checked when the try was started
+    return sender.send(channel, email=job.email, subject=job.subject, text=job.text,
+                       html=job.html, card=job.card, headers=job.headers)
+
+
+def _send_batch(rt: Runtime, sender: Sender, ids: list[int], worker: str, links: Links,
+                summary: DispatchSummary, on_sent: Callable[[int], None] | None,
+                size: int) -> int:
+    """Send a claimed batch in steps of ``size`` messages, adjusted as it goes to about
+    :data:`RECORD_EVERY` of sending: each step's transaction writes the previous step's
+    outcomes and the next step's tries, so every message is sent only after its try is
+    committed, and its outcome follows within a step. Returns the step size reached."""
+    done: list[_Done] = []
+    left = list(ids)
+    try:
+        while left or done:
+            step, left = left[:size], left[size:]
+            with rt.db.write(gated=False) as session:  # the claim asked the gate
+                _finish(rt, session, done, summary)
+                jobs = _start(rt, session, step, worker, rt.clock.now(), links) if step else []
+            if on_sent and done:
+                on_sent(len(done))
+            done = []
+            began = perf_counter()
+            for job in jobs:
+                done.append(_Done(job, _send(sender, rt, job), rt.clock.now()))
+            if jobs:
+                each = (perf_counter() - began) / len(jobs)
+                size = max(1, min(MOST_PER_STEP, int(RECORD_EVERY / max(each, 1e-6))))
+    finally:
+        if done:  # a send raised: what was sent before it is still recorded
+            with rt.db.write(gated=False) as session:
+                _finish(rt, session, done, summary)
+    return size
 
 
 def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
              stop: Callable[[], bool] = lambda: False, max_batches: int | None = None,
              on_sent: Callable[[int], None] | None = None) -> DispatchSummary:
     """Route what was queued to the channels in force, then send what is due, batch by
-    batch, until nothing is left (or ``stop()``)."""
+    batch, until nothing is left (or ``stop()``), over connections kept for the run (one SMTP
+    connection per relay, one HTTP client for webhooks)."""
     worker = worker or worker_name()
     summary = DispatchSummary()
-    batches = 0
+    batches, step = 0, 1  # the first step is one message: its time sets the next step's size
     links = Links(rt)
-    while not stop() and (max_batches is None or batches < max_batches):
-        now = rt.clock.now()
-        route(rt, now)
-        ids = _claim_deliveries(rt, worker, now, batch, summary)
-        if not ids:
-            if route(rt, now):  # messages a rerouted delivery put back in the queue
-                continue
-            break
-        batches += 1
-        for delivery_id in ids:
-            job = _start(rt, delivery_id, worker, rt.clock.now(), links)
-            if job is None:
-                continue
-            if job.target is not None:
-                result = post_webhook(job.target, job.message_id, job.text,
-                                      redact=rt.channels.redact)
-            else:
-                channel = rt.channels.by_name(job.channel)
-                assert channel is not None  # checked when the try was started
-                result = rt.channels.send(channel, email=job.email, subject=job.subject,
-                                          text=job.text, html=job.html, card=job.card,
-                                          headers=job.headers)
-            _finish(rt, job, result.ok, result.error, result.permanent, rt.clock.now(), summary)
-            if on_sent:
-                on_sent(1)
+    with rt.channels.sending() as sender:
+        while not stop() and (max_batches is None or batches < max_batches):
+            now = rt.clock.now()
+            route(rt, now)
+            ids = _claim_deliveries(rt, worker, now, batch, summary)
+            if not ids:
+                if route(rt, now):  # messages a rerouted delivery put back in the queue
+                    continue
+                break
+            batches += 1
+            step = _send_batch(rt, sender, ids, worker, links, summary, on_sent, step)
+        summary.connections = sender.connections()
     return summary
 
 
