@@ -300,7 +300,7 @@ def reassess(
     from qip_flow.services import assess
 
     st = state_of(ctx)
-    results = assess.reassess_all(st.runtime(writes=True), plan_ids or None)
+    results = assess.reassess_each(st.runtime(writes=True), plan_ids or None)
     rows = [{"plan": r.plan_id, "rag": r.rag.rating if r.rag else None, "changed": r.rag_changed,
              "reason": r.rag.reason if r.rag else "", "reopened": r.reopened} for r in results]
     if st.json:
