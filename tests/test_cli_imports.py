@@ -194,3 +194,23 @@ def test_the_plans_list_counts_each_plans_actions_and_pages_on_each_database(
         themed = [r for r in rows if r["theme"] == theme]
         assert queries.list_plans(session, theme=theme) == themed
         assert queries.count_plans(session, theme=theme) == len(themed)
+
+
+def test_the_cli_benchmark_runs_each_command_beside_the_floor(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/cli.py runs end to end (one round, the demo only): every read command exits 0
+    with output, beside the floor. No time is looked at."""
+    import importlib.util
+
+    monkeypatch.setenv("QIP_BENCH_NO_SAVE", "1")
+    path = Path(__file__).resolve().parent.parent / "bench" / "cli.py"
+    spec = importlib.util.spec_from_file_location("bench_cli", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.main(["--runs", "1", "--no-portfolio"]) == 0
+    out = capsys.readouterr().out
+    for command in ("plans", "show", "explain", "audit"):
+        assert f"| qip {command} | demo |" in out
+    assert "| python -c 'import sqlmodel, typer' |" in out
