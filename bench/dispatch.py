@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "baseline": f"qip_flow dispatch from {args.baseline}"}
     rates: dict[tuple[str, str], list[float]] = {}
     connections: dict[tuple[str, str], int] = {}
+    last: dict[str, dict[str, Any]] = {}  # program/mode → the last round's outcome
     profiles: dict[str, list[str]] = {}
     env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
     with tempfile.TemporaryDirectory() as name:
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         check(program, mode, n, result, received)
                         rates.setdefault((program, mode), []).append(n / result["seconds"])
                         connections[(program, mode)] = opened
+                        last[f"{program}/{mode}"] = {
+                            "sent": result["sent"], "received": len(received),
+                            "states": result["states"], "connections": opened}
             if args.profile:
                 for mode in MODES:
                     path = folder / f"{mode}.prof"
@@ -407,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table("dispatch", "Dispatch: emails per second to SMTP on loopback",
           ["program", "SMTP", "messages", "connections", "messages/s", "× floor",
            f"≥ {TARGET:.0f}/s"], rows, notes)
-    return {"messages": n, "rates": {f"{p}/{m}": r for (p, m), r in rates.items()}}
+    return {"messages": n, "results": last,
+            "rates": {f"{p}/{m}": r for (p, m), r in rates.items()}}
 
 
 def check(program: str, mode: str, n: int, result: dict[str, Any], received: list[str]) -> None:

@@ -394,10 +394,11 @@ def loopback_ca() -> trustme.CA:
 
 def trust_loopback(monkeypatch: pytest.MonkeyPatch, folder: Path) -> dict[str, str]:
     """Make the loopback CA the only one OpenSSL loads by default (``SSL_CERT_FILE``), for this
-    process and, through the returned environment, for subprocesses. Apprise builds a default
-    SSL context for every SMTP message, even over plain SMTP; loading the system's CA store for
-    each one costs ~65 ms here, loading this one certificate almost nothing. The webhook is
-    still reached with ``?verify=no``, as the design notes say."""
+    process and, through the returned environment, for subprocesses: a TLS client that
+    verifies by default trusts the loopback receivers, and one that builds a default context
+    loads one certificate, not the system store. qip_flow needs neither (email builds no TLS
+    context over plain SMTP, one per process otherwise; the webhook is reached with
+    ``?verify=no``, as the design notes say)."""
     path = folder / "loopback-ca.pem"
     loopback_ca().cert_pem.write_to_path(str(path))
     monkeypatch.setenv("SSL_CERT_FILE", str(path))

@@ -147,12 +147,12 @@ Outcome = tuple[bool, str, bool]
 
 
 class Connection:
-    """One SMTP connection to a relay for a batch of messages: opened at the first message and
-    kept, so a batch pays one handshake (and one TLS negotiation) instead of one per message.
+    """One SMTP connection to a relay for a run of messages: opened at the first message and
+    kept, so a run pays one handshake (and one TLS negotiation) instead of one per message.
     A refused recipient fails only its own message; a connection the relay dropped (an idle
     timeout, a per-connection message limit answered with 421) is reopened once and the
-    message sent again; a relay that cannot be reached fails the rest of the batch at once
-    with the same reason (each message is retried later by the outbox)."""
+    message sent again; a relay that cannot be reached fails the rest of the run at once with
+    the same reason (each message is retried later by the outbox)."""
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
