@@ -746,9 +746,14 @@ def _start(rt: Runtime, session: Session, ids: list[int], worker: str, now: date
         {n.recipient_id for n in notes.values() if n.recipient_id})))}
     jobs: list[_Job] = []
     attempts: list[DeliveryAttempt] = []
+    targets: dict[str, Subscriber | None] = {}  # webhook subscribers, read once per step
     for d in mine:
         n = notes[d.notification_id]
-        target = webhooks.target(rt, session, d.channel) if n.kind == webhooks.KIND else None
+        target = None
+        if n.kind == webhooks.KIND:
+            if d.channel not in targets:
+                targets[d.channel] = webhooks.target(rt, session, d.channel)
+            target = targets[d.channel]
         channel = rt.channels.by_name(d.channel)
         if target is None and channel is None:
             _reroute(session, d)
@@ -883,9 +888,9 @@ def _send_batch(rt: Runtime, sender: Sender, ids: list[int], worker: str, links:
             with rt.db.write(gated=False) as session:  # the claim asked the gate
                 _finish(rt, session, done, summary)
                 jobs = _start(rt, session, step, worker, rt.clock.now(), links) if step else []
-            if on_sent and done:
-                on_sent(len(done))
-            done = []
+            recorded, done = len(done), []
+            if on_sent and recorded:
+                on_sent(recorded)
             began = perf_counter()
             for job in jobs:
                 done.append(_Done(job, _send(sender, rt, job), rt.clock.now()))
