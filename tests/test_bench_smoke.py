@@ -52,7 +52,7 @@ def test_decisions_floor_matches_the_rules_file_examples() -> None:
 
 def test_dispatch_delivers_every_message(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench("dispatch").main(["--messages", "20", "--rounds", "1"])
-    assert set(result["results"]) == {f"{program}/{mode}" for program in ("floor", "qip_flow")
+    assert set(result["results"]) == {f"{program}/{mode}" for program in ("transport", "floor", "qip_flow")
                                       for mode in ("plain", "starttls")}
     for got in result["results"].values():
         assert got["sent"] == got["received"] == 20 and got["states"] == {"sent": 20}
