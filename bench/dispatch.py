@@ -71,7 +71,7 @@ class SmtpServer:
 
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.recipients: list[str] = []
-        self.peers: set[Any] = set()  # one (host, port) per connection
+        self.connections = 0
         self._lock = threading.Lock()
         server = self
 
@@ -82,9 +82,10 @@ class SmtpServer:
                 return "250 Message accepted for delivery"
 
         class Counting(SMTP):
-            def connection_made(self, transport: Any) -> None:  # again after STARTTLS
-                with server._lock:
-                    server.peers.add(transport.get_extra_info("peername"))
+            def connection_made(self, transport: Any) -> None:
+                if transport.get_extra_info("sslcontext") is None:  # not again at STARTTLS
+                    with server._lock:
+                        server.connections += 1
                 super().connection_made(transport)
 
         ca = trustme.CA()
@@ -112,8 +113,8 @@ class SmtpServer:
         """The recipients of what arrived since the last call, and the connections made."""
         with self._lock:
             got, self.recipients = self.recipients, []
-            peers, self.peers = self.peers, set()
-        return got, len(peers)
+            connections, self.connections = self.connections, 0
+        return got, connections
 
     def stop(self) -> None:
         self._controller.stop()
