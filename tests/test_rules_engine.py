@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import subprocess
 import sys
 import textwrap
@@ -94,18 +93,25 @@ def test_run_file_leaves_no_session_behind(shipped: RuleBook) -> None:
 
 
 def test_evaluate_with_explanations_leaves_no_session_behind(shipped: RuleBook) -> None:
-    """A closure evaluation with explanations (one session per ruleset evaluated) leaves none
-    of its sessions behind."""
+    """A closure evaluation with explanations (one session per ruleset evaluated), and the
+    engine's own condition-by-condition reading, leave none of their sessions behind."""
     eng = RulesEngine(shipped)
-    first = next_sid()
-    evaluation = eng.evaluate("plan", {"actions": 2, "actions_verified": 2}, "criterion",
-                              explain=True)
-    assert evaluation.fired_ids == ["closure.actions-verified", "closure.monitoring-kept-up"]
-    rulesets = list(dict.fromkeys(r.ruleset for r in shipped.for_outcome("plan", "criterion")))
-    for offset, ruleset in enumerate(rulesets):
-        name = eng._names[(ruleset, "plan", True)]
-        with pytest.raises(Exception, match="Could not get state"):
-            host().get_state(name, f"e{first + offset}")
+    rules = shipped.for_outcome("plan", "criterion")
+    rulesets = list(dict.fromkeys(r.ruleset for r in rules))
+    facts = {"actions": 2, "actions_verified": 2}
+    for explain in (False, True):
+        first = next_sid()
+        if explain:
+            conditions = eng.judge_conditions("plan", facts, rules)
+            assert conditions["closure.actions-verified"] == [True, True]
+        else:
+            evaluation = eng.evaluate("plan", facts, "criterion", explain=True)
+            assert evaluation.fired_ids == ["closure.actions-verified",
+                                            "closure.monitoring-kept-up"]
+        for offset, ruleset in enumerate(rulesets):
+            name = eng._names[(ruleset, "plan", explain)]
+            with pytest.raises(Exception, match="Could not get state"):
+                host().get_state(name, f"e{first + offset}")
 
 
 def test_thousands_of_evaluations_stay_within_the_session_limit() -> None:
@@ -190,20 +196,26 @@ def test_durable_rules_swallows_an_action_error(failing_host: FailingHost) -> No
         failing_host.delete_state(name, "raw")
 
 
-def test_an_action_error_is_raised_as_rules_engine_error(failing_host: FailingHost) -> None:
-    """The adapter raises RulesEngineError with the action's message when a rule's action
-    fails, and still deletes the session."""
+def test_no_action_is_ever_called(failing_host: FailingHost) -> None:
+    """The adapter reads which rules fired from the engine's answers and never calls an
+    action, so an action that would raise (and be swallowed) cannot touch a decision; the
+    session is still deleted."""
     book = book_of([rule("t.x", {"fact": "x", "at_least": 1})], ruleset="failing")
     eng = RulesEngine(book)
-    assert eng.run_file("failing", "plan", {"x": 0}) == []  # no rule fires, no action runs
+    assert eng.run_file("failing", "plan", {"x": 0}) == []
     sid = next_sid()
-    with pytest.raises(RulesEngineError, match=re.escape(
-            "a rule action failed inside durable_rules: exception caught boom in rule:t.x")):
-        eng.run_file("failing", "plan", {"x": 2})
-    with pytest.raises(RulesEngineError, match=re.escape("boom in rule:t.x")):
-        eng.evaluate("plan", {"x": 5}, "rag")
+    assert [r.id for r in eng.run_file("failing", "plan", {"x": 2})] == ["t.x"]
+    assert eng.evaluate("plan", {"x": 5}, "rag").fired_ids == ["t.x"]
     with pytest.raises(Exception, match="Could not get state"):
         failing_host.get_state(eng._names[("failing", "plan", False)], f"e{sid}")
+
+
+def test_facts_the_engine_cannot_read_raise_rules_engine_error() -> None:
+    """A fact that is not a plain value is refused with RulesEngineError naming the ruleset,
+    before any session is made."""
+    book = book_of([rule("t.y", {"fact": "x", "at_least": 1})], ruleset="unreadable")
+    with pytest.raises(RulesEngineError, match=r"unreadable_plan_.*not plain values"):
+        RulesEngine(book).evaluate("plan", {"x": object()}, "rag")
 
 
 # --- what conditions mean ---------------------------------------------------------------

@@ -155,7 +155,8 @@ def test_each_shipped_file_fires_what_the_oracle_says(
 @pytest.mark.parametrize("subject", sorted({s for _, s in PAIRS}))
 def test_evaluate_with_explanations_agrees_with_the_oracle(book: RuleBook, subject: str) -> None:
     """evaluate() across every file about ``subject`` fires what the oracle says, and its
-    explanation says for each condition of each rule whether the oracle holds it."""
+    explanation (read in Python, checked against the engine) and the engine's own reading,
+    condition by condition, say for each condition of each rule whether the oracle holds it."""
     rules = [r for r in book.rules.values() if r.subject == subject]
     outcomes = sorted({r.then.outcome for r in rules})
     engine = RulesEngine(book)
@@ -165,9 +166,11 @@ def test_evaluate_with_explanations_agrees_with_the_oracle(book: RuleBook, subje
     def check(facts: dict[str, Any]) -> None:
         evaluation = engine.evaluate(subject, facts, *outcomes, explain=True)
         assert set(evaluation.fired_ids) == oracle_fires(rules, facts), facts
+        by_engine = engine.judge_conditions(subject, facts, rules)
         for rule in rules:
-            assert evaluation.conditions[rule.id] == [leaf_holds(leaf, facts)
-                                                      for leaf in rule.leaves()], (rule.id, facts)
+            expected = [leaf_holds(leaf, facts) for leaf in rule.leaves()]
+            assert evaluation.conditions[rule.id] == expected, (rule.id, facts)
+            assert by_engine[rule.id] == expected, (rule.id, facts)
 
     check()
 
@@ -268,9 +271,11 @@ def test_random_rules_fire_what_the_oracle_says(rules: list[dict[str, Any]],
     for facts in fact_sets:
         evaluation = engine.evaluate("plan", facts, "rag", explain=True)
         assert set(evaluation.fired_ids) == oracle_fires(defs, facts), (facts, rules)
+        by_engine = engine.judge_conditions("plan", facts, defs)
         for rule in defs:
-            assert evaluation.conditions[rule.id] == [leaf_holds(leaf, facts)
-                                                      for leaf in rule.leaves()], (rule.id, facts)
+            expected = [leaf_holds(leaf, facts) for leaf in rule.leaves()]
+            assert evaluation.conditions[rule.id] == expected, (rule.id, facts)
+            assert by_engine[rule.id] == expected, (rule.id, facts)
 
 
 @PROPERTY

@@ -1,6 +1,6 @@
-"""Working days in England and Wales (weekends and bank holidays, from the ``holidays``
-package). A cumulative count per day makes each question O(1), so facts for a million actions
-cost no more than their dates."""
+"""Working days in England and Wales: weekends and bank holidays (the table generated from the
+``holidays`` package, :mod:`qip_flow.decide.bank_holidays`). A cumulative count per day makes
+each question O(1), so facts for a million actions cost no more than their dates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from bisect import bisect_left
 from datetime import date, timedelta
 from functools import lru_cache
 
-import holidays
+from qip_flow.decide.bank_holidays import bank_holidays
 
 _BASE = date(2000, 1, 1)
 
@@ -22,7 +22,7 @@ class WorkingCalendar:
         if year <= self._last_year:
             return
         years = range(self._last_year + 1, year + 2)
-        bank = holidays.country_holidays("GB", subdiv="ENG", years=years)
+        bank = bank_holidays(years)
         day = date(self._last_year + 1, 1, 1)
         end = date(year + 1, 12, 31)
         running = self._cumulative[-1]

@@ -4,12 +4,13 @@ fired, the criteria unmet with the fact values, and the rules version."""
 from __future__ import annotations
 
 import json
-import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Literal
 
-from qip_flow.config.rules import FactRef, RuleBook, RuleDef, fact_values
+from qip_flow.config.rules import FactRef, Leaf, RuleBook, RuleDef, fact_values
 from qip_flow.decide.engine import Evaluation, RulesEngine
 from qip_flow.decide.facts import DONE, tighten
 from qip_flow.decide.vocabulary import RATINGS
@@ -20,14 +21,15 @@ def _value(v: Any) -> str:
     return "missing" if v is None else json.dumps(v)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConditionResult:
     """One condition of a rule judged: the machine form (the condition as written and the
-    facts it read) and the same in words."""
+    facts it read) and the same in words. Read-only, so the same condition judged on the same
+    facts can be shared between decisions (``Decide`` keeps them per rules version)."""
 
     text: str
     holds: bool
-    values: dict[str, Any]
+    values: Mapping[str, Any]
     words: str = ""
 
     def describe(self) -> str:
@@ -38,6 +40,32 @@ class ConditionResult:
         return f"{self.text} ({shown})"
 
 
+@dataclass(frozen=True)
+class ShownCondition:
+    """One condition of a rule as an explanation shows it, worked out once per rule: the
+    condition as written and the facts its words read (its own, the one it is compared with,
+    and those its phrases name)."""
+
+    index: int
+    leaf: Leaf
+    text: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, subject: str, rule: RuleDef) -> tuple[ShownCondition, ...]:
+        shown = []
+        for index, leaf in enumerate(rule.leaves()):
+            names = [leaf.fact] + ([leaf.value.fact] if isinstance(leaf.value, FactRef)
+                                   else []) + phrase_facts(subject, leaf.fact)
+            shown.append(cls(index, leaf, leaf.text(), tuple(dict.fromkeys(names))))
+        return tuple(shown)
+
+
+#: Conditions judged, kept per rules version: the same condition on the same facts reads the
+#: same (a closure decision has about fifteen conditions; a portfolio repeats them).
+SENTENCES = 4096
+
+
 @dataclass
 class CriterionResult:
     rule: RuleDef
@@ -45,20 +73,33 @@ class CriterionResult:
     conditions: list[ConditionResult]
 
     facts: dict[str, Any] = field(default_factory=dict)
+    # worked out on first use: a refusal reads them for its reasons and again for its record
+    _name: str | None = field(default=None, init=False, repr=False, compare=False)
+    _description: str | None = field(default=None, init=False, repr=False, compare=False)
+    _why_not: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
-        return str(self.rule.then.params.get("criterion", self.rule.id))
+        if self._name is None:
+            self._name = str(self.rule.then.params.get("criterion", self.rule.id))
+        return self._name
 
     @property
     def description(self) -> str:
         """The rule's description with its {fact} placeholders filled in."""
-        return fill(self.rule.description, self.facts, missing="none")
+        if self._description is None:
+            self._description = fill(self.rule.description, self.facts, missing="none")
+        return self._description
 
     @property
     def why_not(self) -> list[str]:
         """Why it does not hold, in words: the rules author's `unmet` sentence, or a sentence
         for each condition that fails (empty when it holds)."""
+        if self._why_not is None:
+            self._why_not = self._reasons()
+        return self._why_not
+
+    def _reasons(self) -> list[str]:
         if self.met:
             return []
         if self.rule.unmet:
@@ -76,8 +117,8 @@ class CriterionResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"criterion": self.name, "met": self.met, "rule": self.rule.id,
-                "description": self.description, "why_not": self.why_not,
-                "conditions": [{"condition": c.text, "holds": c.holds, "facts": c.values,
+                "description": self.description, "why_not": list(self.why_not),
+                "conditions": [{"condition": c.text, "holds": c.holds, "facts": dict(c.values),
                                 "words": c.words}
                                for c in self.conditions]}
 
@@ -154,11 +195,20 @@ class NotifyDecision:
     digestible: bool = False  # may wait for the reader's weekly digest
 
 
-class _Blank(dict[str, Any]):
-    missing: str | None = None
+class _Blank:
+    """The facts as ``str.format_map`` reads them (not copied): a missing one as ``missing``
+    when given, else as its own placeholder."""
 
-    def __missing__(self, key: str) -> str:
-        return self.missing if self.missing is not None else "{" + key + "}"
+    __slots__ = ("facts", "missing")
+
+    def __init__(self, facts: dict[str, Any], missing: str | None) -> None:
+        self.facts, self.missing = facts, missing
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.facts[key]
+        except KeyError:
+            return self.missing if self.missing is not None else "{" + key + "}"
 
 
 def fill_words(template: str, facts: dict[str, Any]) -> str:
@@ -169,9 +219,15 @@ def fill_words(template: str, facts: dict[str, Any]) -> str:
 def fill(template: str, facts: dict[str, Any], *, missing: str | None = None) -> str:
     """``"Action {action_id} …"`` with the facts filled in; a missing fact shows as
     ``missing`` when given, else stays as written."""
-    values = _Blank(facts)
-    values.missing = missing
-    return string.Formatter().vformat(template, (), values)
+    if "{" not in template:
+        return template
+    return template.format_map(_Blank(facts, missing))
+
+
+def closure_version(book: RuleBook) -> str | None:
+    """The version of the closure rules in ``book``: ``closure@<content hash>``."""
+    rf = book.closure_file()
+    return f"{rf.ruleset}@{rf.digest}" if rf else None
 
 
 class Decide:
@@ -180,10 +236,16 @@ class Decide:
     def __init__(self, book: RuleBook) -> None:
         self.book = book
         self.engine = RulesEngine(book)
+        #: the version of the closure rules this judges by (asked on every decision)
+        self.closure_version = closure_version(book)
+        self._shown: dict[str, tuple[ShownCondition, ...]] = {}
+        self._judged: Callable[..., ConditionResult] = lru_cache(maxsize=SENTENCES, typed=True)(
+            self._condition)
 
     @property
     def version(self) -> str:
         return self.book.version
+
 
     def defaults(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Default closure criteria for a plan, the strictest of every matching rule."""
@@ -193,25 +255,49 @@ class Decide:
             merged = _as_defaults(merged)
         return merged
 
-    def closure(self, facts: dict[str, Any], *, explain: bool = False) -> ClosureDecision:
-        """Which closure criteria hold. With ``explain``, also which condition of each holds,
-        with the fact values — needed to refuse or explain, not to decide, so it is asked for
-        only then (it costs the engine one more rule per condition)."""
-        evaluation = self.engine.evaluate("plan", facts, "criterion", explain=explain)
+    def closure(self, facts: dict[str, Any], *,
+                explain: bool | Literal["if refused"] = False) -> ClosureDecision:
+        """Which closure criteria hold, from one run of the engine. With ``explain``, also
+        which condition of each holds, with the fact values and in words — needed to refuse or
+        explain, not to decide: ``True`` always, ``"if refused"`` only when a criterion is
+        unmet (what a sign-off asks), ``False`` never."""
+        if explain not in (True, False, "if refused"):
+            raise ValueError(f"explain is True, False or 'if refused', not {explain!r}")
+        rules = self.book.for_outcome("plan", "criterion")
+        evaluation = self.engine.evaluate("plan", facts, "criterion")
         fired = {r.id for r in evaluation.fired}
-        criteria = []
-        for rule in self.book.for_outcome("plan", "criterion"):
-            holds = evaluation.conditions.get(rule.id) if explain else None
-            conditions = []
-            for leaf, ok in zip(rule.leaves(), holds or [], strict=holds is not None):
-                names = [leaf.fact] + ([leaf.value.fact] if isinstance(leaf.value, FactRef)
-                                       else []) + phrase_facts("plan", leaf.fact)
-                conditions.append(ConditionResult(
-                    leaf.text(), ok, {n: evaluation.facts.get(n) for n in dict.fromkeys(names)},
-                    condition_words("plan", leaf, evaluation.facts, ok)))
-            criteria.append(CriterionResult(rule, rule.id in fired, conditions,
-                                            evaluation.facts))
+        refused = not rules or len(fired) < len(rules)
+        if explain is True or (explain == "if refused" and refused):
+            self.engine.explain(evaluation, rules)
+        criteria = [CriterionResult(rule, rule.id in fired,
+                                    self._conditions(rule, evaluation.facts,
+                                                     evaluation.conditions.get(rule.id)),
+                                    evaluation.facts)
+                    for rule in rules]
         return ClosureDecision(str(facts.get("plan_id")), criteria, self.version, evaluation.facts)
+
+    def _conditions(self, rule: RuleDef, facts: dict[str, Any],
+                    holds: list[bool] | None) -> list[ConditionResult]:
+        """A rule's conditions judged (none when ``holds`` was not asked for)."""
+        if holds is None:
+            return []
+        shown = self._shown.get(rule.id)
+        if shown is None:
+            shown = self._shown[rule.id] = ShownCondition.of("plan", rule)
+        get, judged, rule_id = facts.get, self._judged, rule.id
+        try:  # the key is the values themselves, each with its type (1, 1.0 and True differ)
+            return [judged(rule_id, c.index, ok, *map(get, c.names))
+                    for c, ok in zip(shown, holds, strict=True)]
+        except TypeError:  # a value that cannot be a key (a list): judged afresh
+            return [self._condition(rule_id, c.index, ok, *map(get, c.names))
+                    for c, ok in zip(shown, holds, strict=True)]
+
+    def _condition(self, rule_id: str, index: int, holds: bool, *values: Any) -> ConditionResult:
+        """One condition judged on the values of the facts it shows, with its words."""
+        condition = self._shown[rule_id][index]
+        read = dict(zip(condition.names, values, strict=True))
+        return ConditionResult(condition.text, holds, MappingProxyType(read),
+                               condition_words("plan", condition.leaf, read, holds))
 
     def rag(self, facts: dict[str, Any]) -> RagDecision:
         fired = self.engine.evaluate("plan", facts, "rag").fired

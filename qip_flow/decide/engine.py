@@ -6,18 +6,23 @@
 - facts go into a short-lived session deleted after each evaluation (a ruleset holds ~1024 live
   sessions, then crashes the process); every fact matches a catch-all rule, because deleting
   the session of a fact no rule matched corrupts the heap (see MARKER);
-- errors raised inside actions, which the engine swallows into the session state, are raised
-  again;
+- no rule action is ever called (the engine swallows an action's error into the session
+  state, and writes that state back as JSON after every action): which rules fired is read
+  from the engine's own answers, one C call per fired rule;
 - a ruleset can never be replaced, so each is registered under a name carrying its content
-  hash; a rule made only of a "fact is missing" test loops for ever, so it is anchored."""
+  hash; a rule made only of a "fact is missing" test loops for ever, so it is anchored.
+
+An explanation (which condition of each rule held) comes from the same single run: the
+conditions are read in Python from the facts and checked against the rules the engine fired;
+only if they disagree are they judged again by the engine, one rule per condition."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import operator
 import threading
-import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,7 @@ from qip_flow.config.rules import FactRef, Group, Leaf, RuleBook, RuleDef, iter_
 from qip_flow.errors import QipError
 
 _HOST_LOCK = threading.Lock()
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # as durable's own Ruleset.assert_fact
 _SESSION_IDS = itertools.count(1)
 
 
@@ -36,10 +42,10 @@ class RulesEngineError(QipError):
 
 
 class _Host(durable.Host):
-    """Actions only record which rule (or which condition of a rule) held."""
+    """Registers qip_flow's rulesets; their actions are never called (``RulesEngine._run``
+    reads which rule fired from the engine's own answer), so each one only names itself."""
 
     def __init__(self) -> None:
-        self.held: list[str] = []
         self.registered: set[str] = set()
         super().__init__()
 
@@ -50,15 +56,9 @@ class _Host(durable.Host):
         pointer") in about one run in ten. We keep every call on the caller's thread."""
 
     def get_action(self, action_name: str) -> Any:
-        if action_name == CATCH_ALL:
-            return _ignore
-        if not action_name.startswith(("rule:", "leaf:")):
+        if action_name != CATCH_ALL and not action_name.startswith(("rule:", "leaf:")):
             raise KeyError(action_name)  # refused at registration: nothing else is ours
-
-        def record(_c: Any) -> None:
-            self.held.append(action_name)
-
-        return record
+        return _ignore
 
 
 _HOST: _Host | None = None
@@ -79,30 +79,6 @@ def host() -> _Host:
     if _HOST is None:
         _HOST = _Host()
     return _HOST
-
-
-def _flush_record_only(ruleset: Any, state: Any, result_container: dict[str, Any],
-                       state_offset: Any, complete: Any) -> None:
-    """durable_rules runs each fired rule's action through a Closure and writes the whole
-    session state back as JSON after every action — most of an evaluation's cost. qip_flow's
-    actions only record that a rule held and never change the state, so for its own rulesets
-    each action is called and the engine asked for the next, nothing more. An action that
-    fails is abandoned and raised (never swallowed into the state)."""
-    while "message" in result_container:
-        action_name = next(iter(result_container.pop("message")))
-        try:
-            ruleset._actions[action_name]._func(None)
-        except BaseException as error:
-            durable_rules_engine.abandon_action(ruleset._handle, state_offset)
-            complete(RulesEngineError("a rule action failed inside durable_rules: "
-                                      f"exception caught {error}"), None)
-            return
-        following = durable_rules_engine.complete_and_start_action(ruleset._handle,
-                                                                   state_offset)
-        if following:
-            result_container["message"] = json.loads(following)
-        else:
-            complete(None, state)
 
 
 def _operand(value: Any) -> Any:
@@ -149,6 +125,68 @@ def _required_states(rule: RuleDef) -> set[Any] | None:
     return None
 
 
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "is": operator.eq, "not": operator.ne, "at_least": operator.ge, "at_most": operator.le,
+    "more_than": operator.gt, "less_than": operator.lt}
+
+FactTest = Callable[[Mapping[str, Any]], bool]
+
+
+def _leaf_test(leaf: Leaf) -> FactTest:
+    """One condition read in Python with the meaning compile_condition gives the engine: a
+    comparison with a missing fact (or a missing fact compared with) never holds."""
+    fact, op, value = leaf.fact, leaf.op, leaf.value
+    if op == "exists":
+        known = bool(value)
+        return lambda f: (f.get(fact) is not None) is known
+    if op in ("in", "not_in"):
+        options, inside = tuple(value), op == "in"
+        return lambda f: f.get(fact) is not None and (f.get(fact) in options) is inside
+    compare = _COMPARE[op]
+    if isinstance(value, FactRef):
+        other = value.fact
+
+        def against_fact(f: Mapping[str, Any]) -> bool:
+            mine, theirs = f.get(fact), f.get(other)
+            return mine is not None and theirs is not None and bool(compare(mine, theirs))
+
+        return against_fact
+    return lambda f: f.get(fact) is not None and bool(compare(f.get(fact), value))
+
+
+Joined = Callable[[Sequence[bool]], bool]
+
+
+def _join(cond: Leaf | Group, tests: list[FactTest]) -> Joined:
+    """``cond``'s verdict from its conditions' results (appending its conditions' tests to
+    ``tests`` in the order of ``iter_leaves``)."""
+    if isinstance(cond, Leaf):
+        tests.append(_leaf_test(cond))
+        return operator.itemgetter(len(tests) - 1)
+    parts = [_join(c, tests) for c in cond.items]
+    if cond.kind == "all":
+        return lambda results: all([part(results) for part in parts])
+    return lambda results: any([part(results) for part in parts])
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A rule's conditions as Python tests, in the order of ``rule.leaves()``, and the
+    all/any that joins their results: made once per rule."""
+
+    tests: tuple[FactTest, ...]
+    holds: Joined
+
+    @classmethod
+    def of(cls, rule: RuleDef) -> Reading:
+        tests: list[FactTest] = []
+        holds = _join(rule.when, tests)
+        return cls(tuple(tests), holds)
+
+    def leaves(self, facts: Mapping[str, Any]) -> list[bool]:
+        return [test(facts) for test in self.tests]
+
+
 @dataclass
 class Evaluation:
     """What the rules said about one subject: which rules fired, and (when asked) which
@@ -173,13 +211,33 @@ def clean_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+def _fired_rule(message: str) -> str:
+    """The rule an action message of durable_rules names: its first key
+    (``{"r0":{"m":{…}}}``), read without parsing the fact that follows it."""
+    if message.startswith('{"'):
+        end = message.find('"', 2)
+        if end > 2:
+            return message[2:end]
+    return str(next(iter(json.loads(message))))
+
+
+#: What a compiled rule stands for: ("rule", rule id) or ("leaf", rule id, condition index);
+#: None for the catch-all.
+Label = tuple[str, ...] | None
+
+
 class RulesEngine:
     """Evaluates a RuleBook's rules on flat facts through durable_rules."""
 
     def __init__(self, book: RuleBook) -> None:
         self.book = book
         self._names: dict[tuple[str, str, bool], str] = {}
+        self._compiled: dict[str, tuple[Any, dict[str, Label]]] = {}
         self._states: dict[str, set[Any] | None] = {}
+        self._readings: dict[str, Reading] = {}
+        self._selected: dict[tuple[str, tuple[str, ...]], tuple[list[RuleDef], list[str]]] = {}
+        #: explanations the Python reading could not give (it disagreed with the engine)
+        self.fallbacks = 0
 
     def _ruleset_name(self, ruleset: str, subject: str, explain: bool) -> str:
         key = (ruleset, subject, explain)
@@ -190,40 +248,65 @@ class RulesEngine:
         rules = [r for r in rf.rules if r.subject == subject]
         name = f"{ruleset}_{subject}_{rf.digest}{'_x' if explain else ''}"
         compiled: dict[str, Any] = {"all_facts": {"all": [{"m": {MARKER: 1}}], "run": CATCH_ALL}}
+        labels: dict[str, Label] = {"all_facts": None}
         for i, rule in enumerate(rules):
             compiled[f"r{i}"] = {"all": [{"m": compile_condition(rule.when)}],
                                  "run": f"rule:{rule.id}"}
+            labels[f"r{i}"] = ("rule", rule.id)
             if explain:
                 for j, leaf in enumerate(iter_leaves(rule.when)):
                     compiled[f"r{i}c{j}"] = {"all": [{"m": compile_condition(leaf)}],
                                              "run": f"leaf:{rule.id}:{j}"}
+                    labels[f"r{i}c{j}"] = ("leaf", rule.id, str(j))
         h = host()
         if name not in h.registered:
             h.set_rulesets({name: compiled})
-            ruleset = h.get_ruleset(name)
-            ruleset._flush_actions = types.MethodType(_flush_record_only, ruleset)
             h.registered.add(name)
+        self._compiled[name] = (h.get_ruleset(name)._handle, labels)
         self._names[key] = name
         return name
 
-    def _run(self, name: str, facts: dict[str, Any]) -> list[str]:
-        h = host()
+    def _run(self, name: str, facts: dict[str, Any]) -> set[Label]:
+        """Assert ``facts`` in a session of their own, collect what fired, delete the session.
+        The engine is driven directly: each fired rule's action is only its name, so there is
+        no action to call and no session state to write back after it."""
+        handle, labels = self._compiled[name]
         sid = f"e{next(_SESSION_IDS)}"
-        h.held = []
         try:
-            h.assert_fact(name, {**facts, "sid": sid, MARKER: 1})
-            state = h.get_state(name, sid)
-            if "exception" in state:
-                raise RulesEngineError(f"a rule action failed inside durable_rules: "
-                                       f"{state['exception']}")
-            return list(h.held)
+            fact = _ENCODE({**facts, "sid": sid, MARKER: 1})
+        except (TypeError, ValueError) as exc:
+            raise RulesEngineError(f"facts for {name} are not plain values: {exc}") from exc
+        held: set[Label] = set()
+        try:
+            code, state = durable_rules_engine.assert_fact(handle, fact)
+        except Exception as exc:
+            raise RulesEngineError(f"durable_rules could not evaluate {name}: {exc}; facts: "
+                                   f"{fact}") from exc
+        try:  # the session exists from here on, whatever happens: delete it
+            if code in (1, 2):  # not handled / already observed: never for a marked fact
+                raise RulesEngineError(f"durable_rules refused the facts for {name} (code "
+                                       f"{code}); facts: {fact}")
+            started = durable_rules_engine.start_action_for_state(handle, 0 if code == 3 else state)
+            message = started[1] if started else None
+            while message:
+                held.add(labels[_fired_rule(message)])
+                message = durable_rules_engine.complete_and_start_action(handle, state)
+            return held
         except RulesEngineError:
             raise
         except Exception as exc:
             raise RulesEngineError(f"durable_rules could not evaluate {name}: {exc}; facts: "
-                                   f"{json.dumps(facts, default=str)}") from exc
+                                   f"{fact}") from exc
         finally:
-            h.delete_state(name, sid)
+            durable_rules_engine.delete_state(handle, sid)
+
+    def _held(self, subject: str, facts: dict[str, Any], rulesets: Sequence[str],
+              explain: bool) -> set[Label]:
+        held: set[Label] = set()
+        with _HOST_LOCK:
+            for ruleset in rulesets:
+                held |= self._run(self._ruleset_name(ruleset, subject, explain), facts)
+        return held
 
     def run_file(self, ruleset: str, subject: str, facts: Mapping[str, Any]) -> list[RuleDef]:
         """The rules of one file about ``subject`` that fire (for `qip rules test`)."""
@@ -231,10 +314,8 @@ class RulesEngine:
         rf = next(f for f in self.book.files if f.ruleset == ruleset)
         if not any(r.subject == subject for r in rf.rules):
             return []
-        with _HOST_LOCK:
-            held = self._run(self._ruleset_name(ruleset, subject, False), flat)
-        ids = {h.split(":", 1)[1] for h in held}
-        return [r for r in rf.rules if r.id in ids]
+        held = self._held(subject, flat, [ruleset], False)
+        return [r for r in rf.rules if ("rule", r.id) in held]
 
     def _possible(self, rules: list[RuleDef], facts: Mapping[str, Any]) -> bool:
         """False when no rule could fire: each one requires, at its top level, a `state` the
@@ -251,6 +332,14 @@ class RulesEngine:
                 return True
         return False
 
+    def _wanted(self, subject: str, outcomes: tuple[str, ...]) -> tuple[list[RuleDef], list[str]]:
+        """The rules about ``subject`` with one of ``outcomes``, and the rulesets holding them."""
+        key = (subject, outcomes)
+        if key not in self._selected:
+            wanted = self.book.for_outcome(subject, *outcomes)
+            self._selected[key] = (wanted, list(dict.fromkeys(r.ruleset for r in wanted)))
+        return self._selected[key]
+
     def evaluate(
         self,
         subject: str,
@@ -258,22 +347,52 @@ class RulesEngine:
         *outcomes: str,
         explain: bool = False,
     ) -> Evaluation:
-        """Evaluate every rule about ``subject`` whose outcome is one of ``outcomes``."""
-        wanted = self.book.for_outcome(subject, *outcomes)
+        """Evaluate every rule about ``subject`` whose outcome is one of ``outcomes``; with
+        ``explain``, also which of each rule's conditions held (see :meth:`explain`)."""
+        wanted, rulesets = self._wanted(subject, outcomes)
         flat = clean_facts(facts)
-        if not explain and not self._possible(wanted, flat):
-            return Evaluation(subject, flat, [], self.book.version)
-        held: list[str] = []
-        with _HOST_LOCK:
-            for ruleset in dict.fromkeys(r.ruleset for r in wanted):
-                held += self._run(self._ruleset_name(ruleset, subject, explain), flat)
-        fired_ids = {h.split(":", 1)[1] for h in held if h.startswith("rule:")}
-        evaluation = Evaluation(subject, flat, [r for r in wanted if r.id in fired_ids],
-                                self.book.version)
+        evaluation = Evaluation(subject, flat, [], self.book.version)
+        if self._possible(wanted, flat):
+            held = self._held(subject, flat, rulesets, False)
+            evaluation.fired = [r for r in wanted if ("rule", r.id) in held]
         if explain:
-            leaves = {tuple(h.split(":")[1:]) for h in held if h.startswith("leaf:")}
-            for rule in wanted:
-                count = len(rule.leaves())
-                evaluation.conditions[rule.id] = [(rule.id, str(j)) in leaves
-                                                  for j in range(count)]
+            self.explain(evaluation, wanted)
         return evaluation
+
+    def reading(self, rule: RuleDef) -> Reading:
+        """``rule``'s conditions as Python tests (made once)."""
+        found = self._readings.get(rule.id)
+        if found is None:
+            found = self._readings[rule.id] = Reading.of(rule)
+        return found
+
+    def explain(self, evaluation: Evaluation, rules: Sequence[RuleDef]) -> None:
+        """Which condition of each of ``rules`` held, into ``evaluation.conditions``, without
+        running the engine again: read in Python from the facts and accepted only if, joined
+        by each rule's all/any, they give exactly the rules the engine fired. Otherwise (a
+        value Python compares differently) the engine judges every condition itself."""
+        fired = {r.id for r in evaluation.fired}
+        read: dict[str, list[bool]] | None = {}
+        try:
+            for rule in rules:
+                reading = self.reading(rule)
+                results = reading.leaves(evaluation.facts)
+                if reading.holds(results) != (rule.id in fired):
+                    read = None
+                    break
+                read[rule.id] = results  # type: ignore[index]
+        except TypeError:  # e.g. text compared with a number: the engine's reading counts
+            read = None
+        if read is None:
+            self.fallbacks += 1
+            read = self.judge_conditions(evaluation.subject, evaluation.facts, rules)
+        evaluation.conditions.update(read)
+
+    def judge_conditions(self, subject: str, facts: Mapping[str, Any],
+                         rules: Sequence[RuleDef]) -> dict[str, list[bool]]:
+        """Which condition of each of ``rules`` held, judged by the engine itself: every
+        condition compiled as a rule of its own (one more rule per condition)."""
+        rulesets = list(dict.fromkeys(r.ruleset for r in rules))
+        held = self._held(subject, clean_facts(facts), rulesets, True)
+        return {r.id: [("leaf", r.id, str(j)) in held for j in range(len(r.leaves()))]
+                for r in rules}

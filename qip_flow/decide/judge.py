@@ -124,17 +124,18 @@ class RulesJudge:
         """What a sign-off on ``plan`` must record, from its pinned closure test."""
         return self.closure_test(plan).book.signoff
 
-    def closure_decision(self, plan: Plan, signer: Person | None = None) -> ClosureDecision:
-        """Decided by the plan's pinned closure test without the per-condition explanation;
-        decided again with it only when some criterion is unmet, so a refusal can say exactly
-        why."""
-        facts, _ = self.plan_facts(plan, signer=signer)
-        test = self.closure_test(plan)
-        decision = test.closure(facts)
-        return decision if decision.met else test.closure(facts, explain=True)
+    def closure_decision(self, plan: Plan, signer: Person | None = None, *,
+                         facts: dict[str, Any] | None = None) -> ClosureDecision:
+        """Decided by the plan's pinned closure test in one run of the rules, explained
+        condition by condition only when some criterion is unmet, so a refusal can say exactly
+        why. ``facts``: the plan's facts (``plan_facts``) when the caller already holds them."""
+        if facts is None:
+            facts, _ = self.plan_facts(plan, signer=signer)
+        return self.closure_test(plan).closure(facts, explain="if refused")
 
-    def closure(self, plan: Plan, signer: Person) -> Verdict:
-        decision = self.closure_decision(plan, signer)
+    def closure(self, plan: Plan, signer: Person, *,
+                facts: dict[str, Any] | None = None) -> Verdict:
+        decision = self.closure_decision(plan, signer, facts=facts)
         return Verdict(decision.met, [c.describe() for c in decision.unmet],
                        {**decision.as_dict(), "closure_rules_version": plan.closure_rules_version})
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from qip_flow.config.rules import RuleBook, Vocabulary, load_pinned_rules
-from qip_flow.decide.decisions import Decide
+from qip_flow.decide.decisions import Decide, closure_version
 from qip_flow.errors import InvalidDefinition
 from qip_flow.store.models import ClosureRules, Plan
 
@@ -20,8 +20,7 @@ _TESTS: dict[str, Decide] = {}  # a pinned text never changes, so neither does i
 
 def current_version(book: RuleBook) -> str | None:
     """The version of the closure rules in ``book``: ``closure@<content hash>``."""
-    rf = book.closure_file()
-    return f"{rf.ruleset}@{rf.digest}" if rf else None
+    return closure_version(book)
 
 
 def pin_current(book: RuleBook, session: Session, now: datetime) -> str | None:
@@ -42,7 +41,7 @@ def closure_test(in_force: Decide, vocabulary: Vocabulary, session: Session,
     """The decisions that judge ``plan``'s closure: its pinned test, or the rules in force for
     a draft or a plan approved before tests were pinned whole."""
     version = plan.closure_rules_version
-    if version is None or version == current_version(in_force.book):
+    if version is None or version == in_force.closure_version:
         return in_force
     if version not in _TESTS:
         row = session.get(ClosureRules, version)
