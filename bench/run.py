@@ -21,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="include 1M actions in the tick")
     parser.add_argument("--only", help="comma-separated: tick,tick-postgres,reevaluate,"
-                                       "decisions,dispatch,load,workers,api,web")
+                                       "decisions,dispatch,load,workers,api,web,cli")
     args = parser.parse_args()
     sizes = "10000,100000,1000000" if args.full else "10000,100000"
     steps = {
@@ -35,6 +35,7 @@ def main() -> int:
         "workers": ["workers.py"],
         "api": ["api.py"],
         "web": ["web.py"],  # 20 people for 60 s against the pages, 100k actions
+        "cli": ["cli.py"],  # qip plans/show/explain/audit beside the floor, demo and 100k
     }
     chosen = args.only.split(",") if args.only else list(steps)
     failed = []

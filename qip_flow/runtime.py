@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
-from qip_flow.config.files import GovernanceFiles
-from qip_flow.config.rules import RuleBook, load_rules
-from qip_flow.decide.decisions import Decide
-from qip_flow.decide.schedule import Schedule
-from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidInput, Refused
-from qip_flow.store import governance
 from qip_flow.store.db import Database
-from qip_flow.workflow.machines import Workflows
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each part is imported when first asked for: a command pays for what it uses
+    from qip_flow.config.files import GovernanceFiles
+    from qip_flow.config.rules import RuleBook
+    from qip_flow.decide.decisions import Decide
+    from qip_flow.decide.schedule import Schedule
+    from qip_flow.decide.vocabulary import EngineVocabulary
     from qip_flow.notify.channels import Channels
     from qip_flow.notify.webhooks import Subscriber
+    from qip_flow.workflow.machines import Workflows
 
 
 def config_folder(value: str | Path | None) -> Path | None:
@@ -64,6 +63,9 @@ class Runtime:
     def files(self) -> GovernanceFiles:
         """``--config``'s files if chosen, else the published ones, else (no database yet)
         the shipped ones."""
+        from qip_flow.config.files import GovernanceFiles
+        from qip_flow.store import governance
+
         if self.config_dir is not None:
             return GovernanceFiles.from_folder(self.config_dir)
         row = None
@@ -77,25 +79,35 @@ class Runtime:
 
     @cached_property
     def workflows(self) -> Workflows:
+        from qip_flow.workflow.machines import Workflows
+
         files = self.files
         return Workflows.from_folder(files.folder / "workflows", texts=dict(files.part("workflows")))
 
     @cached_property
     def rules(self) -> RuleBook:
+        from qip_flow.config.rules import load_rules
+
         files = self.files
         return load_rules(files.folder / "rules", self.vocabulary, texts=files.part("rules"))
 
     @cached_property
     def vocabulary(self) -> EngineVocabulary:
+        from qip_flow.decide.vocabulary import EngineVocabulary
+
         defs = self.workflows.defs
         return EngineVocabulary(defs["plan"].state_names(), defs["action"].state_names())
 
     @cached_property
     def decide(self) -> Decide:
+        from qip_flow.decide.decisions import Decide
+
         return Decide(self.rules)
 
     @cached_property
     def schedule(self) -> Schedule:
+        from qip_flow.decide.schedule import Schedule
+
         return Schedule.from_rules(self.rules)
 
     @cached_property
@@ -111,6 +123,8 @@ class Runtime:
     def check_write(self) -> None:
         """Asked before every write: the clock may write here, and the files in force are the
         published ones."""
+        from qip_flow.store import governance
+
         self.check_clock()
         with self.db.read() as session:
             version = governance.published_version(session)

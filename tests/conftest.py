@@ -52,23 +52,50 @@ PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]
+                                  ) -> Iterator[None]:
     """Under pytest-xdist (``--dist loadgroup``): keep each module's users of a module-scoped
     fixture on one worker (so the server or demo starts once), and start slow tests first (so
-    no long test is left to run alone at the end). Run serially, the order is untouched."""
+    no long test is left to run alone at the end). Run serially, the order is untouched.
+
+    Runs after every other plugin's hook (a wrapper), xdist's own included: with pytest 9
+    xdist's suffixing of grouped tests' ids no longer takes (it sets ``item._nodeid``, which
+    pytest 9 does not read: pytest-xdist issue #1386), so it is done here, the same way."""
+    yield
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    loadgroup = bool(getattr(config.option, "loadgroup", False))  # xdist sets it on a worker
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        defs = getattr(item, "_fixtureinfo", None)
-        shared = defs is not None and any(d.scope == "module" for found in
-                                          defs.name2fixturedefs.values() for d in found[-1:])
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if not item.get_closest_marker("xdist_group"):
+            defs = getattr(item, "_fixtureinfo", None)
+            shared = defs is not None and any(d.scope == "module" for found in
+                                              defs.name2fixturedefs.values() for d in found[-1:])
+            if shared:
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if loadgroup:
+            _name_group_in_nodeid(item)
     items.sort(key=lambda i: not (i.get_closest_marker("slow")
                                   and not i.get_closest_marker("xdist_group")))
+
+
+def _name_group_in_nodeid(item: pytest.Item) -> None:
+    """Append ``@group`` to a grouped test's id, as xdist's loadgroup scheduler reads it
+    (several groups joined by ``_``, sorted); an id already suffixed is left as it is."""
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")})
+    if not names:
+        return
+    suffix = "@" + "_".join(names)
+    if item.nodeid.endswith(suffix):
+        return  # xdist did it (a pytest before 9)
+    nodeid = item.nodeid + suffix
+    if hasattr(item, "_id"):  # pytest 9: a structured NodeId
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)
+    else:
+        item._nodeid = nodeid
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -138,11 +138,33 @@ class _SmtpHandler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
+    async def handle_MAIL(self, smtp: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        with self.server._arrived:
+            self.server.peers.add(session.peer)
+        if self.server.drop_at is not None and \
+                getattr(session, "carried", 0) >= self.server.drop_at:
+            smtp.transport.close()  # as a relay that limits messages per connection
+            return "421 4.7.0 too many messages on this connection, closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, _smtp: Any, _session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        code = self.server.refuse.get(address)
+        if code is not None:
+            return f"{code} mailbox {address} refused (test)"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         login = session.auth_data.login.decode() if isinstance(session.auth_data,
                                                                LoginPassword) else None
+        session.carried = getattr(session, "carried", 0) + 1
         count = self.server.received(Mail(list(envelope.rcpt_tos), message, login))
         if self.server.delay:
             await asyncio.sleep(self.server.delay)
@@ -156,15 +178,22 @@ class SmtpServer:
     """aiosmtpd on ``127.0.0.1:port``. It may be started late on a port reserved in advance (a
     relay that is down for a while), answer slowly (``delay`` seconds per message, after
     recording it), keep the sender of message number ``hold_at`` waiting for its answer until
-    ``released`` is set, and require a password (plain AUTH without TLS, loopback only)."""
+    ``released`` is set, require a password (plain AUTH without TLS, loopback only), refuse
+    some recipients (``refuse``: address → reply code, e.g. 450 or 550), and drop a connection
+    once it has carried ``drop_at`` messages. ``connections`` counts the connections that
+    sent mail."""
 
     def __init__(self, port: int | None = None, *, delay: float = 0.0,
-                 hold_at: int | None = None, password: str | None = None) -> None:
+                 hold_at: int | None = None, password: str | None = None,
+                 refuse: dict[str, int] | None = None, drop_at: int | None = None) -> None:
         self.port = port or free_port()
         self.delay = delay
         self.hold_at = hold_at
         self.released = threading.Event()
         self.password = password
+        self.refuse = dict(refuse or {})
+        self.drop_at = drop_at
+        self.peers: set[Any] = set()  # (host, port) of each connection that sent MAIL
         self.messages: list[Mail] = []
         self._taken = 0
         self._arrived = threading.Condition()
@@ -202,6 +231,11 @@ class SmtpServer:
         """The relay's Apprise URL; ``password`` may be a ``${NAME}`` reference."""
         login = f"{user}:{password}@" if user else ""
         return f"mailto://{login}127.0.0.1:{self.port}?from={SENDER}"
+
+    @property
+    def connections(self) -> int:
+        with self._arrived:
+            return len(self.peers)
 
     def take(self, day: date | None = None) -> list[Mail]:
         """The messages received since the last call, labelled with ``day``."""
@@ -360,10 +394,11 @@ def loopback_ca() -> trustme.CA:
 
 def trust_loopback(monkeypatch: pytest.MonkeyPatch, folder: Path) -> dict[str, str]:
     """Make the loopback CA the only one OpenSSL loads by default (``SSL_CERT_FILE``), for this
-    process and, through the returned environment, for subprocesses. Apprise builds a default
-    SSL context for every SMTP message, even over plain SMTP; loading the system's CA store for
-    each one costs ~65 ms here, loading this one certificate almost nothing. The webhook is
-    still reached with ``?verify=no``, as the design notes say."""
+    process and, through the returned environment, for subprocesses: a TLS client that
+    verifies by default trusts the loopback receivers, and one that builds a default context
+    loads one certificate, not the system store. qip_flow needs neither (email builds no TLS
+    context over plain SMTP, one per process otherwise; the webhook is reached with
+    ``?verify=no``, as the design notes say)."""
     path = folder / "loopback-ca.pem"
     loopback_ca().cert_pem.write_to_path(str(path))
     monkeypatch.setenv("SSL_CERT_FILE", str(path))

@@ -1,49 +1,94 @@
-"""The tick, re-evaluation and workers benchmarks run at tiny sizes, so they never rot. No
-time is asserted; their own correctness checks are: qip_flow and the raw-SQL floor write the
-same outbox keys, and several PostgreSQL workers send every message exactly once."""
+"""The tick's floor (bench/tick_baseline.py) is only a floor if it does the tick's work: on the
+same portfolio it must write the same outbox rows — key, recipient and held/queued/merged state
+— as ``qip tick``, on SQLite and on PostgreSQL, and leave no plan due."""
 
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
-from conftest import require_postgres
+from sqlalchemy import text
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
+from qip_flow.clock import Clock
+from qip_flow.runtime import Runtime
+from qip_flow.services import notifications
+from qip_flow.store.db import Database
+from tests.conftest import PG_URL, drop_postgres_schema, make_postgres_database, require_postgres
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-@pytest.fixture(autouse=True)
-def _no_saved_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QIP_BENCH_NO_SAVE", "1")
+import portfolio
+import tick_baseline
 
-
-def test_tick_and_floor_write_the_same_messages_on_sqlite() -> None:
-    import tick
-
-    (row,) = tick.main(["--sizes", "600", "--backends", "sqlite"])
-    assert row[0] == "sqlite" and row[1] == 600
-    assert row[3] >= 1, "the generated day has plans due"
-    assert row[-1] == "yes", "qip_flow and the floor wrote different outbox keys"
+TODAY = date(2026, 11, 24)
 
 
-@pytest.mark.postgres
-def test_tick_and_floor_agree_and_two_workers_send_once_on_postgres() -> None:
-    require_postgres()
-    import tick
-    import workers
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def twins(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, str]]:
+    """Two copies of one generated portfolio: an open database for the tick, and the URL of
+    the other for the floor."""
+    if request.param == "sqlite":
+        urls = [f"sqlite:///{tmp_path / name}.db" for name in ("qip", "floor")]
+        dbs = [Database(u) for u in urls]
+        schemas: list[str] = []
+    else:
+        require_postgres()
+        schemas = ["qip_tick_" + uuid.uuid4().hex[:10] for _ in range(2)]
+        dbs = [make_postgres_database(s) for s in schemas]
+        urls = [f"{PG_URL}?options=-csearch_path%3D{s}" for s in schemas]
+    for db in dbs:
+        portfolio.generate(db, 1500, 7, today=TODAY, due_share=0.25)
+    try:
+        yield dbs[0], urls[1]
+        dbs[1].dispose()
+    finally:
+        for db in dbs:
+            db.dispose()
+        for schema in schemas:
+            drop_postgres_schema(schema)
 
-    (row,) = tick.main(["--sizes", "600", "--backends", "postgres"])
-    assert row[-1] == "yes"
-    rows = workers.main(["--actions", "600", "--workers", "2"])
-    assert rows[0][-1] == "yes", f"not every delivery was sent exactly once: {rows[0]}"
-    assert rows[0][-2] == 0
+
+def written(db: Database) -> set[tuple[str, str | None, str]]:
+    with db.read() as session:
+        return {tuple(r) for r in session.execute(text(  # type: ignore[misc]
+            "select key, recipient_id, state from notification"))}
 
 
-def test_reevaluation_runs_in_steady_state() -> None:
-    import reevaluate
+def still_due(db: Database, now: datetime) -> int:
+    with db.read() as session:
+        return session.execute(text("select count(*) from plan where next_check_at <= :now"),
+                               {"now": now.replace(tzinfo=None) if db.is_sqlite else now}
+                               ).scalar_one()
 
-    (row,) = reevaluate.main(["--actions", "600"])
-    assert row[2] >= 1  # plans re-decided
-    assert row[5] == 0  # steady state: nothing new to send after the first tick
+
+def test_floor_and_tick_write_the_same_rows(twins: tuple[Database, str]) -> None:
+    db, floor_url = twins
+    now = datetime.combine(TODAY, time(8, 0), tzinfo=UTC)
+    result = tick_baseline.run(floor_url, TODAY)
+    rt = Runtime(db=db, clock=Clock(now))
+    summary = notifications.tick(rt, worker="test")
+    ours = written(db)
+    floor_db = Database(floor_url)
+    try:
+        theirs, left = written(floor_db), still_due(floor_db, now)
+    finally:
+        floor_db.dispose()
+    states = {s for _, _, s in ours}
+    assert {"queued", "held", "merged"} <= states, states  # every path of the ladder is walked
+    assert any(k.startswith("escalate.") for k, _, _ in ours)
+    assert ours == theirs
+    assert summary.notifications == result["notifications"] > 0
+    assert still_due(db, now) == left == 0
+
+
+def test_a_large_group_message_names_ten_others_and_counts_the_rest() -> None:
+    from qip_flow.services.notices import also_told
+
+    few = [f"P{i}" for i in range(10)]
+    assert also_told(few) == few
+    many = [f"P{i}" for i in range(571)]
+    assert also_told(many) == [*many[:10], "and 561 others"]

@@ -2,6 +2,7 @@
 calendar day by day, on every start day and offset hypothesis can find."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,3 +36,35 @@ def test_bank_holidays_are_not_working_days() -> None:
         assert not cal.is_working_day(holiday)
     assert cal.add(date(2026, 4, 2), 1) == date(2026, 4, 7)  # over Easter
     assert cal.between(date(2026, 12, 24), date(2026, 12, 31)) == 3
+
+
+def test_the_bank_holiday_table_is_the_holidays_package_for_england_and_wales() -> None:
+    """The calendar reads a table generated from the ``holidays`` package (importing the
+    package imports every country); it must say what the package says, year by year, or be
+    generated again with ``python -m qip_flow.decide.bank_holidays``."""
+    from qip_flow.decide import bank_holidays as table
+
+    for year in range(table.FIRST_YEAR, table.LAST_YEAR + 1):
+        assert table.from_table([year]) == table.from_package([year]), (
+            f"{year}: the table differs from the installed holidays package; run "
+            "`python -m qip_flow.decide.bank_holidays`")
+    assert date(2023, 5, 8) in table.bank_holidays([2023])  # the coronation, a one-off
+    assert date(2027, 12, 28) in table.bank_holidays([2027])  # Boxing Day's substitute
+    assert calendar().is_bank_holiday(date(2022, 9, 19))  # the Queen's state funeral
+
+
+def test_regenerating_the_table_writes_the_same_module(tmp_path: Path) -> None:
+    """``python -m qip_flow.decide.bank_holidays`` on an unchanged package changes nothing;
+    on an emptied table it writes every year back."""
+    from qip_flow.decide import bank_holidays as table
+
+    source = Path(table.__file__).read_text(encoding="utf-8")
+    copy = tmp_path / "bank_holidays.py"
+    copy.write_text(source, encoding="utf-8")
+    table.regenerate(copy)
+    assert copy.read_text(encoding="utf-8") == source
+    emptied = source.replace(table.TABLE, "\n")
+    assert emptied != source
+    copy.write_text(emptied, encoding="utf-8")
+    table.regenerate(copy)
+    assert copy.read_text(encoding="utf-8") == source

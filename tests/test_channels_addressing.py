@@ -6,6 +6,7 @@ and the HTTPS receiver standing in for Teams, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -210,6 +211,32 @@ def test_channels_are_known_by_name_or_tags_and_the_operators_tag(
     assert [c.name for c in channels.for_operators()] == ["operators"]
     default = Channels.load(None, default_file=tmp_path / "x.log")
     assert [c.name for c in default.for_operators()] == ["file"]
+
+
+def test_sending_email_needs_no_apprise_once_the_channels_file_is_read(
+        database: Database, tmp_path: Path, smtp: SmtpServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apprise reads the channels file (the relay's URL); sending email is qip_flow's own
+    smtplib sender: with Apprise made impossible to import or reach after the file is read,
+    every email of the morning still arrives."""
+    import qip_flow.notify.channels as channels_module
+
+    rt = make_runtime(database, write_channels(tmp_path / "channels.yaml",
+                                               [(smtp.url(), "email")]))
+    load_examples(rt)
+    approve_and_start(rt)
+    rt.clock.set(LADDER)
+    notifications.tick(rt)
+    assert [c.kind for c in rt.channels.channels] == ["email"]  # the file is read here
+
+    def no_apprise() -> None:
+        raise AssertionError("sending email reached for Apprise")
+
+    monkeypatch.setitem(sys.modules, "apprise", None)  # `import apprise` now fails
+    monkeypatch.setattr(channels_module, "_apprise", no_apprise)
+    summary = notifications.dispatch(rt)
+    assert summary.sent >= 5 and (summary.failed, summary.retried) == (0, 0)
+    assert len(smtp.messages) == summary.sent
 
 
 # --- chosen at dispatch -----------------------------------------------------------------------

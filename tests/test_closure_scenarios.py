@@ -321,7 +321,7 @@ def test_rag_changes_are_recorded_with_reason_and_rules(loaded: Runtime) -> None
     changes = len(rag_events(rt, p))
 
     rt.clock.set("2026-02-16")  # A1 was due on Friday 13 February
-    (result,) = assess.reassess_all(rt, [p])
+    (result,) = assess.reassess_each(rt, [p])
     assert result.rag_changed and result.rag is not None
     amber = rag_events(rt, p)[-1]
     assert (amber.from_state, amber.to_state) == ("green", "amber")
@@ -334,7 +334,7 @@ def test_rag_changes_are_recorded_with_reason_and_rules(loaded: Runtime) -> None
     rt.clock.set("2026-02-20")
     lifecycle.fire_event(rt, p, "review", by="jpatel", note="Monthly governance review")
     rt.clock.set("2026-03-12")  # 19 working days overdue
-    (result,) = assess.reassess_all(rt, [p])
+    (result,) = assess.reassess_each(rt, [p])
     assert not result.rag_changed
     assert len(rag_events(rt, p)) == changes + 1
 

@@ -3,8 +3,8 @@
 a file or an argument built to hang the loader, overflow a number, break a chart, a terminal,
 a spreadsheet or a Markdown reader, or overwrite the database. Each asserts its exit code
 (0 done, 1 refused, 2 bad input, 3 unavailable), a message naming the file, line and field,
-and an unchanged database; the loader's cases run in a subprocess with a timeout, so a hang
-fails instead of stalling the suite. ``AREAS`` counts the cases per area for the README's
+and an unchanged database; the loader's cases run outside the test process with a time limit
+each, so a hang fails instead of stalling the suite. ``AREAS`` counts the cases per area for the README's
 "Integrity and hostile input" table (held / tried), which a test keeps in step."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_batch import Command, run_in_one_process
 from conftest import SHIPPED_CONFIG, contents, drop_postgres_schema, require_postgres, snapshot
 from test_cli import MEDICATION, db, environment, qip_here, template  # noqa: F401 (fixtures)
 
@@ -113,22 +115,53 @@ def _write(case: FileCase, folder: Path) -> Path:
     return path
 
 
+#: The cases loaded by a real `python -m qip_flow load` each, so that path stays proven; the
+#: others run one after another in one child process (``cli_batch``), each with its own
+#: watchdog and database copy: the same command, without an interpreter start each.
+OWN_PROCESS = {"alias-bomb", "impossible-date"}
+
+
+@pytest.fixture(scope="module")
+def refusals(template: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> dict[str, tuple[Path, Path, subprocess.CompletedProcess[str]]]:
+    """Each batched case's file, database copy and result of `qip load FILE`."""
+    folder = tmp_path_factory.mktemp("hostile-files")
+    cases: dict[str, tuple[Path, Path]] = {}
+    commands = []
+    for case in FILE_CASES:
+        if case.name in OWN_PROCESS:
+            continue
+        own = folder / case.name
+        own.mkdir()
+        db = own / "qip.db"
+        shutil.copy(template, db)
+        path = _write(case, own)
+        cases[case.name] = (path, db)
+        commands.append(Command(case.name, ["load", str(path)], environment(db), case.timeout))
+    done = run_in_one_process(commands)
+    return {name: (path, db, done[name]) for name, (path, db) in cases.items()}
+
+
 @pytest.mark.parametrize("case", FILE_CASES, ids=[c.name for c in FILE_CASES])
-def test_hostile_file_is_refused_quickly_with_its_line(case: FileCase, db: Path,
-                                                       tmp_path: Path) -> None:
-    """``qip load`` of the file ends (within the subprocess timeout), exit 2, naming the file,
-    the line and the field; the database is untouched."""
-    path = _write(case, tmp_path)
-    before = contents(db)
-    done = subprocess.run([sys.executable, "-m", "qip_flow", "load", str(path)],
-                          capture_output=True, text=True, env=environment(db),
-                          timeout=case.timeout)
+def test_hostile_file_is_refused_quickly_with_its_line(
+        case: FileCase, template: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``qip load`` of the file ends (within its time limit), exit 2, naming the file, the line
+    and the field; the database is untouched."""
+    if case.name in OWN_PROCESS:
+        db = tmp_path / "qip.db"
+        shutil.copy(template, db)
+        path = _write(case, tmp_path)
+        done = subprocess.run([sys.executable, "-m", "qip_flow", "load", str(path)],
+                              capture_output=True, text=True, env=environment(db),
+                              timeout=case.timeout)
+    else:
+        path, db, done = request.getfixturevalue("refusals")[case.name]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     line = line_of(case.text(), case.marker) if case.marker else 0
     expected = case.message.format(file=re.escape(str(path)), line=line)
     assert re.search(expected, done.stderr), done.stderr
-    assert contents(db) == before
+    assert contents(db) == contents(template)
 
 
 @pytest.mark.postgres

@@ -17,6 +17,9 @@ sys.path.insert(0, str(BENCH))
 
 import messages_per_day  # noqa: E402
 
+# the demo is played once per process, by whichever test of the group asks first: one worker
+pytestmark = pytest.mark.xdist_group("demo-reports")
+
 
 @pytest.fixture(scope="module")
 def tally(tmp_path_factory: pytest.TempPathFactory) -> messages_per_day.Tally:

@@ -122,6 +122,82 @@ def test_a_relay_that_is_down_for_a_while_loses_nothing(
     assert max(arrived.values()) == 1
 
 
+# --- email relay: one connection, refusals, drops --------------------------------------------
+
+
+def queued_for_relay(database: Database, tmp_path: Path, relay: SmtpServer) -> Runtime:
+    """The plan started and Monday's tick run: several emails routed to ``relay``."""
+    rt = make_runtime(database, write_channels(tmp_path / "channels.yaml",
+                                               [(relay.url(), "email")]))
+    load_examples(rt)
+    approve_and_start(rt)
+    rt.clock.set(START)
+    assert messages(notifications.tick(rt)) >= 5
+    notifications.route(rt, rt.clock.now())  # what dispatch does first: deliveries made now
+    return rt
+
+
+def test_a_dispatch_run_sends_every_email_on_one_connection(
+        database: Database, tmp_path: Path) -> None:
+    """Claimed in batches of three, the emails still go out on one SMTP connection (one
+    handshake for the run, not one per message), each arriving once."""
+    with smtp_server() as relay:
+        rt = queued_for_relay(database, tmp_path, relay)
+        made = len(deliveries(rt))
+        summary = notifications.dispatch(rt, batch=3)
+    assert (summary.sent, summary.connections, relay.connections) == (made, 1, 1)
+    arrived = Counter((m.to, m.item, m.rule) for m in relay.messages)
+    assert arrived == Counter(identity(rt).values())
+
+
+def test_a_refused_recipient_fails_alone_retried_on_450_failed_on_550(
+        database: Database, tmp_path: Path) -> None:
+    """The relay refuses one address for now (450) and another for good (550): only their
+    messages are held back — the first retried after two minutes, the second failed at once
+    — while everyone else's go out on the same connection; once the first address is
+    accepted again, its messages arrive, each once."""
+    with smtp_server() as relay:
+        rt = queued_for_relay(database, tmp_path, relay)
+        addresses = Counter(address for address, _, _ in identity(rt).values())
+        assert len(addresses) >= 3
+        later, never = sorted(addresses)[:2]
+        relay.refuse = {later: 450, never: 550}
+        first = notifications.dispatch(rt)
+        others = sum(n for a, n in addresses.items() if a not in (later, never))
+        assert (first.sent, first.retried, first.failed) == (others, addresses[later],
+                                                            addresses[never])
+        assert (first.connections, relay.connections) == (1, 1)
+        who = identity(rt)
+        held = {who[d.id or 0][0]: (d.state, d.attempts) for d in deliveries(rt)
+                if d.state != "sent"}
+        assert held == {later: ("pending", 1), never: ("failed", 1)}
+        assert all("refused (450)" in d.last_error for d in deliveries(rt)
+                   if who[d.id or 0][0] == later)
+
+        relay.refuse = {never: 550}
+        rt.clock.advance(minutes=2)
+        second = notifications.dispatch(rt)
+    assert (second.sent, second.retried, second.failed) == (addresses[later], 0, 0)
+    arrived = Counter((m.to, m.item, m.rule) for m in relay.messages)
+    expected = Counter(v for v in identity(rt).values() if v[0] != never)
+    assert arrived == expected
+
+
+def test_a_connection_the_relay_drops_is_reopened_and_nothing_is_sent_twice(
+        database: Database, tmp_path: Path) -> None:
+    """A relay that takes two messages per connection and then hangs up: the dispatcher opens
+    a new connection and sends the message again, so every message arrives, once."""
+    with smtp_server(drop_at=2) as relay:
+        rt = queued_for_relay(database, tmp_path, relay)
+        made = len(deliveries(rt))
+        summary = notifications.dispatch(rt)
+    assert (summary.sent, summary.retried, summary.failed) == (made, 0, 0)
+    assert summary.connections == relay.connections == -(-made // 2)
+    arrived = Counter((m.to, m.item, m.rule) for m in relay.messages)
+    assert arrived == Counter(identity(rt).values())
+    assert set(map(tuple, attempts(rt).values())) == {("sent",)}
+
+
 # --- webhooks ------------------------------------------------------------------------------
 
 

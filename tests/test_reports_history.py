@@ -45,6 +45,8 @@ from qip_flow.services.demo import Timeline, board_oversight, care_planning, pla
 from qip_flow.workflow.effects import EFFECTS
 
 __all__ = ["qip"]  # the in-process `qip` command on the demo database, from test_reports
+# the demo is played once per process, by whichever test of the group asks first: one worker
+pytestmark = pytest.mark.xdist_group("demo-reports")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,10 @@
+# ruff: noqa: F811  (the fixture qip_here comes from test_cli)
 """`qip rules …`, `qip schema rules`, `qip explain`, `qip close` and `qip lint` as a governance
-lead runs them: the real command in a child process on a SQLite file (QIP_DATABASE_URL), its
-exit codes (0 done, 1 refused or failing, 2 bad definition) and that checking, refusing and
-linting leave the database file exactly as it was."""
+lead runs them on a SQLite file (QIP_DATABASE_URL): their exit codes (0 done, 1 refused or
+failing, 2 bad definition) and that checking, refusing and linting leave the database file
+exactly as it was. `qip rules check/test/show` run as real commands in child processes (on a
+terminal's width, where a rule id must not be split); the others through the same entry point
+in this process (``qip_here``), which proves the same without an interpreter start each."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import contents, line_with
+from test_cli import qip_here  # noqa: F401 (a fixture)
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
@@ -37,11 +42,6 @@ def environment(db: Path) -> dict[str, str]:
     env["QIP_DATABASE_URL"] = f"sqlite:///{db}"
     env["COLUMNS"] = "1000"  # long messages are not wrapped
     return env
-
-
-def qip(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qip_flow", *args], capture_output=True,
-                          text=True, env=environment(db), timeout=120)
 
 
 def qip_together(db: Path, commands: Sequence[Sequence[str]]
@@ -128,7 +128,8 @@ def test_rules_check_test_and_show_on_the_shipped_rules(db: Path) -> None:
     assert contents(db) == before
 
 
-def test_rules_check_names_file_and_line_of_a_broken_rule(db: Path, config: Path) -> None:
+def test_rules_check_names_file_and_line_of_a_broken_rule(db: Path, config: Path,
+                                                          qip_here: Any) -> None:
     """A broken rules file in --config: `qip rules check` exits 2 naming the file and line."""
     path = config / "rules" / "rag.yaml"
     text = path.read_text().replace("\nexamples:\n", (
@@ -137,14 +138,15 @@ def test_rules_check_names_file_and_line_of_a_broken_rule(db: Path, config: Path
         "\nexamples:\n"))
     path.write_text(text)
     where = f"{path}:{line_with(text, 'colour_code')}"
-    result = qip(db, "--config", str(config), "rules", "check")
+    result = qip_here(db, "--config", str(config), "rules", "check")
     assert result.returncode == 2, result.stdout + result.stderr
     assert where in result.stderr
     assert "unknown plan fact 'colour_code'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_rules_test_fails_and_shows_the_difference(db: Path, config: Path) -> None:
+def test_rules_test_fails_and_shows_the_difference(db: Path, config: Path,
+                                                   qip_here: Any) -> None:
     """An example expecting the wrong rule: `qip rules test` exits 1 and says what should have
     fired and what fired instead."""
     path = config / "rules" / "rag.yaml"
@@ -153,7 +155,7 @@ def test_rules_test_fails_and_shows_the_difference(db: Path, config: Path) -> No
     assert old in text
     path.write_text(text.replace(old, "    given: {days_to_next_review: -4}\n"
                                       "    fires: [rag.amber-slipped]\n"))
-    result = qip(db, "--config", str(config), "rules", "test")
+    result = qip_here(db, "--config", str(config), "rules", "test")
     assert "FAIL rag.yaml: governance review overdue" in result.stdout
     assert "expected to fire but did not: rag.amber-slipped" in result.stdout
     assert "fired but not expected: rag.amber-review-overdue" in result.stdout
@@ -161,10 +163,10 @@ def test_rules_test_fails_and_shows_the_difference(db: Path, config: Path) -> No
     assert result.returncode == 1, "a failing example must make `qip rules test` exit 1"
 
 
-def test_rules_docs_and_the_rules_schema(db: Path) -> None:
+def test_rules_docs_and_the_rules_schema(db: Path, qip_here: Any) -> None:
     """`qip rules docs` prints the generated reference (the committed docs/rules.md, once it is
     there); `qip schema rules` is JSON Schema whose fact and outcome names are enums."""
-    docs, schema = qip_together(db, [("rules", "docs"), ("schema", "rules")])
+    docs, schema = qip_here(db, "rules", "docs"), qip_here(db, "schema", "rules")
     assert schema.returncode == 0, schema.stderr
     rules_schema = json.loads(schema.stdout)
     defs = rules_schema["$defs"]
@@ -191,12 +193,12 @@ def explained(result: subprocess.CompletedProcess[str]) -> dict[str, bool]:
     return {c["rule"]: c["met"] for c in data["closure"]["criteria"]}
 
 
-def test_explain_lists_each_criterion_met_or_unmet(db: Path) -> None:
+def test_explain_lists_each_criterion_met_or_unmet(db: Path, qip_here: Any) -> None:
     """`qip --json explain PLAN --by PERSON` lists every closure criterion, met or unmet, with
     the facts behind it."""
     book = runtime_on(db).rules
-    result = qip(db, "--json", "--now", "2026-06-23", "explain", SAFEGUARDING, "--by",
-                 "lokafor")
+    result = qip_here(db, "--json", "--now", "2026-06-23", "explain", SAFEGUARDING, "--by",
+                      "lokafor")
     assert explained(result) == {
         "closure.actions-verified": True, "closure.on-target": True,
         "closure.sustained": False, "closure.reaudits": False, "closure.learning": False,
@@ -214,15 +216,16 @@ def test_explain_lists_each_criterion_met_or_unmet(db: Path) -> None:
     assert data["rules_version"] == book.version and data["criteria_pinned"] is True
 
 
-def test_explain_takes_json_after_the_plan(db: Path) -> None:
+def test_explain_takes_json_after_the_plan(db: Path, qip_here: Any) -> None:
     """`qip explain PLAN --json`, the way the option reads in a sentence, gives the JSON
     explanation too (not a traceback)."""
-    after = qip(db, "--now", "2026-06-23", "explain", SAFEGUARDING, "--json")
+    after = qip_here(db, "--now", "2026-06-23", "explain", SAFEGUARDING, "--json")
     assert "Traceback" not in after.stderr, after.stderr[-2000:]
     assert explained(after)["closure.sustained"] is False
 
 
-def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Path) -> None:
+def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Path,
+                                                                         qip_here: Any) -> None:
     """At two months `qip close` exits 1 listing the sustained period, the re-audits and the
     learning summary, and the database is unchanged; after the July re-audit and the learning
     summary the same command closes the plan."""
@@ -235,7 +238,7 @@ def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Pat
              "--evidence-reviewed", "Safeguarding record re-audits April and July",
              "--residual-risk", "Agency night staff :: threshold guide in agency induction pack",
              "--learning", "Induction")
-    early = qip(db, "--now", "2026-06-23", *close)
+    early = qip_here(db, "--now", "2026-06-23", *close)
     assert early.returncode == 1, early.stdout + early.stderr
     assert f"Can't close plan {SAFEGUARDING}" in early.stderr
     for unmet in ("sustained", "re-audits", "learning"):
@@ -254,7 +257,7 @@ def test_close_lists_every_unmet_criterion_then_closes_once_they_are_met(db: Pat
                            embedded_in=["Induction"])
     rt.db.dispose()
 
-    done = qip(db, "--now", "2026-07-28", *close)
+    done = qip_here(db, "--now", "2026-07-28", *close)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{SAFEGUARDING}: close: closure_review → closed" in done.stdout
     conn = sqlite3.connect(db)
@@ -281,13 +284,13 @@ def vague_copy(folder: Path) -> Path:
     return path
 
 
-def test_lint_passes_the_medication_plan_and_names_a_vague_action(db: Path,
-                                                                  tmp_path: Path) -> None:
+def test_lint_passes_the_medication_plan_and_names_a_vague_action(db: Path, tmp_path: Path,
+                                                                  qip_here: Any) -> None:
     """The post-inspection plan's specific actions pass `qip lint FILE`; "Improve medication
     practices" fails it, naming the action and the rule; linting a file changes nothing."""
     before = contents(db)
-    good, vague = qip_together(db, [("--now", "2026-01-15", "lint", str(MEDICATION_FILE)),
-                                    ("--now", "2026-01-15", "lint", str(vague_copy(tmp_path)))])
+    good = qip_here(db, "--now", "2026-01-15", "lint", str(MEDICATION_FILE))
+    vague = qip_here(db, "--now", "2026-01-15", "lint", str(vague_copy(tmp_path)))
     assert good.returncode == 0, good.stdout + good.stderr
     assert "0 error(s)" in good.stdout
     assert "credibility.vague-action" not in good.stdout
@@ -300,7 +303,8 @@ def test_lint_passes_the_medication_plan_and_names_a_vague_action(db: Path,
     assert vague.returncode == 1, "a credibility error must make `qip lint` exit 1"
 
 
-def test_approval_is_refused_while_a_credibility_error_remains(db: Path, tmp_path: Path) -> None:
+def test_approval_is_refused_while_a_credibility_error_remains(db: Path, tmp_path: Path,
+                                                               qip_here: Any) -> None:
     """Loaded with the vague action, the plan cannot be approved even by the director: exit 1
     naming the action and the rule, and the refusal changes nothing."""
     rt = runtime_on(db)
@@ -308,8 +312,8 @@ def test_approval_is_refused_while_a_credibility_error_remains(db: Path, tmp_pat
     loading.load_files(rt, [vague_copy(tmp_path)], actor="cevans")
     rt.db.dispose()
     before = contents(db)
-    refused = qip(db, "--now", "2026-01-22", "signoff", "QIP-2026-014", "--for", "approval",
-                  "--by", "dadeyemi")
+    refused = qip_here(db, "--now", "2026-01-22", "signoff", "QIP-2026-014", "--for",
+                       "approval", "--by", "dadeyemi")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "Can't approve plan QIP-2026-014" in refused.stderr
     assert "QIP-2026-014/A1: Action QIP-2026-014/A1 starts with 'improve'" in refused.stderr

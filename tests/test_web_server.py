@@ -133,12 +133,6 @@ def test_dev_login_is_refused_unless_the_host_is_loopback(server: Served) -> Non
     assert "--dev-login" in refused.stderr and "loopback" in refused.stderr
 
 
-def test_without_dev_login_there_is_no_dev_sign_in(tmp_path: Path, smtp: SmtpServer) -> None:
-    with served(tmp_path, smtp) as plain, plain.client() as client:
-        assert client.get("/sign-in/dev").status_code == 404
-        assert "demo person" not in client.get("/sign-in").text
-
-
 def _runtime(server: Served) -> Runtime:
     return Runtime(db=Database(f"sqlite:///{server.db_file}"))
 

@@ -112,21 +112,28 @@ def test_an_unknown_email_gets_the_same_page_and_no_mail(server: Served) -> None
 
 
 def test_sessions_end_when_idle_and_at_their_absolute_limit(tmp_path: Path, smtp: SmtpServer) -> None:
-    env = {"QIP_SESSION_IDLE": "3s", "QIP_SESSION_MAX": "7s"}
+    env = {"QIP_SESSION_IDLE": "2s", "QIP_SESSION_MAX": "5s"}
     with served(tmp_path, smtp, env=env) as short:
         with short.client() as idle:
             sign_in_by_email(short, idle, JAYA)
             assert idle.get("/").status_code == 200
-            time.sleep(3.5)
+            time.sleep(2.5)
             assert idle.get("/").status_code == 303
         with short.client() as busy:
             sign_in_by_email(short, busy, JAYA)
             started = time.monotonic()
-            while time.monotonic() - started < 5:  # never idle 3 s
+            while time.monotonic() - started < 3:  # past the idle limit, never idle 2 s
                 assert busy.get("/").status_code == 200
-                time.sleep(1)
-            time.sleep(max(0.0, 7.5 - (time.monotonic() - started)))
+                time.sleep(0.5)
+            time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))
             assert busy.get("/").status_code == 303
+
+
+def test_without_dev_login_there_is_no_dev_sign_in(server: Served) -> None:
+    """This module's server runs without --dev-login (test_web_server's has it)."""
+    with server.client() as client:
+        assert client.get("/sign-in/dev").status_code == 404
+        assert "demo person" not in client.get("/sign-in").text
 
 
 def test_a_deep_link_session_is_not_a_recent_full_sign_in() -> None:

@@ -159,6 +159,10 @@ def test_a_recorded_condition_reads_back_in_words() -> None:
 # --- what people read names no fact ---------------------------------------------------------
 
 
+#: the tests reading the demo share its one play per process with tests/test_reports.py
+ON_THE_DEMO = pytest.mark.xdist_group("demo-reports")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoReports:
     return build_demo_reports(tmp_path_factory.getbasetemp())
@@ -173,6 +177,7 @@ def qip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dem
 PLANS = ("QIP-2026-009", "QIP-2026-014", "QIP-2026-017", "QIP-2026-021")
 
 
+@ON_THE_DEMO
 @pytest.mark.parametrize("plan", PLANS)
 def test_qip_explain_names_no_fact(plan: str, qip: Any) -> None:
     """Every criterion unmet says why in words, for a plan judged with and without someone
@@ -190,6 +195,7 @@ def test_qip_explain_names_no_fact(plan: str, qip: Any) -> None:
     assert not fact_names_in(" ".join(data["rag"]["words"]))
 
 
+@ON_THE_DEMO
 @pytest.mark.parametrize("page", ["board", "board-2026", "plan-009", "plan-021", "commissioner"])
 def test_the_reports_name_no_fact(page: str, demo: DemoReports) -> None:
     """The board pack ("what still stands in the way"), the closure reports and the

@@ -10,13 +10,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
-from sqlmodel import col, func, select
 
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
 from qip_flow.errors import InvalidInput
-from qip_flow.store.models import Plan
 
 if TYPE_CHECKING:
     from qip_flow.runtime import Runtime
@@ -58,7 +55,11 @@ def _timed(ctx: typer.Context, job: str, work: Callable[[Runtime], Any]) -> dict
 
 
 def _tick(ctx: typer.Context) -> dict[str, Any]:
+    from rich.progress import Progress
+    from sqlmodel import col, func, select
+
     from qip_flow.services import notifications as outbox
+    from qip_flow.store.models import Plan
 
     st = state_of(ctx)
     if st.json or not sys.stdout.isatty():

@@ -30,7 +30,7 @@ def _schema_line(schema_file: str) -> str:
 
 def _write_schemas(folder: Path) -> None:
     """The JSON Schema of each format, for editors that complete and check YAML as you type."""
-    from qip_flow.cli.main import json_schemas
+    from qip_flow.cli.setting_up import json_schemas
 
     (folder / "schemas").mkdir(parents=True, exist_ok=True)
     for kind, schema in json_schemas().items():

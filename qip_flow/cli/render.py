@@ -1,6 +1,7 @@
 """Printing: Rich tables for people, JSON for programs (``--json``). Text from the database or
-from files is never read as Rich markup: :func:`table` escapes every cell that is not
-:class:`Styled`, and every message escapes the data it shows with :func:`esc`."""
+from files is never read as Rich markup nor as emoji codes: :func:`table` shows every cell that
+is not :class:`Styled` as plain text, and every message escapes the data it shows with
+:func:`esc`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)  # never break a path
+# emoji=False: a ":name:" in a note or a title is printed as typed, never as an emoji
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 132)
+errors = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)  # never break a path
 
 RAG_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
 
@@ -42,8 +45,9 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     t = Table(title=esc(title) if title else None, title_justify="left", show_lines=False)
     for i, c in enumerate(columns):
         t.add_column(c, overflow="fold", no_wrap=i == 0)
-    for r in rows:
-        t.add_row(*[v if isinstance(v, Styled) else esc(v) for v in r])
+    for r in rows:  # data as Text: printed as typed, and no markup to parse for each cell
+        t.add_row(*[v if isinstance(v, Styled) else Text("" if v is None else str(v))
+                    for v in r])
     console.print(t)
 
 

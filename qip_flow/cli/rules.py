@@ -1,4 +1,5 @@
-"""``qip rules``: check, test, show and document the rules files in --config."""
+"""``qip rules``: check, test, show and document the rules files in --config. The rules
+tooling (and the engine behind it) is imported by the command that runs, not by ``qip --help``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,6 @@ import typer
 
 from qip_flow.cli import render
 from qip_flow.cli.state import state_of
-from qip_flow.decide.tooling import (
-    docs_markdown,
-    rules_table,
-    rules_without_examples,
-    run_examples,
-)
 
 rules_app = typer.Typer(no_args_is_help=True, help="Check, test and show the rules files.")
 
@@ -23,10 +18,12 @@ rules_app = typer.Typer(no_args_is_help=True, help="Check, test and show the rul
 def rules_check(ctx: typer.Context) -> None:
     """Validate every rules file: schema, unknown facts or outcomes, wrong types, rules that
     can never fire or that contradict each other (errors name the file and line; exit 2)."""
+    from qip_flow.decide import tooling
+
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
     book = rt.rules
-    untested = rules_without_examples(book)
+    untested = tooling.rules_without_examples(book)
     if st.json:
         render.emit_json({"ok": True, "version": book.version, "files": [f.path for f in book.files],
                           "rules": len(book.rules), "rules_without_examples": untested})
@@ -42,9 +39,11 @@ def rules_check(ctx: typer.Context) -> None:
 @rules_app.command("test")
 def rules_test(ctx: typer.Context) -> None:
     """Run every example in the rules files through the engine; exit 1 on any failure."""
+    from qip_flow.decide import tooling
+
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
-    results = run_examples(rt.rules, rt.decide.engine)
+    results = tooling.run_examples(rt.rules, rt.decide.engine)
     failed = [r for r in results if not r.passed]
     if st.json:
         render.emit_json([{"file": r.file, "example": r.name, "passed": r.passed,
@@ -68,9 +67,11 @@ def rules_test(ctx: typer.Context) -> None:
 @rules_app.command("show")
 def rules_show(ctx: typer.Context) -> None:
     """The rules in force, as a table, with their version."""
+    from qip_flow.decide import tooling
+
     st = state_of(ctx)
     rt = st.runtime(schema_required=False)
-    rows = rules_table(rt.rules)
+    rows = tooling.rules_table(rt.rules)
     if st.json:
         render.emit_json({"version": rt.rules.version, "rules": rows})
         return
@@ -84,7 +85,9 @@ def rules_show(ctx: typer.Context) -> None:
 def rules_docs(out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None
                ) -> None:
     """Print (or write) docs/rules.md, generated from the fact vocabulary and outcomes."""
-    text = docs_markdown()
+    from qip_flow.decide import tooling
+
+    text = tooling.docs_markdown()
     if out:
         out.write_text(text + "\n", encoding="utf-8")
     else:
@@ -148,3 +151,7 @@ def _shown(value: object) -> str:
     if isinstance(value, list):
         return "; ".join(str(v) for v in value) or "none"
     return "–" if value is None else str(value)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rules_app, name="rules")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import getpass
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from qip_flow.clock import Clock, parse_when
-from qip_flow.runtime import Runtime, config_folder
-from qip_flow.store.db import Database
+if TYPE_CHECKING:
+    from qip_flow.runtime import Runtime
 
 
 class State:
@@ -25,6 +25,10 @@ class State:
         """The runtime; for a command that ``writes``, refused up front (before any work)
         when its clock or files may not write here; every write transaction checks again."""
         if self._rt is None:
+            from qip_flow.clock import Clock, parse_when
+            from qip_flow.runtime import Runtime, config_folder
+            from qip_flow.store.db import Database
+
             clock = Clock(parse_when(self.now) if self.now else None)
             self._rt = Runtime(db=Database(self.db_url), clock=clock,
                                config_dir=config_folder(self.config),
@@ -38,3 +42,11 @@ class State:
 
 def state_of(ctx: typer.Context) -> State:
     return ctx.ensure_object(State)
+
+
+def login_name() -> str:
+    """Who is at the terminal, for the audit trail when ``--by`` is not given."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"

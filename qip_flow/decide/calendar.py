@@ -1,14 +1,15 @@
-"""Working days in England and Wales (weekends and bank holidays, from the ``holidays``
-package). A cumulative count per day makes each question O(1), so facts for a million actions
-cost no more than their dates."""
+"""Working days in England and Wales: weekends and bank holidays (the table generated from the
+``holidays`` package, :mod:`qip_flow.decide.bank_holidays`). A cumulative count per day makes
+each question O(1), so facts for a million actions cost no more than their dates."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from datetime import date, timedelta
 from functools import lru_cache
+from itertools import accumulate, islice
 
-import holidays
+from qip_flow.decide.bank_holidays import bank_holidays
 
 _BASE = date(2000, 1, 1)
 
@@ -21,17 +22,14 @@ class WorkingCalendar:
     def _extend_to(self, year: int) -> None:
         if year <= self._last_year:
             return
-        years = range(self._last_year + 1, year + 2)
-        bank = holidays.country_holidays("GB", subdiv="ENG", years=years)
-        day = date(self._last_year + 1, 1, 1)
-        end = date(year + 1, 12, 31)
-        running = self._cumulative[-1]
-        while day <= end:
-            if day.weekday() < 5 and day not in bank:
-                running += 1
-            self._cumulative.append(running)
-            day += timedelta(days=1)
-        self._last_year = year + 1
+        first, end = date(self._last_year + 1, 1, 1), date(year + 1, 12, 31)
+        days = (end - first).days + 1
+        weekday = first.weekday()
+        working = [(weekday + i) % 7 < 5 for i in range(days)]
+        for holiday in bank_holidays(range(first.year, end.year + 1)):
+            working[(holiday - first).days] = False
+        self._cumulative.extend(islice(accumulate(working, initial=self._cumulative[-1]), 1, None))
+        self._last_year = end.year
 
     def _count_to(self, day: date) -> int:
         """Working days from the base up to and including ``day``."""

@@ -492,6 +492,17 @@ class Signers:
         self._levels: dict[str, str | None] = {}
         self._counts: dict[tuple[str | None, str | None], int] = {}
 
+    def know_levels(self, person_ids: Iterable[str | None]) -> None:
+        """Read the levels of many people in one query (a batch's sponsors), so that
+        :meth:`level_of` asks nothing more for them."""
+        wanted = {i for i in person_ids if i and i not in self._levels}
+        if not wanted:
+            return
+        with self.session.no_autoflush:
+            found = dict(self.session.exec(select(Person.id, Person.level).where(
+                col(Person.id).in_(wanted))).all())
+        self._levels.update({i: found.get(i) for i in wanted})
+
     def level_of(self, person_id: str | None) -> str | None:
         if not person_id:
             return None
@@ -504,17 +515,18 @@ class Signers:
         """How many people could sign at ``level`` in ``group``."""
         key = (level, group)
         if key not in self._counts:
-            if group:  # the JSON list's text holds the group name in quotes on every database
-                rows = self.session.exec(select(Person.level, Person.groups).where(
-                    cast(Person.groups, String).like(f'%"{group}"%'))).all()
-                self._counts[key] = sum(1 for lv, groups in rows
-                                        if can_sign(lv, groups, level, group))
-            else:
-                by_level = self.session.exec(select(Person.level, func.count())
-                                             .group_by(Person.level)).all()
-                self._counts[key] = sum(n for lv, n in by_level
-                                        if can_sign(lv, [], level, None))
+            with self.session.no_autoflush:  # people are read, never changed, by a decision
+                self._counts[key] = self._count(level, group)
         return self._counts[key]
+
+    def _count(self, level: str | None, group: str | None) -> int:
+        if group:  # the JSON list's text holds the group name in quotes on every database
+            rows = self.session.exec(select(Person.level, Person.groups).where(
+                cast(Person.groups, String).like(f'%"{group}"%'))).all()
+            return sum(1 for lv, groups in rows if can_sign(lv, groups, level, group))
+        by_level = self.session.exec(select(Person.level, func.count())
+                                     .group_by(Person.level)).all()
+        return sum(n for lv, n in by_level if can_sign(lv, [], level, None))
 
 
 DEFAULT_MONITORING_CADENCE_DAYS = 30

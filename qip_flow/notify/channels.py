@@ -17,26 +17,29 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-import apprise
 import yaml
-from apprise.decorators import notify
-from apprise.plugins.workflows import NotifyWorkflows
 
 from qip_flow.errors import InvalidDefinition
 from qip_flow.notify import mail
-from qip_flow.notify.webhooks import Subscriber, subscribers_in
+from qip_flow.notify.webhooks import Subscriber, http_client, post, subscribers_in
+
+if TYPE_CHECKING:
+    import httpx
 
 FILE_SCHEMA = "qipfile"
 _ENV = re.compile(r"\$\{(\w+)\}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,79}")
 
 
-@notify(on=FILE_SCHEMA, name="qip_flow local file")
 def _append_to_file(body: str, title: str, notify_type: str, meta: dict[str, Any],
                     *args: Any, **kwargs: Any) -> bool:
     """The default channel: append each message to a local file (``qipfile:///path``)."""
@@ -47,6 +50,18 @@ def _append_to_file(body: str, title: str, notify_type: str, meta: dict[str, Any
     with path.open("a", encoding="utf-8") as out:
         out.write(f"=== {title}\n{body}\n\n")
     return True
+
+
+@cache
+def _apprise() -> ModuleType:
+    """Apprise, imported when a channel needs it (reading the channels file, Teams, any other
+    service; never to send email through a relay already read), with our local-file service
+    registered once."""
+    import apprise
+    from apprise.decorators import notify
+
+    notify(on=FILE_SCHEMA, name="qip_flow local file")(_append_to_file)
+    return apprise
 
 
 def slug(text: str) -> str:
@@ -68,6 +83,7 @@ class Channel:
     label: str = ""  # with secrets masked
     tags: set[str] = field(default_factory=set)
     line: int | None = None  # where it is written in the channels file
+    relay: mail.Relay | None = field(default=None, repr=False)  # email: read with the file
 
     @property
     def personal(self) -> bool:
@@ -185,18 +201,49 @@ class Channels:
 
     def send(self, channel: Channel, *, email: str | None, subject: str, text: str, html: str,
              card: str, headers: dict[str, str] | None = None) -> SendResult:
+        """One message on a connection of its own (see :meth:`sending` for a batch)."""
+        with self.sending() as sender:
+            return sender.send(channel, email=email, subject=subject, text=text, html=html,
+                               card=card, headers=headers)
+
+    @contextmanager
+    def sending(self) -> Iterator[Sender]:
+        """A :class:`Sender` for a batch of messages, its connections closed afterwards."""
+        sender = Sender(self)
+        try:
+            yield sender
+        finally:
+            sender.close()
+
+
+class Sender:
+    """Sends a batch's messages over connections kept for the batch: one SMTP connection per
+    relay and one HTTP client (one TLS context) for webhook subscribers. Each message still has
+    its own outcome, so a refused recipient is retried alone."""
+
+    def __init__(self, channels: Channels) -> None:
+        self.channels = channels
+        self._mail: dict[mail.Relay, mail.Connection] = {}
+        self._http: httpx.Client | None = None
+
+    def send(self, channel: Channel, *, email: str | None, subject: str, text: str, html: str,
+             card: str, headers: dict[str, str] | None = None) -> SendResult:
         """One try on one channel; what went wrong comes back redacted. Email is our own
         text and HTML parts (:mod:`qip_flow.notify.mail`); Teams gets ``card``, the Adaptive
         Card payload; the local file and any other service get the text part."""
         if channel.kind == "email":
-            relay = _relay(channel.url)
+            relay = channel.relay
             if relay is None:
                 return SendResult(False, f"{channel.label}: not an SMTP relay URL", True)
-            ok, error, permanent = mail.send(relay, mail.build(
+            connection = self._mail.get(relay)
+            if connection is None:
+                connection = self._mail[relay] = mail.Connection(relay)
+            ok, error, permanent = connection.send(mail.build(
                 relay, to=email or "", subject=subject, text=text, html=html, headers=headers))
-            return SendResult(ok, self.redact(error), permanent)
+            return SendResult(ok, self.channels.redact(error), permanent)
         if channel.kind == "teams":
             return self._post_card(channel, card)
+        apprise = _apprise()
         services = apprise.Apprise()
         if not services.add(channel.url):
             return SendResult(False, f"{channel.label}: Apprise cannot use this URL", True)
@@ -205,46 +252,62 @@ class Channels:
                                      body_format=apprise.NotifyFormat.TEXT)
         return SendResult(True) if result else self._failure(logs.getvalue())
 
+    def post(self, target: Subscriber, message_id: str, body: str) -> SendResult:
+        """A signed POST to a webhook subscriber, on the batch's HTTP client."""
+        if self._http is None:
+            self._http = http_client()
+        answer = post(target, message_id, body, redact=self.channels.redact, client=self._http)
+        return SendResult(answer.ok, answer.error, answer.permanent)
+
+    def connections(self) -> int:
+        """SMTP connections opened so far (one per relay per batch, unless one was dropped)."""
+        return sum(c.opened for c in self._mail.values())
+
+    def close(self) -> None:
+        for connection in self._mail.values():
+            connection.close()
+        self._mail.clear()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def _post_card(self, channel: Channel, card: str) -> SendResult:
         """The Adaptive Card to the Power Automate Workflows trigger: Apprise's own URL
         handling and transport, our payload instead of its Markdown conversion."""
+        apprise = _apprise()
         try:
-            options = NotifyWorkflows.parse_url(channel.url)
-            service = _CardWorkflows(json.loads(card), **(options or {}))
+            options = _card_workflows().parse_url(channel.url)
+            service = _card_workflows()(json.loads(card), **(options or {}))
         except (TypeError, ValueError) as exc:
-            return SendResult(False, f"{channel.label}: {self.redact(str(exc))}", True)
+            return SendResult(False, f"{channel.label}: {self.channels.redact(str(exc))}", True)
         with apprise.LogCapture(level=logging.WARNING) as logs:
             ok = service.send(body="", title="")
         return SendResult(True) if ok else self._failure(logs.getvalue())
 
     def _failure(self, logged: str) -> SendResult:
-        error = self.redact(" ".join(logged.split()))[-500:] or "delivery failed"
+        error = self.channels.redact(" ".join(logged.split()))[-500:] or "delivery failed"
         code = re.search(r"error=(\d{3})", error)
         permanent = bool(code and code.group(1).startswith("4") and code.group(1) not in
                          ("408", "429"))
         return SendResult(False, error, permanent)
 
 
-class _CardWorkflows(NotifyWorkflows):
+@cache
+def _card_workflows() -> type:
     """Apprise's Workflows service posting a card we built (it is not registered with
-    Apprise: only :meth:`Channels._post_card` makes one)."""
+    Apprise: only :meth:`Sender._post_card` makes one)."""
+    _apprise()
+    from apprise.plugins.workflows import NotifyWorkflows
 
-    def __init__(self, payload: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._payload = payload
+    class CardWorkflows(NotifyWorkflows):  # type: ignore[misc]
+        def __init__(self, payload: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._payload = payload
 
-    def gen_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._payload
+        def gen_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return self._payload
 
-
-_RELAYS: dict[str, mail.Relay | None] = {}
-
-
-def _relay(url: str) -> mail.Relay | None:
-    """The relay a ``mailto://`` URL names, read once per process."""
-    if url not in _RELAYS:
-        _RELAYS[url] = mail.Relay.from_url(url)
-    return _RELAYS[url]
+    return CardWorkflows
 
 
 def _entries(path: Path, text: str) -> list[_Entry]:
@@ -325,6 +388,7 @@ def _channel(entry: _Entry) -> tuple[Channel | None, str]:
                       "person's id, role:LEVEL, group:GROUP-SLUG, all, or operators)")
     config_text = yaml.safe_dump({"version": 1, "urls": [
         {entry.url: [{**entry.options, "tag": sorted(entry.tags)}]}]})
+    apprise = _apprise()
     config = apprise.AppriseConfig()
     services = apprise.Apprise()
     with apprise.LogCapture(level=logging.WARNING) as logs:
@@ -347,7 +411,8 @@ def _channel(entry: _Entry) -> tuple[Channel | None, str]:
     else:
         kind = "teams" if schema in ("workflow", "workflows") else schema
     name = entry.name or ("email" if kind == "email" else f"{kind}:{'+'.join(sorted(entry.tags))}")
-    return Channel(name, kind, private, public, set(entry.tags), entry.line), ""
+    relay = mail.Relay.from_service(service) if kind == "email" else None
+    return Channel(name, kind, private, public, set(entry.tags), entry.line, relay), ""
 
 
 def _redact(text: str, secrets: set[str]) -> str:

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from qip_flow.errors import InvalidDefinition
+
+if TYPE_CHECKING:
+    import httpx
 
 EVENTS = ("plan.state_changed", "plan.rag_changed", "plan.closed", "escalation.raised")
 PREFIX = "webhook:"  # a subscriber's channel name in the outbox: "webhook:bi-feed"
@@ -178,19 +181,30 @@ def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def post(target: Subscriber, message_id: str, body: str, *,
-         redact: Callable[[str], str] = lambda text: text, timeout: float = 10.0) -> Answer:
-    """One signed POST: 2xx is delivered; 410 Gone is final; anything else (another status,
-    no answer) is tried again later with back-off. Redirects are not followed."""
+def http_client(timeout: float = 10.0) -> httpx.Client:
+    """An HTTP client for a batch of POSTs: one TLS context and its connections kept for the
+    batch. Redirects are not followed."""
     import httpx
 
+    return httpx.Client(timeout=timeout, follow_redirects=False)
+
+
+def post(target: Subscriber, message_id: str, body: str, *,
+         redact: Callable[[str], str] = lambda text: text,
+         client: httpx.Client | None = None) -> Answer:
+    """One signed POST: 2xx is delivered; 410 Gone is final; anything else (another status,
+    no answer) is tried again later with back-off. Without ``client``, a client of its own."""
+    import httpx
+
+    if client is None:
+        with http_client() as own:
+            return post(target, message_id, body, redact=redact, client=own)
     timestamp = int(time.time())
     headers = {"content-type": "application/json", "user-agent": "qip_flow-webhooks",
                "webhook-id": message_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": signature(target.secret, message_id, timestamp, body)}
     try:
-        response = httpx.post(target.url, content=body.encode(), headers=headers,
-                              timeout=timeout, follow_redirects=False)
+        response = client.post(target.url, content=body.encode(), headers=headers)
     except httpx.HTTPError as exc:
         return Answer(False, redact(f"{target.label}: {type(exc).__name__}: {exc}")[-500:])
     if 200 <= response.status_code < 300:

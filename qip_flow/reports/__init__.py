@@ -1,16 +1,20 @@
 """Governance reports — the board pack, a plan's closure report and the commissioner's
 assurance pack — as self-contained HTML (charts inline), Markdown or PDF, and the full export
 for an inspector. Reports only read: :mod:`qip_flow.reports.data` gathers everything in one
-read transaction and nothing here writes to the database."""
+read transaction and nothing here writes to the database.
+
+The package itself imports nothing heavy: matplotlib (the charts) and Jinja (the templates)
+load when a report is gathered or rendered, not when a command merely names a period."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qip_flow.errors import InvalidInput
-from qip_flow.reports import data, outputs, periods, render
-from qip_flow.runtime import Runtime
+
+if TYPE_CHECKING:
+    from qip_flow.runtime import Runtime
 
 FORMATS = ("html", "md", "pdf")
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".pdf": "pdf"}
@@ -19,6 +23,8 @@ SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".p
 def gather(rt: Runtime, kind: str, *, period: str | None = None, service: str | None = None,
            plan_id: str | None = None) -> Any:
     """The report's data: ``board``, ``commissioner`` or ``plan``."""
+    from qip_flow.reports import data, periods
+
     if kind == "plan":
         if not plan_id:
             raise InvalidInput("the closure report needs a plan id, e.g. QIP-2026-014")
@@ -52,6 +58,8 @@ def resolve_format(fmt: str | None, out: Path | None) -> str:
 
 def text(kind: str, report: Any, fmt: str) -> str:
     """The report as HTML or Markdown text."""
+    from qip_flow.reports import render
+
     return render.html(kind, report) if fmt in ("html", "pdf") else render.markdown(kind, report)
 
 
@@ -59,6 +67,8 @@ def write(kind: str, report: Any, fmt: str, out: Path, *, force: bool = False,
           database: Path | None = None) -> Path:
     """Write the report to ``out`` (HTML, Markdown or, through Chromium, PDF) — never over the
     database, nor over a file qip did not write unless ``force`` (see :mod:`.outputs`)."""
+    from qip_flow.reports import outputs
+
     outputs.check_file(out, force=force, database=database)
     body = text(kind, report, fmt)
     if fmt == "pdf":
@@ -73,6 +83,8 @@ def write(kind: str, report: Any, fmt: str, out: Path, *, force: bool = False,
 def write_demo_reports(rt: Runtime, folder: Path) -> list[Path]:
     """The demo's reports, as HTML in ``folder/reports/``: the board pack, and a closure report
     for each plan that is closed or before the governance group in closure review."""
+    from qip_flow.reports import data
+
     target = folder / "reports"
     target.mkdir(parents=True, exist_ok=True)
     board = gather(rt, "board")

@@ -27,10 +27,10 @@ from qip_flow.runtime import Runtime
 from qip_flow.services.failures import INFRASTRUCTURE, PlanEvaluationFailed
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
-from qip_flow.store.models import LearningSummary, Notification, Person, Plan
+from qip_flow.store.models import LearningSummary, Person, Plan
 
 if TYPE_CHECKING:
-    from qip_flow.services.notifications import MessageContext
+    from qip_flow.services.notifications import Enqueued, MessageContext
 
 RULES_ACTOR = "qip-rules"
 #: Kept with a reopening decision besides the facts its rules read: what was off, and how.
@@ -67,7 +67,7 @@ class Reassessment:
     rag: RagDecision | None = None
     rag_changed: bool = False
     reopened: str | None = None
-    notified: list[Notification] = field(default_factory=list)
+    notified: list[Enqueued] = field(default_factory=list)
 
 
 def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder | None = None,
@@ -87,10 +87,11 @@ def reassess(rt: Runtime, session: Session, plan: Plan, *, builder: FactBuilder 
     builder = builder or FactBuilder(session, now)
     actions = builder.actions(plan)
     facts, _ = plan_facts(rt, session, plan, actions=actions, builder=builder)
+    context = context or MessageContext(session)
     decisions, resume = hold_acknowledged(session, rt.decide.notifications(facts, actions),
-                                          now.date())
+                                          now.date(), context)
     result.notified = enqueue(rt, session, plan, decisions, now, data=builder.data_for(plan),
-                              context=context or MessageContext(session))
+                              context=context)
     if live:
         reopen = rt.decide.monitoring(facts).outcomes("reopen")
         if reopen:
@@ -150,6 +151,7 @@ def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
     now = rt.clock.now()
     data = load_plan_data(session, list(plans), now)
     builder = FactBuilder(session, now, data)
+    builder.people().know_levels(p.sponsor_id for p in plans)
     context = MessageContext(session, plan_ids=[p.id for p in plans],
                              candidates=[a.owner_id for d in data.values() for a in d.actions])
     for plan in plans:
@@ -162,25 +164,81 @@ def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
         yield plan, result
 
 
-def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,
-                 progress: Callable[[int], None] | None = None) -> list[Reassessment]:
-    """Re-decide every live plan (or the ones named) for the clock's now — the full pass after
-    a rules change — in batches, each one transaction from data loaded once."""
+@dataclass
+class PassSummary:
+    """What a pass of re-decisions did, counted as each batch commits — never every result
+    kept (a full pass over a large portfolio would hold every message it wrote)."""
+
+    plans_checked: int = 0
+    notifications: int = 0
+    escalations: int = 0
+    rag_changes: int = 0
+    reopened: int = 0
+    batches: list[dict[str, int]] = field(default_factory=list)
+
+    def count(self, result: Reassessment) -> None:
+        """Add one plan's re-decision."""
+        self.plans_checked += 1
+        self.notifications += len(result.notified)
+        self.escalations += sum(1 for n in result.notified if n.kind == "escalation")
+        self.rag_changes += int(result.rag_changed)
+        self.reopened += int(bool(result.reopened))
+
+    def add(self, other: PassSummary) -> None:
+        """Add another (committed) batch's counts, and keep them as that batch's summary."""
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.batches.append({k: v for k, v in vars(other).items() if isinstance(v, int)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "batches": list(self.batches)}
+
+
+def _watched(rt: Runtime, plan_ids: Sequence[str] | None) -> list[str]:
+    """The plans a pass re-decides: those named, or every live plan and every closed one
+    still awaiting its learning review."""
     from qip_flow.services.lifecycle import get_plan
 
     with rt.db.read() as session:
         if plan_ids:
-            ids = [get_plan(session, i).id for i in plan_ids]
-        else:
-            watched = session.exec(select(Plan.id, Plan.state, Plan.learning_review_due)
-                                   .order_by(Plan.id)).all()
-            ids = [i for i, state, learning in watched if is_live(rt, state) or learning]
-    results = []
+            return [get_plan(session, i).id for i in plan_ids]
+        watched = session.exec(select(Plan.id, Plan.state, Plan.learning_review_due)
+                               .order_by(Plan.id)).all()
+        return [i for i, state, learning in watched if is_live(rt, state) or learning]
+
+
+def _passes(rt: Runtime, plan_ids: Sequence[str] | None, batch: int
+            ) -> Iterator[list[Reassessment]]:
+    """The results of each batch, once its transaction has committed."""
+    ids = _watched(rt, plan_ids)
     for start in range(0, len(ids), batch):
-        results += [result for _, result in reassess_batch(rt, ids[start:start + batch])]
+        yield [result for _, result in reassess_batch(rt, ids[start:start + batch])]
+
+
+def reassess_each(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,
+                  progress: Callable[[int], None] | None = None) -> Iterator[Reassessment]:
+    """Re-decide every live plan (or the ones named) for the clock's now — the full pass after
+    a rules change — in batches, each one transaction from data loaded once; each result is
+    yielded once its batch is committed, so the caller keeps only what it needs."""
+    for done in _passes(rt, plan_ids, batch):
+        yield from done
         if progress:
-            progress(len(ids[start:start + batch]))
-    return results
+            progress(len(done))
+
+
+def reassess_all(rt: Runtime, plan_ids: Sequence[str] | None = None, *, batch: int = 200,
+                 progress: Callable[[int], None] | None = None) -> PassSummary:
+    """:func:`reassess_each`, counted per batch in constant memory."""
+    summary = PassSummary()
+    for done in _passes(rt, plan_ids, batch):
+        counted = PassSummary()
+        for result in done:
+            counted.count(result)
+        summary.add(counted)
+        if progress:
+            progress(len(done))
+    return summary
 
 
 def explain(rt: Runtime, plan_id: str, *, signer: str | None = None) -> dict[str, Any]:

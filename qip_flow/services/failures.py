@@ -20,7 +20,6 @@ from sqlalchemy import update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
-from qip_flow.notify.messages import plan_failure
 from qip_flow.runtime import Runtime
 from qip_flow.store.models import Notification, Plan, PlanFailure
 
@@ -93,6 +92,8 @@ def record(rt: Runtime, plan_id: str, exc: BaseException, now: datetime) -> dict
             row.error, row.last_failed_at, row.attempts = error, now, row.attempts + 1
         if new_episode:
             since = now.isoformat(timespec="minutes")
+            from qip_flow.notify.messages import plan_failure  # Jinja: only when one fails
+
             message = plan_failure(plan_id, error, now)
             insert_once(session, Notification(
                 key=f"{REPORT_RULE}|{plan_id}|{since}", rule_id=REPORT_RULE, kind="operations",

@@ -5,7 +5,6 @@ other, each against what the other committed."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,11 +12,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from qip_flow.config.limits import check_number
 from qip_flow.errors import InvalidInput, NotFound, Refused
 from qip_flow.runtime import Runtime
+from qip_flow.services.lookup import get_entity, get_person, get_plan
 from qip_flow.store import audit
 from qip_flow.store.db import lock_plans
 from qip_flow.store.models import (
@@ -34,20 +34,6 @@ from qip_flow.workflow.machines import Move
 from qip_flow.workflow.subject import EventInputs, EvidenceItem, SignoffInput, Subject
 
 
-def did_you_mean(session: Session, model: type[Person] | type[Plan] | type[Action], wanted: str,
-                 *, prefix: str = "") -> str:
-    """`` (did you mean QIP-2026-017?)`` for a near-miss id, else nothing. Only ids sharing
-    ``prefix`` are read, so a plan's actions are compared, not the whole portfolio's."""
-    query = select(model.id)
-    if prefix:
-        query = query.where(col(model.id).startswith(prefix))
-    # ids of plans and actions share a long prefix, which flatters every pair: ask more of them
-    cutoff = 0.9 if model is not Person else 0.75
-    close = difflib.get_close_matches(wanted, [str(i) for i in session.exec(query)], n=2,
-                                      cutoff=cutoff)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
 @contextmanager
 def changing(rt: Runtime, entity_id: str, *, expected_version: int | None = None
              ) -> Iterator[Session]:
@@ -57,35 +43,6 @@ def changing(rt: Runtime, entity_id: str, *, expected_version: int | None = None
     with rt.db.write() as session:
         lock_plans(session, [entity_id.partition("/")[0]], expected_version=expected_version)
         yield session
-
-
-def get_person(session: Session, person_id: str, *, flag: str = "--by") -> Person:
-    person = session.get(Person, person_id)
-    if person is None:
-        raise NotFound(f"{flag}: unknown person '{person_id}'"
-                       f"{did_you_mean(session, Person, person_id)}; `qip load` them first")
-    return person
-
-
-def get_plan(session: Session, plan_id: str) -> Plan:
-    plan = session.get(Plan, plan_id)
-    if plan is None:
-        raise NotFound(f"unknown plan '{plan_id}'{did_you_mean(session, Plan, plan_id)}; "
-                       "`qip plans` lists them")
-    return plan
-
-
-def get_entity(session: Session, entity_id: str) -> tuple[str, Plan | Action]:
-    """A plan (``QIP-2026-014``) or an action (``QIP-2026-014/A1``)."""
-    if "/" in entity_id:
-        action = session.get(Action, entity_id)
-        if action is None:
-            plan_id = entity_id.split("/", 1)[0]
-            raise NotFound(f"unknown action '{entity_id}'"
-                           f"{did_you_mean(session, Action, entity_id, prefix=plan_id + '/')}; "
-                           "`qip show PLAN` lists its actions")
-        return "action", action
-    return "plan", get_plan(session, entity_id)
 
 
 def parse_evidence(items: Sequence[str], on: date) -> list[EvidenceItem]:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,7 @@ from qip_flow.store.models import (
 )
 
 if TYPE_CHECKING:
-    from qip_flow.services.notifications import MessageContext
+    from qip_flow.services.notifications import MessageContext, Reader
 
 KIND_RANK = {"learning": 0, "reminder": 1, "escalation": 2}
 #: how high a rung is, by whom it reaches (a Board rung outranks the sponsor's, …)
@@ -53,6 +53,9 @@ ROLE_RANK = {"owner": 0, "indicator_owner": 0, "plan_owner": 1, "line_manager": 
              "service_managers": 1, "sponsor": 2, "signoff_group": 3, "group": 3}
 SEVERITY_COLOUR = {"attention": "#d5281b"}  # NHS red on white: 5.6:1
 LAST_NOTE = 200  # characters of the last progress note quoted
+#: names listed under "Also told now"; a large group's message names these and "and N others"
+#: (a reader on a phone wants no more, and 570 names in each of 570 messages is quadratic)
+ALSO_TOLD_SHOWN = 10
 
 
 def key_of(decision: NotifyDecision, person_id: str) -> str:
@@ -132,7 +135,7 @@ def next_day(rt: Runtime, day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
 
 
-def held_for(rt: Runtime, decision: NotifyDecision, person: Person,
+def held_for(rt: Runtime, decision: NotifyDecision, person: Person | Reader,
              group: str | None) -> str | None:
     """``"person"`` or ``"group:NAME"`` when the message waits for that weekly digest; None
     when it goes out now. Reminders wait for people with ``digest: true``; a rung the rules
@@ -188,14 +191,32 @@ class Links:
         return f"{self.base}/link/{quote(token)}"
 
 
+class Told(NamedTuple):
+    """A message made before about an item, as "Already told" needs it."""
+
+    id: int | None
+    recipient_id: str | None
+    kind: str
+    state: str
+    created_at: datetime
+    detail: dict[str, Any]
+
+
 class NoticeData:
-    """What escalations need beyond the tick's batch — earlier messages, notes, requests —
-    read only when a new message is made, once per batch or per action."""
+    """What escalations need beyond the tick's batch — earlier messages, when they went out,
+    last notes, requests — read in a few set-based queries for the batch's plans, and only
+    when a new message is made."""
 
     def __init__(self, rt: Runtime, session: Session, plan_ids: list[str], now: datetime) -> None:
         self.rt, self.session, self.plan_ids, self.now = rt, session, plan_ids, now
         self._taken: dict[str, Taken] = {}
-        self._history: dict[str, list[Notification]] = {}
+        self._loaded: set[str] = set()
+        self._before: dict[str, list[Told]] = defaultdict(list)  # by item, read from the outbox
+        self._made: dict[str, list[Told]] = defaultdict(list)  # by item, made by this batch
+        self._history: dict[str, list[Told]] = {}
+        self._sent: dict[int, datetime] = {}
+        self._notes: dict[str, Any] = {}
+        self._requests: dict[str, Any] = {}
         self._links: Links | None = None
 
     @property
@@ -204,12 +225,16 @@ class NoticeData:
             self._links = Links(self.rt)
         return self._links
 
+    def _plans(self, plan_id: str) -> list[str]:
+        """The plans read together with ``plan_id``: its batch, or itself alone."""
+        return self.plan_ids if plan_id in self.plan_ids else [plan_id]
+
     def taken(self, plan_id: str) -> Taken:
         """(item, person) → the days their messages about it go out, for the messages of
         the last week that will be or were sent on their own (not held for a digest, not
         merged), read once for the batch's plans."""
         if plan_id not in self._taken:
-            ids = self.plan_ids if plan_id in self.plan_ids else [plan_id]
+            ids = self._plans(plan_id)
             for pid in ids:
                 self._taken[pid] = {}
             rows = self.session.exec(select(
@@ -233,36 +258,70 @@ class NoticeData:
         self.taken(plan_id).setdefault((bundle.lead.entity_id, bundle.person_id), set()).add(
             send_day(self.rt, bundle.not_before or self.now))
 
-    def history(self, entity_id: str) -> list[Notification]:
-        """Messages made before about an item, oldest first (merged ones aside)."""
+    def wrote(self, entity_id: str, row: dict[str, Any]) -> None:
+        """A message just written (not merged): later escalations about its item name it."""
+        self._made[entity_id].append(Told(None, row["recipient_id"], row["kind"], row["state"],
+                                          row["created_at"], row["detail"]))
+
+    def _load(self, plan_id: str) -> None:
+        """The batch's earlier messages, when they first went out, the last note and the
+        pending request of each action: four queries for the whole batch."""
+        if plan_id in self._loaded:
+            return
+        ids = [i for i in self._plans(plan_id) if i not in self._loaded]
+        self._loaded.update(ids)
+        for row in self.session.exec(select(
+                Notification.id, Notification.entity_id, Notification.recipient_id,
+                Notification.kind, Notification.state, Notification.created_at,
+                Notification.detail).where(
+                col(Notification.plan_id).in_(ids), Notification.state != "merged",
+                col(Notification.recipient_id).is_not(None)).order_by(col(Notification.id))):
+            self._before[row[1]].append(Told(row[0], row[2], row[3], row[4], row[5],
+                                             row[6] or {}))
+        self._sent.update({nid: at for nid, at in self.session.exec(
+            select(Delivery.notification_id, func.min(Delivery.sent_at))
+            .join(Notification, col(Notification.id) == col(Delivery.notification_id))
+            .where(col(Notification.plan_id).in_(ids), Delivery.state == "sent")
+            .group_by(col(Delivery.notification_id))).all() if at is not None})
+        actions = select(Action.id).where(col(Action.plan_id).in_(ids))
+        for note in self.session.exec(select(
+                ProgressNote.action_id, ProgressNote.by_id, ProgressNote.at, ProgressNote.text)
+                .where(col(ProgressNote.action_id).in_(actions))
+                .order_by(col(ProgressNote.at), col(ProgressNote.id))):
+            self._notes[note.action_id] = note  # the last one stays
+        for request in self.session.exec(select(
+                DueRequest.action_id, DueRequest.requested_by_id, DueRequest.new_due,
+                DueRequest.at, DueRequest.reason)
+                .where(col(DueRequest.action_id).in_(actions), DueRequest.state == "pending")
+                .order_by(col(DueRequest.id))):
+            self._requests[request.action_id] = request  # the latest stays
+
+    def history(self, plan_id: str, entity_id: str) -> list[Told]:
+        """Messages made before about an item, oldest first (merged ones aside), as they stood
+        when the batch first asked."""
         if entity_id not in self._history:
-            self._history[entity_id] = list(self.session.exec(select(Notification).where(
-                Notification.entity_id == entity_id, Notification.state != "merged",
-                col(Notification.recipient_id).is_not(None)).order_by(col(Notification.id))))
+            self._load(plan_id)
+            self._history[entity_id] = [*self._before.get(entity_id, ()),
+                                        *self._made.get(entity_id, ())]
         return self._history[entity_id]
 
-    def sent_at(self, ids: list[int]) -> dict[int, datetime]:
+    def sent_at(self, ids: Iterable[int | None]) -> dict[int, datetime]:
         """When each message first went out (its first delivery sent)."""
-        if not ids:
-            return {}
-        return {nid: at for nid, at in self.session.exec(
-            select(Delivery.notification_id, func.min(Delivery.sent_at))
-            .where(col(Delivery.notification_id).in_(ids), Delivery.state == "sent")
-            .group_by(col(Delivery.notification_id))).all() if at is not None}
+        return {i: self._sent[i] for i in ids if i is not None and i in self._sent}
 
-    def last_note(self, action_id: str) -> ProgressNote | None:
-        return self.session.exec(select(ProgressNote).where(ProgressNote.action_id == action_id)
-                                 .order_by(col(ProgressNote.at).desc(),
-                                           col(ProgressNote.id).desc())).first()
+    def last_note(self, plan_id: str, action_id: str) -> Any:
+        """The action's last progress note (action_id, by_id, at, text), or None."""
+        self._load(plan_id)
+        return self._notes.get(action_id)
 
-    def pending_request(self, action_id: str) -> DueRequest | None:
-        return self.session.exec(select(DueRequest).where(
-            DueRequest.action_id == action_id, DueRequest.state == "pending")
-            .order_by(col(DueRequest.id).desc())).first()
+    def pending_request(self, plan_id: str, action_id: str) -> Any:
+        """The action's latest pending request for a new date, or None."""
+        self._load(plan_id)
+        return self._requests.get(action_id)
 
 
 def role_words(context: MessageContext, decision: NotifyDecision, person_id: str, plan: Plan,
-               owner: Person | None, group: str | None) -> str:
+               owner: Reader | None, group: str | None) -> str:
     """Why this person is told, in words: "Adam Nowak's line manager", "the plan's senior
     sponsor", "a member of the Board"."""
     to = decision.to
@@ -311,11 +370,11 @@ def signoff_group(plan: Any) -> str | None:
     return group if isinstance(group, str) else None
 
 
-def _told(context: MessageContext, rows: Iterable[Notification], today: date) -> list[dict[str, str]]:
+def _told(context: MessageContext, rows: Iterable[Told], today: date) -> list[dict[str, str]]:
     """Who was told before, with their role and when: "reminded 3 times, first Fri 13 March,
     last Fri 27 March"."""
-    by_person: dict[tuple[str, str], list[Notification]] = defaultdict(list)
-    sent = context.notices.sent_at([n.id or 0 for n in rows])
+    by_person: dict[tuple[str, str], list[Told]] = defaultdict(list)
+    sent = context.notices.sent_at(n.id for n in rows)
     for n in rows:
         role = str(n.detail.get("role") or SHORT_ROLES.get(str(n.detail.get("to")), "") or
                    n.detail.get("group") or "")
@@ -344,11 +403,21 @@ class Notice:
     detail: dict[str, Any]
 
 
+def also_told(names: list[str]) -> list[str]:
+    """The others told now, as a message lists them: every name up to
+    :data:`ALSO_TOLD_SHOWN`, else that many and "and N others"."""
+    if len(names) <= ALSO_TOLD_SHOWN:
+        return names
+    return [*names[:ALSO_TOLD_SHOWN], f"and {len(names) - ALSO_TOLD_SHOWN} others"]
+
+
 def render_bundle(rt: Runtime, context: MessageContext, plan: Plan, bundle: Bundle,
-                  person: Person, data: PlanData, now: datetime, others: list[str],
+                  person: Reader, data: PlanData, now: datetime, others: list[str],
                   group: str | None) -> Notice:
     """The message for ``bundle``'s reader."""
     from qip_flow.services.pages import due_in_words
+
+    others = also_told(others)
 
     lead = bundle.lead
     today = context.local_day(now)
@@ -426,14 +495,15 @@ def _severity(kind: str, action: Action | None, today: date) -> str:
 
 
 def _escalation_story(context: MessageContext, action: Action | None, plan: Plan,
-                      bundle: Bundle, person: Person, today: date) -> dict[str, Any]:
+                      bundle: Bundle, person: Reader, today: date) -> dict[str, Any]:
     """Who was already told and when; for an action, its last update and any new date asked
     for."""
     data = context.notices
-    out: dict[str, Any] = {"told": _told(context, data.history(bundle.lead.entity_id), today)}
+    out: dict[str, Any] = {"told": _told(context, data.history(plan.id, bundle.lead.entity_id),
+                                         today)}
     if action is None:
         return out
-    note = data.last_note(action.id)
+    note = data.last_note(plan.id, action.id)
     if note is not None:
         writer = context.get(note.by_id)
         quoted = note.text if len(note.text) <= LAST_NOTE else note.text[:LAST_NOTE - 1] + "…"
@@ -444,7 +514,7 @@ def _escalation_story(context: MessageContext, action: Action | None, plan: Plan
         out["last_update"] = (f"no progress note; last change "
                               f"{long_date(context.local_day(action.last_update_at))} "
                               f"({plural(quiet, 'day')} ago)")
-    request = data.pending_request(action.id)
+    request = data.pending_request(plan.id, action.id)
     if request is not None:
         asker = context.get(request.requested_by_id)
         out["request"] = (f"{long_date(request.new_due)}, asked by "

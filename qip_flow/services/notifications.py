@@ -16,10 +16,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, cast, text, update
+from sqlalchemy import String, bindparam, cast, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, or_, select
 
@@ -30,11 +33,10 @@ from qip_flow.decide.facts import PlanData
 from qip_flow.decide.schedule import working_moment
 from qip_flow.errors import NotFound
 from qip_flow.notify import cards
-from qip_flow.notify.channels import person_tags
+from qip_flow.notify.channels import Sender, SendResult, person_tags
 from qip_flow.notify.dates import long_date
 from qip_flow.notify.messages import render, with_link
 from qip_flow.notify.webhooks import Subscriber
-from qip_flow.notify.webhooks import post as post_webhook
 from qip_flow.runtime import Runtime
 from qip_flow.services import digests, failures, notices, webhooks
 from qip_flow.services.notices import Links, NoticeData
@@ -51,6 +53,9 @@ from qip_flow.store.models import (
     Service,
 )
 
+if TYPE_CHECKING:
+    from qip_flow.services.assess import PassSummary
+
 RULES_ACTOR = "qip-rules"
 
 
@@ -61,6 +66,22 @@ def worker_name() -> str:
 # --- deciding and enqueueing -------------------------------------------------------------
 
 
+class Reader(NamedTuple):
+    """A person as a message needs them: who they are, whom they report to, what they read."""
+
+    id: str
+    name: str
+    email: str | None
+    level: str
+    line_manager_id: str | None
+    groups: list[str]
+    digest: bool
+
+
+READER_COLUMNS = (Person.id, Person.name, Person.email, Person.level, Person.line_manager_id,
+                  Person.groups, Person.digest)
+
+
 class MessageContext:
     """What a batch's messages need, read once per batch and only if a message is new: the
     people they name, the services, and the keys already in the outbox."""
@@ -68,14 +89,15 @@ class MessageContext:
     def __init__(self, session: Session, *, plan_ids: Sequence[str] = (),
                  candidates: Iterable[str | None] = ()) -> None:
         self.session = session
-        self.by_id: dict[str, Person | None] = {}
+        self.by_id: dict[str, Reader | None] = {}
         self.groups: dict[str, list[str]] = {}
         self.plan_ids = list(plan_ids)
         self._candidates: list[str | None] | None = list(candidates)
         self._keys: set[str] | None = None
         self._managers: dict[str, str | None] | None = None
-        self._services: dict[str, str] = {}
+        self._services: dict[str, tuple[str, list[str]]] = {}
         self._notices: NoticeData | None = None
+        self._pauses: dict[str, date] | None = None
         self.now: datetime = datetime.now(UTC)
         self.zone = ZoneInfo("Europe/London")
 
@@ -109,11 +131,34 @@ class MessageContext:
         if self._keys is not None:
             self._keys.add(key)
 
-    def service_name(self, service_id: str) -> str:
+    def _service(self, service_id: str) -> tuple[str, list[str]]:
+        """A service's name and managers (those of the whole batch's plans, read once)."""
         if service_id not in self._services:
-            service = self.session.get(Service, service_id)
-            self._services[service_id] = service.name if service else service_id
+            query = select(Service.id, Service.name, Service.manager_ids)
+            if self.plan_ids:
+                query = query.where(col(Service.id).in_(select(Plan.service_id).where(
+                    col(Plan.id).in_(self.plan_ids))))
+            else:
+                query = query.where(Service.id == service_id)
+            with self.session.no_autoflush:
+                for sid, name, managers in self.session.exec(query).all():
+                    self._services[sid] = (name, list(managers or []))
+            self._services.setdefault(service_id, (service_id, []))
         return self._services[service_id]
+
+    def service_name(self, service_id: str) -> str:
+        return self._service(service_id)[0]
+
+    def service_managers(self, service_id: str) -> list[str]:
+        return self._service(service_id)[1]
+
+    def _read(self, where: Any) -> list[Reader]:
+        """People as plain values (no ORM objects: a batch may name thousands)."""
+        with self.session.no_autoflush:  # the batch's pending changes need not go first
+            rows = self.session.exec(select(*READER_COLUMNS).where(where)).all()
+        people = [Reader(*row) for row in rows]
+        self.by_id.update((p.id, p) for p in people)
+        return people
 
     def prefetch(self, ids: Iterable[str | None]) -> None:
         """Load the people a batch will name in one query (and their line managers)."""
@@ -121,11 +166,25 @@ class MessageContext:
             wanted = {i for i in ids if i and i not in self.by_id}
             if not wanted:
                 return
-            for person in self.session.exec(select(Person).where(col(Person.id).in_(wanted))):
-                self.by_id[person.id] = person
+            self._read(col(Person.id).in_(wanted))
             for missing in wanted - self.by_id.keys():
                 self.by_id[missing] = None
             ids = [p.line_manager_id for p in self.by_id.values() if p is not None]
+
+    def pauses(self, action_ids: set[str]) -> dict[str, date]:
+        """The latest acknowledgement pause of each action (those of the whole batch, read
+        once)."""
+        query = (select(Acknowledgement.action_id, func.max(Acknowledgement.paused_until))
+                 .group_by(col(Acknowledgement.action_id)))
+        if not self.plan_ids:
+            return dict(self.session.exec(query.where(
+                col(Acknowledgement.action_id).in_(action_ids))).all())
+        if self._pauses is None:
+            with self.session.no_autoflush:
+                self._pauses = dict(self.session.exec(query.join(
+                    Action, col(Action.id) == col(Acknowledgement.action_id)).where(
+                    col(Action.plan_id).in_(self.plan_ids))).all())
+        return self._pauses
 
     def line_manager(self, person_id: str) -> str | None:
         """Only the id, from a light query for the whole batch's people."""
@@ -138,20 +197,18 @@ class MessageContext:
             self._managers[person_id] = person.line_manager_id if person else None
         return self._managers[person_id]
 
-    def get(self, person_id: str | None) -> Person | None:
+    def get(self, person_id: str | None) -> Reader | None:
         if person_id is None:
             return None
         if person_id not in self.by_id:
-            self.by_id[person_id] = self.session.get(Person, person_id)
+            found = self._read(Person.id == person_id)
+            self.by_id[person_id] = found[0] if found else None
         return self.by_id[person_id]
 
     def members(self, group: str) -> list[str]:
         if group not in self.groups:
             # the JSON list's text holds the group name in quotes on every database
-            rows = self.session.exec(select(Person).where(
-                cast(Person.groups, String).like(f'%"{group}"%'))).all()
-            for person in rows:
-                self.by_id[person.id] = person
+            rows = self._read(cast(Person.groups, String).like(f'%"{group}"%'))
             self.groups[group] = [p.id for p in rows if group in (p.groups or [])]
         return self.groups[group]
 
@@ -213,11 +270,22 @@ def _after_quiet_hours(settings: DeliverySettings, kind: str, moment: datetime) 
     return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
 
 
+class Enqueued(NamedTuple):
+    """A message the tick wrote (its outbox row is written in bulk, not kept as an object)."""
+
+    key: str
+    kind: str
+    recipient_id: str
+    state: str
+
+
 def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDecision],
-            now: datetime, *, data: PlanData, context: MessageContext) -> list[Notification]:
+            now: datetime, *, data: PlanData, context: MessageContext) -> list[Enqueued]:
     """Write the messages the rules asked for, once each. Their channels are chosen when they
     are sent (:func:`route`), from the channels file in force then. What each says, and which
-    rungs one message covers, is decided in :mod:`qip_flow.services.notices`."""
+    rungs one message covers, is decided in :mod:`qip_flow.services.notices`. The rows are
+    written in bulk, each key once (:func:`write_once`): a key another worker wrote first is
+    skipped, with its bundle."""
     if not decisions:
         return []
     actions = {a.id: a for a in data.actions}
@@ -229,69 +297,94 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
         return []
     context.prefetch(pid for _, pid in wanted)
     context.for_messages(rt, now)
-    made: list[Notification] = []
+    made: list[tuple[notices.Bundle, Reader, list[dict[str, Any]]]] = []
     taken = context.notices.taken(plan.id)
+    told: dict[int, list[str]] = defaultdict(list)  # each decision's readers, by name
+    for decision, person_id in wanted:
+        reader = context.get(person_id)
+        if reader is not None:
+            told[id(decision)].append(reader.name)
     for bundle in notices.bundles(rt, wanted, known, taken, now):
         person = context.get(bundle.person_id)
         if person is None:
             continue
-        rows = _bundle_rows(rt, context, plan, bundle, person, wanted, data, now)
-        if rt.db.is_sqlite:
-            session.add_all(rows)  # writers are serialised; keys checked above
-        elif not insert_once(session, rows[0]):
+        rows = _bundle_rows(rt, context, plan, bundle, person, told, data, now)
+        context.notices.wrote(bundle.lead.entity_id, rows[0])  # later escalations name it
+        made.append((bundle, person, rows))
+    written = write_once(session, [row for _, _, rows in made for row in rows])
+    out: list[Enqueued] = []
+    for bundle, person, rows in made:
+        lead = rows[0]
+        if lead["key"] not in written:
             continue  # another worker enqueued it first
-        else:
-            for row in rows[1:]:
-                insert_once(session, row)
         for row in rows:
-            known.add(row.key)
-            context.remember(row.key)
-        if rows[0].state != "held":
+            known.add(row["key"])
+            context.remember(row["key"])
+        if lead["state"] != "held":
             context.notices.remember(plan.id, bundle)
-        made.append(rows[0])
+        out.append(Enqueued(lead["key"], lead["kind"], person.id, lead["state"]))
         if bundle.lead.kind == "escalation":
             audit.append(session, at=now, actor=RULES_ACTOR, entity_type=bundle.lead.subject,
                          entity_id=bundle.lead.entity_id, what="escalated",
-                         reason=rows[0].detail.get("headline", bundle.lead.headline),
+                         reason=lead["detail"].get("headline", bundle.lead.headline),
                          detail={"to": person.id, "rule": bundle.lead.rule.id,
                                  "occurrence": bundle.lead.occurrence,
-                                 "roles": rows[0].detail.get("roles", []),
+                                 "roles": lead["detail"].get("roles", []),
                                  "covers": [d.rule.id for d in bundle.also]},
                          version=rt.rules.version)
             webhooks.emit(rt, session, "escalation.raised", plan, {
                 "entity": bundle.lead.entity_id, "rule": bundle.lead.rule.id,
                 "headline": bundle.lead.headline, "to": [person.id],
                 "occurrence": bundle.lead.occurrence}, now)
-    return made
+    return out
+
+
+#: rows per INSERT statement
+WRITE_CHUNK = 500
+
+
+def write_once(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert outbox rows in order, in chunks, each unless its key exists already
+    (``INSERT … ON CONFLICT (key) DO NOTHING RETURNING key`` on SQLite and PostgreSQL alike):
+    the unique key decides between workers, and nothing else in the transaction is undone.
+    Returns the keys this call wrote."""
+    if not rows:
+        return set()
+    table = Notification.__table__
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    statement = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(
+        table.c.key)  # type: ignore[attr-defined]
+    written: set[str] = set()
+    with session.no_autoflush:  # the batch's plan and audit changes go together, at commit
+        for start in range(0, len(rows), WRITE_CHUNK):
+            written.update(session.execute(statement, rows[start:start + WRITE_CHUNK]).scalars())
+    return written
 
 
 def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notices.Bundle,
-                 person: Person, wanted: list[tuple[NotifyDecision, str]], data: PlanData,
-                 now: datetime) -> list[Notification]:
-    """The outbox rows of one bundle: the message (held for a digest, or queued), then a
-    ``merged`` row for each rung it covers — so their keys are taken and never sent later."""
+                 person: Reader, told: dict[int, list[str]], data: PlanData,
+                 now: datetime) -> list[dict[str, Any]]:
+    """The outbox rows of one bundle, as plain values: the message (held for a digest, or
+    queued), then a ``merged`` row for each rung it covers — so their keys are taken and never
+    sent later."""
     lead = bundle.lead
     group = lead.group or (notices.signoff_group(plan) if lead.to == "signoff_group" else None)
     base = {"occurrence": lead.occurrence, "to": lead.to, "subject": lead.subject}
     if group:
         base["group"] = group
+    version = rt.rules.version
 
-    def merged(decision: NotifyDecision, into: str) -> Notification:
-        return Notification(
-            key=notices.key_of(decision, person.id),
-            message_key=f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}",
-            rule_id=decision.rule.id, kind=decision.kind, entity_id=decision.entity_id,
-            plan_id=plan.id, recipient_id=person.id, subject=decision.headline, body_text="",
-            body_html="", card_text="", state="merged", created_at=now,
-            rules_version=rt.rules.version,
-            detail={"occurrence": decision.occurrence, "to": decision.to,
-                    "subject": decision.subject, "headline": decision.headline,
-                    "merged_into": into})
+    def row(decision: NotifyDecision, **values: Any) -> dict[str, Any]:
+        return {"key": notices.key_of(decision, person.id),
+                "message_key": f"{decision.rule.id}|{decision.entity_id}|{decision.occurrence}",
+                "rule_id": decision.rule.id, "kind": decision.kind,
+                "entity_id": decision.entity_id, "plan_id": plan.id,
+                "recipient_id": person.id, "created_at": now, "rules_version": version,
+                "routed_at": None, **values}
 
-    names = [p.name for p in (context.get(pid) for d, pid in wanted if d is lead)
-             if p is not None]
     notice = notices.render_bundle(rt, context, plan, bundle, person, data, now,
-                                   [n for n in names if n != person.name], group)
+                                   [n for n in told[id(lead)] if n != person.name], group)
     held = notices.held_for(rt, lead, person, group)
     detail = {**base, **notice.detail}
     if held:
@@ -300,28 +393,30 @@ def _bundle_rows(rt: Runtime, context: MessageContext, plan: Plan, bundle: notic
         detail["not_before"] = bundle.not_before.isoformat()
     key = notices.key_of(lead, person.id)
     message = notice.message
-    row = Notification(
-        key=key, message_key=f"{lead.rule.id}|{lead.entity_id}|{lead.occurrence}",
-        rule_id=lead.rule.id, kind=lead.kind, entity_id=lead.entity_id, plan_id=plan.id,
-        recipient_id=person.id, subject=message.subject, body_text=message.text,
-        body_html=message.html, card_text=message.card, state="held" if held else "queued",
-        created_at=now, rules_version=rt.rules.version, detail=detail)
-    return [row, *(merged(d, key) for d in bundle.also)]
+    rows = [row(lead, subject=message.subject, body_text=message.text, body_html=message.html,
+                card_text=message.card, state="held" if held else "queued", detail=detail)]
+    rows += [row(d, subject=d.headline, body_text="", body_html="", card_text="",
+                 state="merged", detail={"occurrence": d.occurrence, "to": d.to,
+                                         "subject": d.subject, "headline": d.headline,
+                                         "merged_into": key})
+             for d in bundle.also]
+    return rows
 
 
-def hold_acknowledged(session: Session, decisions: list[NotifyDecision], today: date
+def hold_acknowledged(session: Session, decisions: list[NotifyDecision], today: date,
+                      context: MessageContext | None = None
                       ) -> tuple[list[NotifyDecision], date | None]:
     """The ladder's pause: escalations about an action whose escalation someone acknowledged
     wait until the acknowledgement's grace period ends (``acknowledgement.grace_working_days``
     in the reminders rules). Returns the decisions to act on now and the first day a held one
-    may go (the plan is looked at again then); the rules still decide whether it does."""
+    may go (the plan is looked at again then); the rules still decide whether it does. A tick's
+    ``context`` reads the pauses of its whole batch at once."""
     wanted = {d.entity_id for d in decisions if d.kind == "escalation" and d.subject == "action"}
     if not wanted:
         return decisions, None
-    paused = {action_id: until for action_id, until in session.exec(
-        select(Acknowledgement.action_id, func.max(Acknowledgement.paused_until))
-        .where(col(Acknowledgement.action_id).in_(wanted))
-        .group_by(col(Acknowledgement.action_id))).all() if until and until > today}
+    pauses = (context or MessageContext(session)).pauses(wanted)
+    paused = {action_id: until for action_id, until in pauses.items()
+              if action_id in wanted and until and until > today}
     if not paused:
         return decisions, None
     kept = [d for d in decisions
@@ -533,7 +628,8 @@ class TickSummary:
     def as_dict(self) -> dict[str, Any]:
         return {**vars(self), "failing": list(self.failing)}
 
-    def add(self, other: TickSummary) -> None:
+    def add(self, other: TickSummary | PassSummary) -> None:
+        """Add a committed batch's counts (a :class:`PassSummary` counts each plan)."""
         for name, value in vars(other).items():
             if isinstance(value, int):
                 setattr(self, name, getattr(self, name) + value)
@@ -563,18 +659,14 @@ def _claim_plans(rt: Runtime, worker: str, now: datetime, batch: int,
 def _check_batch(rt: Runtime, plan_ids: list[str], now: datetime, summary: TickSummary,
                  was_failing: set[str]) -> None:
     """Decide a batch in one transaction; counted only once it is committed."""
-    from qip_flow.services.assess import reassess_batch
+    from qip_flow.services.assess import PassSummary, reassess_batch
 
-    counted = TickSummary()
+    counted = PassSummary()
     for plan, result in reassess_batch(rt, plan_ids):  # one transaction per batch
         plan.check_claimed_by = plan.check_lease_until = None
         if plan.next_check_at is not None and plan.next_check_at <= now:
             plan.next_check_at = now + timedelta(days=1)
-        counted.plans_checked += 1
-        counted.notifications += len(result.notified)
-        counted.escalations += sum(1 for n in result.notified if n.kind == "escalation")
-        counted.rag_changes += int(result.rag_changed)
-        counted.reopened += int(bool(result.reopened))
+        counted.count(result)
         if plan.id in was_failing:  # evaluates again: in the same transaction
             session = Session.object_session(plan)
             assert session is not None
@@ -616,12 +708,22 @@ def tick(rt: Runtime, *, worker: str | None = None, batch: int = 200,
 # --- dispatch ----------------------------------------------------------------------------
 
 
+#: Sending is recorded in steps of about this many seconds: each step is one transaction that
+#: writes the outcomes of the messages just sent and starts the tries of the next ones. A fast
+#: relay gets one transaction per few dozen messages, a slow one one per message; a killed
+#: worker leaves at most one step's tries unfinished, each counted as interrupted and sent
+#: again when its lease expires.
+RECORD_EVERY = 0.25
+MOST_PER_STEP = 64
+
+
 @dataclass
 class DispatchSummary:
     sent: int = 0
     retried: int = 0
     failed: int = 0
     interrupted: int = 0  # tries cut off by a killed worker: possibly delivered twice
+    connections: int = 0  # SMTP connections opened: one per relay, unless the relay dropped one
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -630,9 +732,15 @@ class DispatchSummary:
 
 @dataclass
 class _Job:
+    """One try of one delivery, with what its outcome needs to be written in bulk."""
+
     delivery_id: int
     attempt_id: int
+    notification_id: int
+    attempts: int  # tries before this one
+    next_attempt_at: datetime
     channel: str
+    kind: str  # the channel's kind, for quiet hours when it is retried
     email: str | None
     subject: str
     text: str
@@ -641,10 +749,20 @@ class _Job:
     message_id: str = ""
     target: Subscriber | None = None  # a webhook subscriber, with its secret
     headers: dict[str, str] = field(default_factory=dict)
+    carries: list[int] = field(default_factory=list)  # notifications this message is also for
+
+
+@dataclass
+class _Done:
+    job: _Job
+    result: SendResult
+    at: datetime
 
 
 def _claim_deliveries(rt: Runtime, worker: str, now: datetime, batch: int,
                       summary: DispatchSummary) -> list[int]:
+    """Claim a batch (the write gate is asked here, once per batch) and mark the tries a
+    killed worker left unfinished as interrupted."""
     lease = timedelta(minutes=rt.rules.delivery.lease_minutes)
     with rt.db.write() as session:
         query = (select(Delivery).where(Delivery.state == "pending",
@@ -700,122 +818,206 @@ def _reroute(session: Session, d: Delivery) -> None:
             n.state, n.routed_at = "queued", None
 
 
-def _start(rt: Runtime, delivery_id: int, worker: str, now: datetime,
-           links: Links) -> _Job | None:
-    with rt.db.write() as session:
-        d = session.get(Delivery, delivery_id)
-        if d is None or d.state != "pending" or d.claimed_by != worker:
-            return None
-        n = session.get(Notification, d.notification_id)
-        assert n is not None
-        target = webhooks.target(rt, session, d.channel) if n.kind == webhooks.KIND else None
-        if target is None and rt.channels.by_name(d.channel) is None:
-            _reroute(session, d)
-            return None
-        person = session.get(Person, n.recipient_id) if n.recipient_id else None
-        names = [person.name] if person else []
-        carried = _carried(session, d.id or 0)
-        if carried:
-            recipients = session.exec(select(Person.name).join(
-                Notification, col(Notification.recipient_id) == Person.id).where(
-                col(Notification.id).in_([c.notification_id for c in carried]))).all()
-            names = sorted([*names, *recipients])
-        attempt = DeliveryAttempt(delivery_id=delivery_id, worker=worker, started_at=now)
-        session.add(attempt)
-        session.flush()
+def _start(rt: Runtime, session: Session, ids: list[int], worker: str, now: datetime,
+           links: Links) -> list[_Job]:
+    """Write a try for each of these deliveries that is still this worker's, before any is
+    sent, reading what their messages need in a few queries for all of them."""
+    found = {d.id: d for d in session.exec(select(Delivery).where(col(Delivery.id).in_(ids)))}
+    mine = [d for i in ids if (d := found.get(i)) is not None
+            and d.state == "pending" and d.claimed_by == worker]
+    if not mine:
+        return []
+    carried: dict[int, list[Delivery]] = defaultdict(list)
+    for row in session.exec(select(Delivery).where(
+            col(Delivery.carried_by_id).in_([d.id for d in mine])).order_by(col(Delivery.id))):
+        carried[row.carried_by_id or 0].append(row)
+    notes = {n.id: n for n in session.exec(select(Notification).where(col(Notification.id).in_(
+        {d.notification_id for d in mine} | {c.notification_id for rows in carried.values()
+                                             for c in rows})))}
+    people = {p.id: p for p in session.exec(select(Person).where(col(Person.id).in_(
+        {n.recipient_id for n in notes.values() if n.recipient_id})))}
+    jobs: list[_Job] = []
+    attempts: list[DeliveryAttempt] = []
+    targets: dict[str, Subscriber | None] = {}  # webhook subscribers, read once per step
+    for d in mine:
+        n = notes[d.notification_id]
+        target = None
+        if n.kind == webhooks.KIND:
+            if d.channel not in targets:
+                targets[d.channel] = webhooks.target(rt, session, d.channel)
+            target = targets[d.channel]
         channel = rt.channels.by_name(d.channel)
-        text, html, card = _as_sent(n, person, names, bool(channel and channel.personal),
-                                    links)
-        return _Job(delivery_id, attempt.id or 0, d.channel, person.email if person else None,
-                    n.subject, *((n.body_text, n.body_html, "") if target is not None
-                                 else (text, html, card)),
-                    str(n.detail.get("webhook_id", "")), target,
-                    {"X-QIP-Rule": n.rule_id, "X-QIP-About": n.entity_id, "X-QIP-Kind": n.kind})
+        if target is None and channel is None:
+            _reroute(session, d)
+            continue
+        person = people.get(n.recipient_id or "")
+        also = [notes[c.notification_id] for c in carried[d.id or 0]]
+        names = sorted([*([person.name] if person else []),
+                        *(p.name for c in also if (p := people.get(c.recipient_id or "")))])
+        if target is not None:
+            text, html, card = n.body_text, n.body_html, ""
+        else:
+            text, html, card = _as_sent(n, person, names, bool(channel and channel.personal),
+                                        links)
+        attempts.append(DeliveryAttempt(delivery_id=d.id or 0, worker=worker, started_at=now))
+        jobs.append(_Job(
+            d.id or 0, 0, d.notification_id, d.attempts, d.next_attempt_at, d.channel,
+            webhooks.KIND if target else channel.kind if channel else "",
+            person.email if person else None, n.subject, text, html, card,
+            str(n.detail.get("webhook_id", "")), target,
+            {"X-QIP-Rule": n.rule_id, "X-QIP-About": n.entity_id, "X-QIP-Kind": n.kind},
+            [c.notification_id for c in carried[d.id or 0]]))
+    session.add_all(attempts)
+    session.flush()
+    for job, attempt in zip(jobs, attempts, strict=True):
+        job.attempt_id = attempt.id or 0
+    return jobs
 
 
-def _finish(rt: Runtime, job: _Job, ok: bool, error: str, permanent: bool, now: datetime,
-            summary: DispatchSummary) -> None:
+def _finish(rt: Runtime, session: Session, done: list[_Done], summary: DispatchSummary) -> None:
+    """Write the outcomes of the tries just made: one UPDATE of many rows for the tries, one
+    for their deliveries, one for the deliveries they carried, one for the notifications
+    that are now settled."""
+    if not done:
+        return
     settings = rt.rules.delivery
-    with rt.db.write() as session:
-        d = session.get(Delivery, job.delivery_id)
-        attempt = session.get(DeliveryAttempt, job.attempt_id)
-        assert d is not None and attempt is not None
-        attempt.finished_at, attempt.outcome, attempt.error = now, "sent" if ok else "failed", error
-        d.attempts += 1
-        d.claimed_by = d.lease_until = None
-        if ok:
-            d.state, d.sent_at, d.last_error = "sent", now, ""
+    tries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    carried: list[dict[str, Any]] = []
+    for item in done:
+        job, result, now = item.job, item.result, item.at
+        attempts, next_at, sent_at, error = job.attempts + 1, job.next_attempt_at, None, ""
+        if result.ok:
+            state, sent_at = "sent", now
             summary.sent += 1
         else:
-            d.last_error = error
-            if permanent or d.attempts >= settings.max_attempts:
-                d.state = "failed"
+            error = result.error
+            if result.permanent or attempts >= settings.max_attempts:
+                state = "failed"
                 summary.failed += 1
-                summary.errors.append(f"delivery {d.id}: {error}")
+                summary.errors.append(f"delivery {job.delivery_id}: {error}")
             else:
-                wait = timedelta(minutes=settings.backoff_minutes * 2 ** (d.attempts - 1))
-                channel = rt.channels.by_name(d.channel)
-                kind = webhooks.KIND if job.target else channel.kind if channel else ""
-                d.next_attempt_at = allowed_at(settings, kind, now + wait)
+                state = "pending"
+                wait = timedelta(minutes=settings.backoff_minutes * 2 ** (attempts - 1))
+                next_at = allowed_at(settings, job.kind, now + wait)
                 summary.retried += 1
-        for row in _carried(session, d.id or 0):  # the recipients this message was also for
-            row.state, row.attempts, row.sent_at = _carried_state(d.state), d.attempts, d.sent_at
-            row.last_error, row.next_attempt_at = d.last_error, d.next_attempt_at
-            _settle(session, row.notification_id)
-        _settle(session, d.notification_id)
+        tries.append({"id": job.attempt_id, "finished_at": now,
+                      "outcome": "sent" if result.ok else "failed", "error": error})
+        rows.append({"id": job.delivery_id, "state": state, "attempts": attempts,
+                     "next_attempt_at": next_at, "sent_at": sent_at, "last_error": error,
+                     "claimed_by": None, "lease_until": None})
+        if job.carries:  # the recipients this message was also for take its outcome
+            carried.append({"lead": job.delivery_id, "c_state": _carried_state(state),
+                            "c_attempts": attempts, "c_sent_at": sent_at, "c_error": error,
+                            "c_next": next_at})
+    session.execute(update(DeliveryAttempt), tries)
+    session.execute(update(Delivery), rows)
+    if carried:
+        table = Delivery.__table__  # type: ignore[attr-defined]
+        session.execute(update(table).where(table.c.carried_by_id == bindparam("lead")).values(
+            state=bindparam("c_state"), attempts=bindparam("c_attempts"),
+            sent_at=bindparam("c_sent_at"), last_error=bindparam("c_error"),
+            next_attempt_at=bindparam("c_next")), carried)
+    _settle_all(session, {i for item in done
+                          for i in (item.job.notification_id, *item.job.carries)})
+
+
+def _settled_state(states: list[str]) -> str | None:
+    """A notification is sent when every delivery is; failed or partial when none is left
+    (a delivery whose channel left the file does not count: the message was routed again);
+    None while one is still pending."""
+    states = [s for s in states if s != "rerouted"]
+    if not states or "pending" in states or "carried" in states:
+        return None
+    if all(s == "sent" for s in states):
+        return "sent"
+    return "partial" if "sent" in states else "failed"
+
+
+def _settle_all(session: Session, notification_ids: set[int]) -> None:
+    states: dict[int, list[str]] = defaultdict(list)
+    for notification_id, state in session.exec(select(Delivery.notification_id, Delivery.state)
+                                               .where(col(Delivery.notification_id)
+                                                      .in_(notification_ids))):
+        states[notification_id].append(state)
+    settled = [{"id": i, "state": state} for i in sorted(notification_ids)
+               if (state := _settled_state(states[i])) is not None]
+    if settled:
+        session.execute(update(Notification), settled)
 
 
 def _settle(session: Session, notification_id: int) -> None:
-    """A notification is sent when every delivery is; failed or partial when none is left
-    (a delivery whose channel left the file does not count: the message was routed again)."""
+    """:func:`_settled_state` for one notification in this session."""
     n = session.get(Notification, notification_id)
     session.flush()
-    states = [d.state for d in session.exec(select(Delivery).where(
-        Delivery.notification_id == notification_id)).all() if d.state != "rerouted"]
-    if n is None or not states or "pending" in states or "carried" in states:
-        return
-    if all(s == "sent" for s in states):
-        n.state = "sent"
-    elif any(s == "sent" for s in states):
-        n.state = "partial"
-    else:
-        n.state = "failed"
+    state = _settled_state([d.state for d in session.exec(select(Delivery).where(
+        Delivery.notification_id == notification_id)).all()])
+    if n is not None and state is not None:
+        n.state = state
+
+
+def _send(sender: Sender, rt: Runtime, job: _Job) -> SendResult:
+    if job.target is not None:
+        return sender.post(job.target, job.message_id, job.text)
+    channel = rt.channels.by_name(job.channel)
+    assert channel is not None  # checked when the try was started
+    return sender.send(channel, email=job.email, subject=job.subject, text=job.text,
+                       html=job.html, card=job.card, headers=job.headers)
+
+
+def _send_batch(rt: Runtime, sender: Sender, ids: list[int], worker: str, links: Links,
+                summary: DispatchSummary, on_sent: Callable[[int], None] | None,
+                size: int) -> int:
+    """Send a claimed batch in steps of ``size`` messages, adjusted as it goes to about
+    :data:`RECORD_EVERY` of sending: each step's transaction writes the previous step's
+    outcomes and the next step's tries, so every message is sent only after its try is
+    committed, and its outcome follows within a step. Returns the step size reached."""
+    done: list[_Done] = []
+    left = list(ids)
+    try:
+        while left or done:
+            step, left = left[:size], left[size:]
+            with rt.db.write(gated=False) as session:  # the claim asked the gate
+                _finish(rt, session, done, summary)
+                jobs = _start(rt, session, step, worker, rt.clock.now(), links) if step else []
+            recorded, done = len(done), []
+            if on_sent and recorded:
+                on_sent(recorded)
+            began = perf_counter()
+            for job in jobs:
+                done.append(_Done(job, _send(sender, rt, job), rt.clock.now()))
+            if jobs:
+                each = (perf_counter() - began) / len(jobs)
+                size = max(1, min(MOST_PER_STEP, int(RECORD_EVERY / max(each, 1e-6))))
+    finally:
+        if done:  # a send raised: what was sent before it is still recorded
+            with rt.db.write(gated=False) as session:
+                _finish(rt, session, done, summary)
+    return size
 
 
 def dispatch(rt: Runtime, *, worker: str | None = None, batch: int = 50,
              stop: Callable[[], bool] = lambda: False, max_batches: int | None = None,
              on_sent: Callable[[int], None] | None = None) -> DispatchSummary:
     """Route what was queued to the channels in force, then send what is due, batch by
-    batch, until nothing is left (or ``stop()``)."""
+    batch, until nothing is left (or ``stop()``), over connections kept for the run (one SMTP
+    connection per relay, one HTTP client for webhooks)."""
     worker = worker or worker_name()
     summary = DispatchSummary()
-    batches = 0
+    batches, step = 0, 1  # the first step is one message: its time sets the next step's size
     links = Links(rt)
-    while not stop() and (max_batches is None or batches < max_batches):
-        now = rt.clock.now()
-        route(rt, now)
-        ids = _claim_deliveries(rt, worker, now, batch, summary)
-        if not ids:
-            if route(rt, now):  # messages a rerouted delivery put back in the queue
-                continue
-            break
-        batches += 1
-        for delivery_id in ids:
-            job = _start(rt, delivery_id, worker, rt.clock.now(), links)
-            if job is None:
-                continue
-            if job.target is not None:
-                result = post_webhook(job.target, job.message_id, job.text,
-                                      redact=rt.channels.redact)
-            else:
-                channel = rt.channels.by_name(job.channel)
-                assert channel is not None  # checked when the try was started
-                result = rt.channels.send(channel, email=job.email, subject=job.subject,
-                                          text=job.text, html=job.html, card=job.card,
-                                          headers=job.headers)
-            _finish(rt, job, result.ok, result.error, result.permanent, rt.clock.now(), summary)
-            if on_sent:
-                on_sent(1)
+    with rt.channels.sending() as sender:
+        while not stop() and (max_batches is None or batches < max_batches):
+            now = rt.clock.now()
+            route(rt, now)
+            ids = _claim_deliveries(rt, worker, now, batch, summary)
+            if not ids:
+                if route(rt, now):  # messages a rerouted delivery put back in the queue
+                    continue
+                break
+            batches += 1
+            step = _send_batch(rt, sender, ids, worker, links, summary, on_sent, step)
+        summary.connections = sender.connections()
     return summary
 
 

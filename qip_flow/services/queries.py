@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Table, case
 from sqlmodel import Session, col, func, or_, select
 
-from qip_flow.decide.vocabulary import RATINGS
 from qip_flow.errors import InvalidInput
-from qip_flow.services.lifecycle import get_entity
+from qip_flow.services.lookup import get_entity
 from qip_flow.store.models import (
     Action,
     AuditEvent,
@@ -46,11 +46,20 @@ def check_plan_filters(session: Session, *, state: str | None = None,
                        rag: str | None = None, states: Sequence[str] = ()) -> None:
     """A filter value that can never match (a state the plan workflow does not have, a RAG
     that is not red/amber/green, an unknown service) is refused with the allowed values."""
-    _check_choice("--rag", rag.lower() if rag else rag, RATINGS)
+    if rag is not None:
+        from qip_flow.decide.vocabulary import RATINGS
+
+        _check_choice("--rag", rag.lower(), RATINGS)
     if states:
         _check_choice("--state", state, states)
     if service is not None:
-        _check_choice("--service", service, session.exec(select(Service.id)).all())
+        _check_choice("--service", service,
+                      session.exec(select(Service.__table__.c.id)).all())  # type: ignore[attr-defined]
+
+
+DONE = ("completed", "verified")  # the action states that count as done
+PLAN: Table = Plan.__table__  # type: ignore[attr-defined]
+ACTION: Table = Action.__table__  # type: ignore[attr-defined]
 
 
 def action_counts(session: Session, plan_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -64,16 +73,23 @@ def action_counts(session: Session, plan_ids: Sequence[str]) -> dict[str, dict[s
             counts[plan_id][state_] += 1
     return {plan_id: {"actions": sum(by_state.values()),
                       "actions_done": sum(n for s, n in by_state.items()
-                                          if s in ("completed", "verified"))}
+                                          if s in DONE)}
             for plan_id, by_state in counts.items()}
 
 
 def plans_query(*, state: str | None = None, service: str | None = None,
                 theme: str | None = None, rag: str | None = None) -> Any:
     """The plans matching the filters given, in id order."""
-    query = select(Plan).order_by(col(Plan.id))
-    for column, value in ((Plan.state, state), (Plan.service_id, service), (Plan.theme, theme),
-                          (Plan.rag, rag)):
+    return _filtered(select(Plan).order_by(col(Plan.id)), state=state, service=service,
+                     theme=theme, rag=rag)
+
+
+def _filtered(query: Any, *, state: str | None, service: str | None, theme: str | None,
+              rag: str | None) -> Any:
+    """``query`` narrowed to the plans matching the filters given."""
+    plan = PLAN.c
+    for column, value in ((plan.state, state), (plan.service_id, service), (plan.theme, theme),
+                          (plan.rag, rag)):
         if value is not None:
             query = query.where(column == value)
     return query
@@ -95,23 +111,38 @@ def list_plans(
     ``after``, at most ``limit``, among ``only`` (None: every plan)."""
     rag = rag.lower() if rag else rag
     check_plan_filters(session, state=state, service=service, theme=theme, rag=rag, states=states)
-    query = plans_query(state=state, service=service, theme=theme, rag=rag)
+    plan, action = PLAN.c, ACTION.c
+    columns = (plan.id, plan.title, plan.service_id, plan.source_type, plan.theme, plan.state,
+               plan.rag, plan.owner_id)
+    # one grouped query on the tables (no ORM objects, no mapper set-up): each plan's columns
+    # with its count of actions and of those done
+    query = _filtered(
+        select(*columns, func.count(action.id),
+               func.coalesce(func.sum(case((action.state.in_(DONE), 1), else_=0)), 0))
+        .select_from(PLAN.outerjoin(ACTION, action.plan_id == plan.id))
+        .group_by(plan.id).order_by(plan.id),
+        state=state, service=service, theme=theme, rag=rag)
     if after is not None:
-        query = query.where(col(Plan.id) > after)
+        query = query.where(plan.id > after)
     if only is not None:
-        query = query.where(col(Plan.id).in_(sorted(only)))
+        query = query.where(plan.id.in_(sorted(only)))
     if limit is not None:
         query = query.limit(limit)
-    plans = session.exec(query).all()
-    counts = action_counts(session, [p.id for p in plans])
     return [
-        {
-            "id": p.id, "title": p.title, "service": p.service_id, "source": p.source_type,
-            "theme": p.theme, "state": p.state, "rag": p.rag, "owner": p.owner_id,
-            **counts.get(p.id, {"actions": 0, "actions_done": 0}),
-        }
-        for p in plans
+        {"id": id_, "title": title, "service": service_id, "source": source, "theme": theme_,
+         "state": state_, "rag": rag_, "owner": owner, "actions": actions,
+         "actions_done": int(done)}
+        for id_, title, service_id, source, theme_, state_, rag_, owner, actions, done
+        in session.exec(query).all()  # type: ignore[call-overload]
     ]
+
+
+def count_plans(session: Session, *, state: str | None = None, service: str | None = None,
+                theme: str | None = None, rag: str | None = None) -> int:
+    """How many plans match the filters (for "showing N of M")."""
+    query = _filtered(select(func.count()).select_from(PLAN), state=state, service=service,
+                      theme=theme, rag=rag.lower() if rag else rag)
+    return int(session.exec(query).one())
 
 
 def entity_history(session: Session, entity_id: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qip_flow.decide.decisions import NotifyDecision
-from qip_flow.store.models import Plan, Service
+from qip_flow.store.models import Plan
 
 if TYPE_CHECKING:
     from qip_flow.services.notifications import MessageContext
@@ -17,8 +17,7 @@ def plan_recipients(context: MessageContext, plan: Plan, decision: NotifyDecisio
     """The people a plan names beyond its owner and sponsor: its service's managers, the group
     its closure criteria name, the owner of the indicator whose measurement is due."""
     if decision.to == "service_managers":
-        service = context.session.get(Service, plan.service_id)
-        return list(service.manager_ids or []) if service else []
+        return context.service_managers(plan.service_id)
     if decision.to == "signoff_group":
         group = ((plan.closure_criteria or {}).get("signoff") or {}).get("group")
         return context.members(group) if group else []

@@ -1,6 +1,8 @@
 """The database: one engine, write transactions that never fail "database is locked" on SQLite
 (``BEGIN IMMEDIATE``), one writer per plan at a time (``lock_plans``), and the schema kept by
-Alembic migrations."""
+Alembic migrations. Alembic is imported only to migrate (``qip init``): every other command
+checks the schema by reading the version row and comparing it with the head named in the
+migration files."""
 
 from __future__ import annotations
 
@@ -14,11 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -30,10 +28,12 @@ from sqlalchemy.exc import (
 from sqlmodel import Session, col, select
 
 from qip_flow.errors import Conflict, InvalidInput, NotInitialised, QipError, Refused, Unavailable
-from qip_flow.store.models import AuditEvent, Plan
 
 if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
     from qip_flow.config.files import GovernanceFiles
+    from qip_flow.store.models import Plan
 
 DEFAULT_URL = "sqlite:///qip.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -122,6 +122,8 @@ def lock_plans(session: Session, plan_ids: Iterable[str], *,
     or one of its parts, ``PLAN/…``) gets its version bumped and who changed it and when.
     ``expected_version`` is the version the person acting saw: if the plan has moved on since,
     the change is refused naming who changed it and when."""
+    from qip_flow.store.models import Plan
+
     ids = sorted(set(plan_ids))
     plans = list(session.exec(
         select(Plan).where(col(Plan.id).in_(ids)).order_by(col(Plan.id)).with_for_update()
@@ -147,6 +149,8 @@ def lock_plans(session: Session, plan_ids: Iterable[str], *,
 def _note_audited(session: Session, _context: Any = None, _instances: Any = None) -> None:
     """Remember the audit events and new plans about to be written (on PostgreSQL each event
     is flushed as it is appended, so it is gone from ``session.new`` by commit time)."""
+    from qip_flow.store.models import AuditEvent, Plan
+
     for row in session.new:
         if isinstance(row, AuditEvent):
             session.info.setdefault(_AUDITED, {})[row.seq] = (row.entity_id, row.actor, row.at)
@@ -256,6 +260,8 @@ class Database:
             raise database_problem(exc, self.shown_url) from None
 
     def _alembic(self) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
@@ -276,6 +282,8 @@ class Database:
             raise Refused(f"{self.url} already holds a real record; a database becomes a "
                           "simulation only when it is created: run `qip init --simulation` "
                           "with --db naming a new database")
+        from alembic import command
+
         with self.engine.begin() as conn:
             cfg = self._alembic()
             cfg.attributes["connection"] = conn
@@ -303,11 +311,20 @@ class Database:
             return False
 
     def current_revision(self) -> str | None:
+        """The revision recorded in ``alembic_version`` (None: no qip_flow schema yet), read
+        with one plain query, as Alembic reads it."""
         try:
             with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
         except DatabaseError as exc:
             raise database_problem(exc, self.shown_url) from None
+        if len(rows) > 1:
+            raise NotInitialised(f"the database {self.shown_url} records several schema "
+                                 f"versions ({', '.join(sorted(r[0] for r in rows))}); it was "
+                                 "not made by qip_flow's migrations")
+        return rows[0][0] if rows else None
 
     def require_schema(self) -> None:
         """Refuse to work on a database whose schema is missing or out of date (and never
@@ -317,20 +334,49 @@ class Database:
             raise NotInitialised(f"there is no database at {database}; check --db, or run "
                                  "`qip init` to create one there")
         current = self.current_revision()
-        if current != head_revision():
-            state = "has no qip_flow schema" if current is None else f"is at schema {current}"
+        head = head_revision()
+        if current == head:
+            return
+        if current is None:
+            raise NotInitialised(f"the database {self.shown_url} has no qip_flow schema; run "
+                                 "`qip init` to create or upgrade it")
+        if current not in revisions():
             raise NotInitialised(
-                f"the database {self.shown_url} {state}; run `qip init` to create or upgrade it"
-            )
+                f"the database {self.shown_url} is at schema {current}, newer than this "
+                f"qip_flow knows (its newest is {head}): upgrade qip_flow to the version that "
+                "wrote it")
+        raise NotInitialised(f"the database {self.shown_url} is at schema {current}, older than "
+                             f"this qip_flow's {head}; run `qip init` to upgrade it")
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
+VERSION_TABLE = "alembic_version"
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(?:None|['\"]([^'\"]+)['\"])",
+                   re.MULTILINE)
+
+
+@cache
+def revisions() -> dict[str, str | None]:
+    """Each migration's revision and the one it follows, read from the migration files'
+    ``revision =`` and ``down_revision =`` lines (what Alembic reads, without importing it)."""
+    found: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN.search(source)
+        if revision is None or down is None:
+            raise AssertionError(f"{path.name}: no 'revision =' or 'down_revision =' line")
+        found[revision.group(1)] = down.group(1)
+    return found
+
+
 @cache
 def head_revision() -> str:
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    assert head is not None
-    return head
+    """The newest migration: the one no other follows."""
+    chain = revisions()
+    heads = set(chain) - {down for down in chain.values() if down}
+    if len(heads) != 1:
+        raise AssertionError(f"the migrations have {len(heads)} heads ({sorted(heads)}), not one")
+    return heads.pop()

@@ -7,12 +7,21 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 from qip_flow.store.types import UtcDateTime, json_dict, json_list
 
 LEVELS = ("operational", "manager", "senior", "board")
+
+
+class Record(SQLModel):
+    """What every table shares: its pydantic validator and serialiser are built when first
+    used, not at import. Every ``qip`` command imports every table, and most never validate
+    or dump a row of most of them (building them all took ~25 ms of each command's start)."""
+
+    model_config = ConfigDict(defer_build=True)  # type: ignore[assignment]
 
 
 def _when(**kw: Any) -> Any:
@@ -27,7 +36,7 @@ def _json_dict() -> Any:
     return Field(default_factory=dict, sa_type=json_dict())
 
 
-class Person(SQLModel, table=True):
+class Person(Record, table=True):
     id: str = Field(primary_key=True)
     name: str
     email: str | None = None
@@ -41,20 +50,20 @@ class Person(SQLModel, table=True):
     digest: bool = False
 
 
-class Service(SQLModel, table=True):
+class Service(Record, table=True):
     id: str = Field(primary_key=True)
     name: str
     kind: str = ""
     manager_ids: list[str] = _json_list()
 
 
-class Risk(SQLModel, table=True):
+class Risk(Record, table=True):
     id: str = Field(primary_key=True)
     title: str
     owner_id: str | None = Field(default=None, foreign_key="person.id")
 
 
-class Plan(SQLModel, table=True):
+class Plan(Record, table=True):
     id: str = Field(primary_key=True)
     title: str
     service_id: str = Field(foreign_key="service.id", index=True)
@@ -95,7 +104,7 @@ class Plan(SQLModel, table=True):
     changed_at: datetime | None = _when(default=None)
 
 
-class ClosureRules(SQLModel, table=True):
+class ClosureRules(Record, table=True):
     """A closure rules file exactly as a plan pinned it, kept once per version."""
 
     version: str = Field(primary_key=True)
@@ -104,7 +113,7 @@ class ClosureRules(SQLModel, table=True):
     first_pinned_at: datetime = _when()
 
 
-class Finding(SQLModel, table=True):
+class Finding(Record, table=True):
     id: str = Field(primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     ref: str
@@ -113,7 +122,7 @@ class Finding(SQLModel, table=True):
     root_causes: list[str] = _json_list()
 
 
-class Action(SQLModel, table=True):
+class Action(Record, table=True):
     id: str = Field(primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     finding_id: str | None = Field(default=None, foreign_key="finding.id")
@@ -134,7 +143,7 @@ class Action(SQLModel, table=True):
     verified_by_id: str | None = Field(default=None, foreign_key="person.id")
 
 
-class DueRevision(SQLModel, table=True):
+class DueRevision(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action_id: str = Field(foreign_key="action.id", index=True)
     previous_due: date | None = None
@@ -144,7 +153,7 @@ class DueRevision(SQLModel, table=True):
     at: datetime = _when()
 
 
-class DueRequest(SQLModel, table=True):
+class DueRequest(Record, table=True):
     """An owner's request for a new due date, waiting for someone else to approve or refuse it
     (approving fires the action's ``revise_due`` event as the approver)."""
 
@@ -160,7 +169,7 @@ class DueRequest(SQLModel, table=True):
     decision_reason: str = ""
 
 
-class ProgressNote(SQLModel, table=True):
+class ProgressNote(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action_id: str = Field(foreign_key="action.id", index=True)
     by_id: str = Field(foreign_key="person.id")
@@ -168,7 +177,7 @@ class ProgressNote(SQLModel, table=True):
     text: str
 
 
-class Evidence(SQLModel, table=True):
+class Evidence(Record, table=True):
     """What shows an action was done: a description and where it is kept, or an uploaded file
     (kept outside the database under its SHA-256, ``store/evidence_files.py``) with its size,
     the media type its content showed, and the name it was uploaded with."""
@@ -186,7 +195,7 @@ class Evidence(SQLModel, table=True):
     filename: str = ""
 
 
-class Acknowledgement(SQLModel, table=True):
+class Acknowledgement(Record, table=True):
     """Someone an escalation went to has seen it and acts: the next rung of the ladder about
     the action waits until ``paused_until`` (the reminders rules' grace period), and the owner
     is told. One per escalation received."""
@@ -199,7 +208,7 @@ class Acknowledgement(SQLModel, table=True):
     paused_until: date
 
 
-class Indicator(SQLModel, table=True):
+class Indicator(Record, table=True):
     id: str = Field(primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     ref: str
@@ -211,7 +220,7 @@ class Indicator(SQLModel, table=True):
     owner_id: str | None = Field(default=None, foreign_key="person.id", index=True)
 
 
-class Measurement(SQLModel, table=True):
+class Measurement(Record, table=True):
     __table_args__ = (Index("ix_measurement_indicator_on", "indicator_id", "on"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -226,7 +235,7 @@ class Measurement(SQLModel, table=True):
     backdate_reason: str = ""
 
 
-class SignOff(SQLModel, table=True):
+class SignOff(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     purpose: str
@@ -244,7 +253,7 @@ class SignOff(SQLModel, table=True):
     at: datetime = _when()
 
 
-class LearningSummary(SQLModel, table=True):
+class LearningSummary(Record, table=True):
     id: int | None = Field(default=None, primary_key=True)
     plan_id: str = Field(foreign_key="plan.id", index=True)
     summary: str
@@ -254,7 +263,7 @@ class LearningSummary(SQLModel, table=True):
     review_due: date | None = None
 
 
-class LearningReview(SQLModel, table=True):
+class LearningReview(Record, table=True):
     """One post-closure learning review: leaders tested whether the learning is still alive,
     and what they found."""
 
@@ -266,7 +275,7 @@ class LearningReview(SQLModel, table=True):
     at: datetime = _when()
 
 
-class Notification(SQLModel, table=True):
+class Notification(Record, table=True):
     """One message to one person, decided once: ``key`` (rule, entity, recipient, occurrence)
     is unique, so a tick run twice, or by two workers, never enqueues it twice."""
 
@@ -292,7 +301,7 @@ class Notification(SQLModel, table=True):
     routed_at: datetime | None = _when(default=None)
 
 
-class Delivery(SQLModel, table=True):
+class Delivery(Record, table=True):
     """A notification on one channel, retried with back-off until sent or finally failed."""
 
     __table_args__ = (Index("ix_delivery_due", "state", "next_attempt_at"),)
@@ -315,7 +324,7 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = _when(default=None)
 
 
-class DeliveryAttempt(SQLModel, table=True):
+class DeliveryAttempt(Record, table=True):
     """Every try, written before the send and completed after it: a try left without an outcome
     was cut off (a killed worker) and may have been delivered — counted, never hidden."""
 
@@ -328,7 +337,7 @@ class DeliveryAttempt(SQLModel, table=True):
     error: str = ""
 
 
-class PlanFailure(SQLModel, table=True):
+class PlanFailure(Record, table=True):
     """A plan the tick could not evaluate or whose messages it could not render: skipped and
     retried on every tick, reported to the operators, while the rest of the batch proceeds.
     ``resolved_at`` is set when it evaluates again."""
@@ -341,7 +350,7 @@ class PlanFailure(SQLModel, table=True):
     resolved_at: datetime | None = _when(default=None)
 
 
-class AuditEvent(SQLModel, table=True):
+class AuditEvent(Record, table=True):
     """One row per change, chained: ``hash`` covers the row and the previous row's hash."""
 
     __table_args__ = (Index("ix_auditevent_entity", "entity_id", "seq"),
@@ -362,7 +371,7 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(unique=True)
 
 
-class AuditHead(SQLModel, table=True):
+class AuditHead(Record, table=True):
     """The chain's last link, one row, locked by each writer so two transactions never fork
     the chain; ``database_id`` names this database in the checkpoints written outside it."""
 
@@ -372,7 +381,7 @@ class AuditHead(SQLModel, table=True):
     database_id: str = ""
 
 
-class DatabaseSetting(SQLModel, table=True):
+class DatabaseSetting(Record, table=True):
     """Facts about the database itself, fixed when it is created: ``simulation`` is "true"
     on a database made with ``qip init --simulation`` (the only kind ``--now`` may write)."""
 
@@ -380,7 +389,7 @@ class DatabaseSetting(SQLModel, table=True):
     value: str
 
 
-class PublishedConfig(SQLModel, table=True):
+class PublishedConfig(Record, table=True):
     """One publication of the governance files (``qip rules publish``, or ``qip init`` on a
     fresh database): their texts and content version. The newest row is in force."""
 
@@ -419,7 +428,7 @@ __all__ = [
 ]
 
 
-class Heartbeat(SQLModel, table=True):
+class Heartbeat(Record, table=True):
     """The last run of each scheduled job (``tick``, ``dispatch``), for ``qip health``: when it
     last succeeded, how long it took and what it did, or the error that stopped it."""
 
@@ -432,7 +441,7 @@ class Heartbeat(SQLModel, table=True):
     last_error: str = ""
 
 
-class WebSession(SQLModel, table=True):
+class WebSession(Record, table=True):
     """One signed-in browser. The cookie holds a random token; only its SHA-256 is kept here,
     so a copy of the database cannot sign anyone in. ``scope`` is the one item a deep link
     opens (None: the person's whole authority); ``full_signin_at`` is when the person last
@@ -453,7 +462,7 @@ class WebSession(SQLModel, table=True):
 
 
 
-class ApiToken(SQLModel, table=True):
+class ApiToken(Record, table=True):
     """A system's key to the API (``qip token create``): a named service account, never a
     person. Only the SHA-256 of the token is kept (the token is shown once, when made), with
     its first characters to recognise it by. ``scopes`` say what it may do
@@ -477,7 +486,7 @@ class ApiToken(SQLModel, table=True):
     last_used_at: datetime | None = _when(default=None)
 
 
-class MeasurementKey(SQLModel, table=True):
+class MeasurementKey(Record, table=True):
     """A measurement's idempotency key, kept with the measurement it recorded (in the same
     transaction): a push retried with the same key answers with that measurement and records
     nothing. ``key`` is "caller|key" (a token's name or a person's id); ``fingerprint`` is the
@@ -489,7 +498,7 @@ class MeasurementKey(SQLModel, table=True):
     at: datetime = _when()
 
 
-class WebhookSubscription(SQLModel, table=True):
+class WebhookSubscription(Record, table=True):
     """A subscriber an administrator registered through the API (the channels file's
     ``webhooks:`` are the others). Its signing secret is never stored: it is derived from the
     installation's secret key and ``salt`` (shown once, when registered)."""
