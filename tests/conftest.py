@@ -52,6 +52,24 @@ PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """``pytest -n N`` alone schedules as ``python3 dev.py test`` does (``--dist loadgroup``),
+    so the groups below hold however the suite is started; a ``--dist`` given is kept."""
+    given = config.invocation_params.args
+    chosen = any(a in ("--dist", "-d") or a.startswith("--dist=") for a in given)
+    if getattr(config.option, "dist", "no") == "load" and not chosen \
+            and not getattr(config.option, "distload", False):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker how the run is scheduled: a worker reads only the command line,
+    where ``--dist`` may be missing (``pytest_configure`` above chose it)."""
+    node.workerinput["qip_dist"] = node.config.option.dist
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]
                                   ) -> Iterator[None]:
@@ -65,7 +83,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     yield
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    loadgroup = bool(getattr(config.option, "loadgroup", False))  # xdist sets it on a worker
+    loadgroup = bool(getattr(config.option, "loadgroup", False)) \
+        or getattr(config, "workerinput", {}).get("qip_dist") == "loadgroup"
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             defs = getattr(item, "_fixtureinfo", None)
