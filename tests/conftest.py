@@ -16,9 +16,9 @@ pytest-xdist), so every test must be safe beside any other:
   under ``tmp_path`` / ``tmp_path_factory``; screenshots under ``test-artifacts/`` with names
   of their own.
 
-Fixtures here, cheapest first: ``sqlite_db`` / ``database`` (empty, initialised),
-``runtime`` and ``loaded`` (the shipped examples loaded on 15 January 2026; on SQLite a copy
-of a file loaded once per process, see ``sqlite_copy``), ``database_url`` (an empty database
+Fixtures here, cheapest first: ``sqlite_db`` / ``database`` (empty, initialised; on SQLite a
+copy of a file initialised once per process, see ``sqlite_copy``), ``runtime`` and ``loaded``
+(the shipped examples loaded on 15 January 2026), ``database_url`` (an empty database
 for tests that run `qip init` themselves), ``config`` (an editable copy of workflows/ and
 rules/) and ``cli`` (`qip ARGS` in this process: no interpreter start-up). Prefer ``cli`` to
 a subprocess unless the separate process is what the test is about; the command tree is built
@@ -52,6 +52,24 @@ PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """``pytest -n N`` alone schedules as ``python3 dev.py test`` does (``--dist loadgroup``),
+    so the groups below hold however the suite is started; a ``--dist`` given is kept."""
+    given = config.invocation_params.args
+    chosen = any(a in ("--dist", "-d") or a.startswith("--dist=") for a in given)
+    if getattr(config.option, "dist", "no") == "load" and not chosen \
+            and not getattr(config.option, "distload", False):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker how the run is scheduled: a worker reads only the command line,
+    where ``--dist`` may be missing (``pytest_configure`` above chose it)."""
+    node.workerinput["qip_dist"] = node.config.option.dist
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]
                                   ) -> Iterator[None]:
@@ -65,7 +83,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     yield
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    loadgroup = bool(getattr(config.option, "loadgroup", False))  # xdist sets it on a worker
+    loadgroup = bool(getattr(config.option, "loadgroup", False)) \
+        or getattr(config, "workerinput", {}).get("qip_dist") == "loadgroup"
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             defs = getattr(item, "_fixtureinfo", None)
@@ -177,12 +196,31 @@ def drop_postgres_schema(schema: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def initialised_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite file initialised once per process (``init`` runs every migration and
+    publishes the shipped governance files: about 0.2 s). Tests get a copy (``sqlite_copy``):
+    the same bytes as their own ``init`` would write, but for the publication's time."""
+    path = tmp_path_factory.mktemp("initialised") / "qip.db"
+    db = Database(f"sqlite:///{path}")
+    db.init(simulation=True)
+    db.dispose()  # checkpoints the WAL: the file alone is the whole database
+    assert not Path(f"{path}-wal").exists() or not Path(f"{path}-wal").stat().st_size
+    return path
+
+
+def sqlite_copy(template: Path, folder: Path) -> Database:
+    """A database on a copy of ``template`` in ``folder`` (as ``qip.db``)."""
+    path = folder / "qip.db"
+    shutil.copy(template, path)
+    return Database(f"sqlite:///{path}")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An initialised, empty database of each kind."""
     if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-        db.init(simulation=True)
+        db = sqlite_copy(request.getfixturevalue("initialised_sqlite"), tmp_path)
         yield db
         db.dispose()
         return
@@ -198,9 +236,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'qip.db'}")
-    db.init(simulation=True)
+def sqlite_db(initialised_sqlite: Path, tmp_path: Path) -> Iterator[Database]:
+    db = sqlite_copy(initialised_sqlite, tmp_path)
     yield db
     db.dispose()
 

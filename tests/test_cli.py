@@ -149,8 +149,8 @@ def test_a_plan_is_run_from_the_command_line(db: Path, qip_here: Any) -> None:
     assert "Jaya Patel is at manager level; this needs senior level or above" in refusal.stderr
     assert contents(db) == before
 
-    approve = qip(db, "--now", "2026-01-22", "signoff", "QIP-2026-014", "--for", "approval",
-                  "--by", "dadeyemi", "--meeting", "Quality committee 2026-01-22")
+    approve = qip_here(db, "--now", "2026-01-22", "signoff", "QIP-2026-014", "--for",
+                       "approval", "--by", "dadeyemi", "--meeting", "Quality committee 2026-01-22")
     assert approve.returncode == 0, approve.stderr
     assert "QIP-2026-014: approve: draft → approved" in approve.stdout
     start = qip_here(db, "--json", "--now", "2026-01-22", "do", "QIP-2026-014", "start", "--by",
@@ -193,7 +193,7 @@ def test_bad_and_refused_commands_change_nothing(db: Path, tmp_path: Path, qip_h
     database file is untouched by every one of them."""
     bad_file = bad_medication_file(tmp_path / "plans")
     before = contents(db)
-    load = qip(db, "load", str(bad_file))
+    load = qip_here(db, "load", str(bad_file))  # `load` runs as a process in the first test
     assert (load.returncode, load.stdout) == (2, "")
     assert f"{bad_file}:{OWNER_LINE} actions[2].owner: unknown person 'tsmith'" in load.stderr
     assert contents(db) == before
