@@ -1,9 +1,9 @@
 """Benchmark 1, the daily tick: `qip tick` for a day on which about 1 % of actions have
 something due, at several portfolio sizes, on SQLite and PostgreSQL — wall time and peak
-memory, beside the floor measured in the same run (bench/tick_baseline.py: one indexed query,
-the same thresholds in plain Python, the same outbox rows). Both run in fresh child processes
-on identical copies of the portfolio, and the benchmark checks they wrote the same message
-keys.
+memory, beside the lean floor measured in the same run (bench/tick_baseline.py: the plain
+driver, one indexed read, the same ladder, one bulk insert). Both run in fresh child processes
+on identical copies of the portfolio, with the same setup outside both timers, and the
+benchmark checks they wrote the same rows (key, recipient, held/queued/merged state).
 
     python bench/tick.py --sizes 10000,100000 --backends sqlite,postgres
 """

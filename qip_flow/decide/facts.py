@@ -294,30 +294,42 @@ def _grouped(rows: Iterable[Any], key: str) -> dict[str, list[Any]]:
     return out
 
 
-def load_plan_data(session: Session, plans: Sequence[Plan], now: datetime) -> dict[str, PlanData]:
-    """One query per table for a whole batch of plans (a tick, or a single event)."""
+def _rows(model: Any, plain: bool) -> Any:
+    """A query for a model's rows: ORM objects, or (``plain``) read-only rows with the same
+    attribute names — no identity map, no instance state: a pass over a portfolio only reads
+    them."""
+    return select(*model.__table__.columns) if plain else select(model)
+
+
+def load_plan_data(session: Session, plans: Sequence[Plan], now: datetime, *,
+                   plain: bool = False) -> dict[str, PlanData]:
+    """One query per table for a whole batch of plans (a tick, or a single event); with
+    ``plain``, actions and findings come as read-only rows (what a tick and a re-evaluation
+    need, at a fraction of the cost of ORM objects); so do indicators, sign-offs and learning
+    summaries."""
     ids = [p.id for p in plans]
     if not ids:
         return {}
-    actions = _grouped(session.exec(select(Action).where(col(Action.plan_id).in_(ids))
-                                    .order_by(col(Action.id))).all(), "plan_id")
+    execute = session.execute if plain else session.exec
+    actions = _grouped(execute(_rows(Action, plain).where(
+        col(Action.plan_id).in_(ids)).order_by(col(Action.id))).all(), "plan_id")
     counts: dict[type[Any], dict[str, int]] = {}
     for model in (DueRevision, Evidence):
         counts[model] = {action_id: n for action_id, n in session.exec(
             select(model.action_id, func.count()).join(Action, Action.id == model.action_id)
             .where(col(Action.plan_id).in_(ids)).group_by(model.action_id)).all()}
-    indicators = session.exec(select(Indicator).where(col(Indicator.plan_id).in_(ids))
-                              .order_by(col(Indicator.id))).all()
+    indicators = execute(_rows(Indicator, plain).where(col(Indicator.plan_id).in_(ids))
+                         .order_by(col(Indicator.id))).all()
     # plain rows, not ORM objects: a portfolio has many measurements and they are only read
     measurements = _grouped(session.exec(select(
         Measurement.id, Measurement.indicator_id, Measurement.on, Measurement.value,
         Measurement.reaudit).where(col(Measurement.indicator_id).in_(
             [i.id for i in indicators]))).all(), "indicator_id") if indicators else {}
-    findings = _grouped(session.exec(select(Finding).where(col(Finding.plan_id).in_(ids))).all(),
-                        "plan_id")
-    signoffs = _grouped(session.exec(select(SignOff).where(col(SignOff.plan_id).in_(ids))).all(),
-                        "plan_id")
-    learning = _grouped(session.exec(select(LearningSummary).where(
+    findings = _grouped(execute(_rows(Finding, plain).where(
+        col(Finding.plan_id).in_(ids))).all(), "plan_id")
+    signoffs = _grouped(execute(_rows(SignOff, plain).where(
+        col(SignOff.plan_id).in_(ids))).all(), "plan_id")
+    learning = _grouped(execute(_rows(LearningSummary, plain).where(
         col(LearningSummary.plan_id).in_(ids))).all(), "plan_id")
     closed = session.exec(select(Plan.id, Plan.theme, Plan.service_id).where(
         col(Plan.service_id).in_({p.service_id for p in plans}),

@@ -149,7 +149,7 @@ def reassess_locked(rt: Runtime, session: Session, plans: Sequence[Plan]
     from qip_flow.services.notifications import MessageContext
 
     now = rt.clock.now()
-    data = load_plan_data(session, list(plans), now)
+    data = load_plan_data(session, list(plans), now, plain=True)  # read, never changed
     builder = FactBuilder(session, now, data)
     builder.people().know_levels(p.sponsor_id for p in plans)
     context = MessageContext(session, plan_ids=[p.id for p in plans],

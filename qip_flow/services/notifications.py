@@ -304,6 +304,7 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
         reader = context.get(person_id)
         if reader is not None:
             told[id(decision)].append(reader.name)
+    out: list[Enqueued] = []
     for bundle in notices.bundles(rt, wanted, known, taken, now):
         person = context.get(bundle.person_id)
         if person is None:
@@ -311,6 +312,22 @@ def enqueue(rt: Runtime, session: Session, plan: Plan, decisions: list[NotifyDec
         rows = _bundle_rows(rt, context, plan, bundle, person, told, data, now)
         context.notices.wrote(bundle.lead.entity_id, rows[0])  # later escalations name it
         made.append((bundle, person, rows))
+        if len(made) >= HELD_BUNDLES:  # a message to a large group: written as it goes
+            out += _written(rt, session, plan, made, known, context, now)
+            made = []
+    return out + _written(rt, session, plan, made, known, context, now)
+
+
+#: rendered messages held in memory before they are written (a learning summary shared with
+#: a group of hundreds must not hold every one of its messages at once)
+HELD_BUNDLES = 100
+
+
+def _written(rt: Runtime, session: Session, plan: Plan,
+             made: list[tuple[notices.Bundle, Reader, list[dict[str, Any]]]], known: set[str],
+             context: MessageContext, now: datetime) -> list[Enqueued]:
+    """Write rendered bundles (:func:`write_once`), then record what was written: keys taken,
+    days taken, and each escalation in the audit trail and to webhook subscribers."""
     written = write_once(session, [row for _, _, rows in made for row in rows])
     out: list[Enqueued] = []
     for bundle, person, rows in made:
