@@ -37,7 +37,8 @@ OP_WORDS = {"is": "is", "not": "is not", "at_least": "≥", "at_most": "≤", "m
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False,
+                              defer_build=True)
 
 
 class FactRef(_Strict):
@@ -115,13 +116,12 @@ class Group(_Strict):
 
 
 Condition = Leaf | Group
-Group.model_rebuild()
 
 
 class Then(BaseModel):
     """``{outcome: rag, rating: red}``: the outcome's name and its parameters."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     outcome: str
 
     @property
