@@ -1,0 +1,93 @@
+"""The cache of checked governance files: a second read gives the same rules and workflows as
+checking afresh, any change to a file's text or to the workflow states misses it, and a cache
+that is damaged or cannot be written is passed over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qip_flow import SHIPPED_CONFIG
+from qip_flow.config import cache
+from qip_flow.config.files import GovernanceFiles
+from qip_flow.config.rules import RuleBook, load_rules
+from qip_flow.decide.vocabulary import EngineVocabulary
+from qip_flow.errors import InvalidDefinition
+from qip_flow.workflow.machines import Workflows
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(cache.ENV, str(folder))
+    return folder
+
+
+def shipped() -> tuple[GovernanceFiles, Workflows, EngineVocabulary]:
+    files = GovernanceFiles.from_folder(SHIPPED_CONFIG)
+    workflows = Workflows.from_folder(files.folder / "workflows",
+                                      texts=dict(files.part("workflows")))
+    defs = workflows.defs
+    return files, workflows, EngineVocabulary(defs["plan"].state_names(),
+                                              defs["action"].state_names())
+
+
+def book(files: GovernanceFiles, vocab: EngineVocabulary) -> RuleBook:
+    return load_rules(files.folder / "rules", vocab, texts=files.part("rules"))
+
+
+def dumped(rules: RuleBook) -> list[dict[str, object]]:
+    return [f.model_dump() | {"path": f.path, "digest": f.digest} for f in rules.files]
+
+
+def test_a_cached_read_equals_checking_afresh(cache_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    files, workflows, vocab = shipped()
+    first = book(files, vocab)
+    assert sorted(p.name.split("-")[0] for p in cache_dir.iterdir()) == [
+        "rules", "workflow", "workflow"]
+    again = book(files, vocab)
+    _, workflows_again, _ = shipped()
+    monkeypatch.setenv(cache.ENV, "")
+    fresh = book(files, vocab)
+    assert again is not first
+    assert (again.version, dumped(again)) == (first.version, dumped(first)) == (
+        fresh.version, dumped(fresh))
+    assert [r.subject for r in again.rules.values()] == [r.subject for r in fresh.rules.values()]
+    for kind, wf in workflows_again.defs.items():
+        assert (wf.version, wf.model_dump()) == (workflows.defs[kind].version,
+                                                 workflows.defs[kind].model_dump())
+
+
+def test_a_changed_file_or_vocabulary_is_checked_again(cache_dir: Path) -> None:
+    files, _, vocab = shipped()
+    book(files, vocab)
+    name = next(n for n in files.texts if n.startswith("rules/"))
+    broken = GovernanceFiles({**files.texts, name: files.texts[name] + "\nnot_a_field: 1\n"},
+                             files.origin, files.folder)
+    with pytest.raises(InvalidDefinition):
+        book(broken, vocab)
+    fewer_states = EngineVocabulary(["draft"], ["open"])
+    with pytest.raises(InvalidDefinition):
+        book(files, fewer_states)
+
+
+def test_a_damaged_entry_is_rebuilt(cache_dir: Path) -> None:
+    files, _, vocab = shipped()
+    first = book(files, vocab)
+    for entry in cache_dir.glob("rules-*"):
+        entry.write_bytes(b"not a pickle")
+    again = book(files, vocab)
+    assert dumped(again) == dumped(first)
+    assert all(e.read_bytes() != b"not a pickle" for e in cache_dir.glob("rules-*"))
+
+
+def test_an_unwritable_cache_is_passed_over(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(cache.ENV, str(blocker / "cache"))
+    files, _, vocab = shipped()
+    assert book(files, vocab).version == book(files, vocab).version
+    assert blocker.read_text() == "not a folder"
