@@ -91,3 +91,11 @@ def test_an_unwritable_cache_is_passed_over(tmp_path: Path,
     files, _, vocab = shipped()
     assert book(files, vocab).version == book(files, vocab).version
     assert blocker.read_text() == "not a folder"
+
+
+def test_the_oldest_entries_go(cache_dir: Path) -> None:
+    for n in range(cache.KEEP + 3):
+        assert cache.cached("probe", [str(n)], lambda n=n: n) == n
+    kept = sorted(cache_dir.glob("probe-*.pickle"))
+    assert len(kept) == cache.KEEP
+    assert cache.cached("probe", [str(cache.KEEP + 2)], lambda: "rebuilt") == cache.KEEP + 2

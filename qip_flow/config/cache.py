@@ -30,6 +30,9 @@ T = TypeVar("T")
 
 #: Set to an empty value to turn the cache off; to a folder to keep it there.
 ENV = "QIP_CACHE_DIR"
+#: Entries kept of each kind; the oldest go when a new one is written (tests and previews of
+#: edited files would otherwise fill the folder).
+KEEP = 16
 
 
 def folder() -> Path | None:
@@ -98,3 +101,23 @@ def _store(entry: Path, value: object) -> None:
     except Exception:  # not kept is only slower
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        return
+    _prune(entry)
+
+
+def _prune(entry: Path) -> None:
+    """Keep the newest ``KEEP`` entries of ``entry``'s kind."""
+    kind = entry.name.split("-", 1)[0]
+    with contextlib.suppress(OSError):
+        others = sorted((e for e in entry.parent.glob(f"{kind}-*.pickle") if e != entry),
+                        key=_modified, reverse=True)
+        for old in others[KEEP - 1:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def _modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
