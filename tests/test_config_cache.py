@@ -11,7 +11,7 @@ import pytest
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.config import cache
 from qip_flow.config.files import GovernanceFiles
-from qip_flow.config.rules import RuleBook, load_rules
+from qip_flow.config.rules import RuleBook, iter_leaves, load_rules
 from qip_flow.decide.vocabulary import EngineVocabulary
 from qip_flow.errors import InvalidDefinition
 from qip_flow.workflow.machines import Workflows
@@ -55,6 +55,8 @@ def test_a_cached_read_equals_checking_afresh(cache_dir: Path,
     assert (again.version, dumped(again)) == (first.version, dumped(first)) == (
         fresh.version, dumped(fresh))
     assert [r.subject for r in again.rules.values()] == [r.subject for r in fresh.rules.values()]
+    assert [leaf.op for r in again.rules.values() for leaf in iter_leaves(r.when)] == [
+        leaf.op for r in fresh.rules.values() for leaf in iter_leaves(r.when)]
     for kind, wf in workflows_again.defs.items():
         assert (wf.version, wf.model_dump()) == (workflows.defs[kind].version,
                                                  workflows.defs[kind].model_dump())
