@@ -4,6 +4,7 @@ that is damaged or cannot be written is passed over."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,18 @@ def test_the_oldest_entries_go(cache_dir: Path) -> None:
     kept = sorted(cache_dir.glob("probe-*.pickle"))
     assert len(kept) == cache.KEEP
     assert cache.cached("probe", [str(cache.KEEP + 2)], lambda: "rebuilt") == cache.KEEP + 2
+
+
+def test_a_folder_others_can_write_is_neither_read_nor_written(cache_dir: Path) -> None:
+    """A pickle is code: one planted in a folder another user could write is never loaded."""
+    cache_dir.mkdir(mode=0o700)
+    assert cache.cached("probe", ["x"], lambda: "built") == "built"
+    entry = next(cache_dir.glob("probe-*.pickle"))
+    entry.write_bytes(pickle.dumps("planted"))
+    assert cache.cached("probe", ["x"], lambda: "built") == "planted"  # our own folder: read
+    cache_dir.chmod(0o777)
+    try:
+        assert cache.cached("probe", ["x"], lambda: "built again") == "built again"
+        assert pickle.loads(entry.read_bytes()) == "planted"  # and not written over either
+    finally:
+        cache_dir.chmod(0o700)

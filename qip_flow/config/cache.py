@@ -78,6 +78,8 @@ def cached(kind: str, parts: Iterable[str], build: Callable[[], T]) -> T:
         return build()
     entry = where / f"{kind}-{key(kind, parts)}.pickle"
     try:
+        if not _private(where):
+            return build()  # a pickle is code: read none from a folder others could write
         with entry.open("rb") as f:
             return pickle.load(f)  # type: ignore[no-any-return]
     except Exception:  # missing, damaged or unreadable: check the files afresh
@@ -87,10 +89,24 @@ def cached(kind: str, parts: Iterable[str], build: Callable[[], T]) -> T:
     return value
 
 
+def _private(where: Path) -> bool:
+    """True when ``where`` is missing (it will be made private) or belongs to this user and no
+    one else can write to it."""
+    try:
+        st = where.stat()
+    except FileNotFoundError:
+        return True
+    if not hasattr(os, "getuid"):  # Windows: the user's own LOCALAPPDATA
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _store(entry: Path, value: object) -> None:
     """Write ``value`` whole or not at all; a folder that cannot be written keeps no cache."""
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(entry.parent):
+            return
         handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".", suffix=".tmp")
     except OSError:
         return
