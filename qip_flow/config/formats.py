@@ -29,7 +29,8 @@ CADENCES = {"weekly": 7, "fortnightly": 14, "monthly": 30, "quarterly": 91}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_TEXT)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_TEXT,
+                              defer_build=True)
 
 
 class PersonSpec(_Strict):

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from qip_flow.config.cache import cached
 from qip_flow.config.source import YamlDocument, parse_yaml, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
 
@@ -37,7 +38,8 @@ OP_WORDS = {"is": "is", "not": "is not", "at_least": "≥", "at_most": "≤", "m
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False,
+                              defer_build=True)
 
 
 class FactRef(_Strict):
@@ -115,13 +117,12 @@ class Group(_Strict):
 
 
 Condition = Leaf | Group
-Group.model_rebuild()
 
 
 class Then(BaseModel):
     """``{outcome: rag, rating: red}``: the outcome's name and its parameters."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     outcome: str
 
     @property
@@ -437,6 +438,7 @@ class Vocabulary(Protocol):
     def fact_names(self, subject: str) -> list[str]: ...
     def outcome(self, name: str) -> Any: ...
     def known_values(self, subject: str, name: str) -> set[str] | None: ...
+    def cache_key(self) -> str: ...
 
 
 @dataclass
@@ -647,7 +649,10 @@ def load_rules(folder: Path, vocab: Vocabulary,
     readers = [lambda p=p, t=t: (read_yaml(p, error=InvalidDefinition) if t is None
                                  else parse_yaml(p, t, error=InvalidDefinition))
                for p, t in sources]
-    return check_rules(readers, vocab, where=str(folder))
+    if texts is None:  # files still to be read: their texts are not known to key a cache entry
+        return check_rules(readers, vocab, where=str(folder))
+    parts = [str(folder), vocab.cache_key(), *(str(x) for source in sources for x in source)]
+    return cached("rules", parts, lambda: check_rules(readers, vocab, where=str(folder)))
 
 
 def load_pinned_rules(text: str, label: str, vocab: Vocabulary) -> RuleBook:

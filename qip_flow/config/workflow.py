@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from qip_flow.config.cache import cached
 from qip_flow.config.source import YamlDocument, parse_yaml, read_yaml, validate
 from qip_flow.errors import InvalidDefinition
 
@@ -19,7 +20,8 @@ Need = Literal["note", "reason", "evidence", "due"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False,
+                              defer_build=True)
 
 
 class StateDef(_Strict):
@@ -177,6 +179,17 @@ def load_workflow(
 ) -> WorkflowDef:
     """Read and check one workflow file (or its ``text``, already read) against the guards
     (with the parameters each takes) and effects the engine knows."""
+    if text is None:
+        return _load_workflow(path, kind=kind, guards=guards, effects=effects, text=text)
+    known = repr([sorted((name, sorted((p, None if allowed is None else sorted(map(repr, allowed)))
+                                       for p, allowed in spec.params.items()))
+                         for name, spec in guards.items()), sorted(effects)])
+    return cached("workflow", [str(path), kind, text, known],
+                  lambda: _load_workflow(path, kind=kind, guards=guards, effects=effects, text=text))
+
+
+def _load_workflow(path: Path, *, kind: str, guards: Mapping[str, GuardSpec],
+                   effects: Collection[str], text: str | None) -> WorkflowDef:
     doc = (read_yaml(path, error=InvalidDefinition) if text is None
            else parse_yaml(path, text, error=InvalidDefinition))
     wf = validate(doc, WorkflowDef, error=InvalidDefinition, what="workflow file")

@@ -683,3 +683,8 @@ class EngineVocabulary:
 
     def known_values(self, subject: str, name: str) -> set[str] | None:
         return self._values.get((subject, name))
+
+    def cache_key(self) -> str:
+        """What checking rules against this vocabulary depends on beyond the code: the known
+        values (the workflow states among them)."""
+        return repr(sorted((key, sorted(values)) for key, values in self._values.items()))
