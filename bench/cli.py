@@ -70,7 +70,8 @@ class Case:
 
 def run_once(case: Case, cwd: Path, out: Path) -> None:
     """Run ``case`` once in a fresh process: its wall time and peak RSS (the child's own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QIP_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("QIP_") or k == "QIP_CACHE_DIR"}  # the cache is where it is set
     with out.open("wb") as sink:
         start = time.perf_counter()
         child = subprocess.Popen(case.args, stdout=sink, stderr=subprocess.PIPE, cwd=cwd, env=env)

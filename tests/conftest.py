@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,10 @@ from qip_flow.store.db import Database
 EXAMPLES = SHIPPED_CONFIG / "examples"
 PG_URL = os.environ.get("QIP_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# the checked-rules cache (qip_flow/config/cache.py) of this suite and the processes it starts
+# lives in the temporary folder, not in the home folder of whoever runs the tests
+os.environ.setdefault("QIP_CACHE_DIR", os.path.join(tempfile.gettempdir(),
+                                                    f"qip_flow-test-cache-{os.getuid()}"))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -56,7 +56,8 @@ def examples_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def imported_by(db: Path, *args: str) -> tuple[set[str], str]:
     """The top-level packages a `qip ARGS` process imported, and what it printed."""
     modules = db.parent / "modules.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QIP_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("QIP_") or k == "QIP_CACHE_DIR"}
     env.update(QIP_TEST_MODULES=str(modules), QIP_DATABASE_URL=f"sqlite:///{db}",
                COLUMNS="200")
     done = subprocess.run([sys.executable, "-c", WRAPPER, *args], env=env, cwd=db.parent,
