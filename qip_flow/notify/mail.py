@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr, make_msgid
@@ -21,6 +22,9 @@ from typing import Any
 SENDER_NAME = "qip_flow"
 #: SMTP replies a retry will not change: the mailbox or the sender is refused
 PERMANENT_CODES = range(550, 555)
+#: seconds a relay that could not be reached is left alone before the next message tries again
+#: (a dispatch run can outlast a relay's restart; its back-off must not spend every try at once)
+RETRY_CONNECT_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def build(relay: Relay, *, to: str, subject: str, text: str, html: str,
     non-ASCII subject alone ~3 ms); :func:`header` keeps the spaces between encoded words."""
     boundary = f"=_qip_{secrets.token_hex(12)}"
     lines = [f"From: {formataddr((relay.sender_name, relay.sender))}",
-             f"To: {header(to)}",
+             f"To: {to if to.isascii() else 'undisclosed-recipients:;'}",  # envelope has it
              f"Subject: {header(subject)}",
              f"Date: {format_datetime(datetime.now(UTC))}",  # the real time it is written
              f"Message-ID: {make_msgid(domain=relay.sender.rsplit('@', 1)[-1] or None)}",
@@ -87,14 +91,15 @@ def header(value: str) -> str:
     """A header value in 7-bit lines of at most 78 characters: printable ASCII folded at its
     spaces; anything else as RFC 2047 encoded words (base64 of UTF-8, whole characters, at
     most 75 characters each), the spaces inside the words so that none is lost. Line breaks in
-    the value become spaces: a value never starts a header of its own."""
+    the value become spaces: a value never starts a header of its own, and printable ASCII that
+    holds ``=?`` is encoded too, so it cannot pass for an encoded word of ours."""
     value = value.replace("\r", " ").replace("\n", " ")
-    if value.isascii() and value.isprintable():
+    if value.isascii() and value.isprintable() and "=?" not in value:  # "=?" would decode
         if len(value) <= 64:
             return value
         lines, line = [], ""
         for word in value.split(" "):
-            if line and len(line) + 1 + len(word) > 64:
+            if line.strip() and word and len(line) + 1 + len(word) > 64:  # no blank lines
                 lines.append(line)
                 line = word
             else:
@@ -151,8 +156,9 @@ class Connection:
     kept, so a run pays one handshake (and one TLS negotiation) instead of one per message.
     A refused recipient fails only its own message; a connection the relay dropped (an idle
     timeout, a per-connection message limit answered with 421) is reopened once and the
-    message sent again; a relay that cannot be reached fails the rest of the run at once with
-    the same reason (each message is retried later by the outbox)."""
+    message sent again; a relay that cannot be reached fails the next messages at once with the
+    same reason for :data:`RETRY_CONNECT_AFTER` seconds, then is tried again (each message
+    failed meanwhile is retried later by the outbox)."""
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -160,10 +166,11 @@ class Connection:
         self.opened = 0  # connections made: one per batch unless the relay dropped one
         self._smtp: smtplib.SMTP | None = None
         self._unreachable = ""
+        self._unreachable_until = 0.0  # time.monotonic() after which we try to connect again
 
     def send(self, message: Email) -> Outcome:
         """Send one message: (sent, what went wrong, permanent)."""
-        if self._unreachable:
+        if self._unreachable and time.monotonic() < self._unreachable_until:
             return False, self._unreachable, False
         for last_try in (False, True):
             fresh = self._smtp is None
@@ -171,6 +178,7 @@ class Connection:
                 smtp = self._open()
             except (smtplib.SMTPException, OSError) as exc:
                 self._unreachable = f"{self.where}: {type(exc).__name__}: {exc}"
+                self._unreachable_until = time.monotonic() + RETRY_CONNECT_AFTER
                 return False, self._unreachable, False
             try:
                 refused = smtp.sendmail(message.sender, [message.to], message.data,
