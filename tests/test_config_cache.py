@@ -117,3 +117,19 @@ def test_a_folder_others_can_write_is_neither_read_nor_written(cache_dir: Path) 
         assert pickle.loads(entry.read_bytes()) == "planted"  # and not written over either
     finally:
         cache_dir.chmod(0o700)
+
+
+def test_an_entry_others_could_write_or_a_link_is_not_read(cache_dir: Path) -> None:
+    """The file itself is checked once open: writable by others, or a symbolic link, it is
+    passed over (the folder may have been swapped after it was checked)."""
+    assert cache.cached("probe", ["y"], lambda: "built") == "built"
+    entry = next(cache_dir.glob("probe-*.pickle"))
+    entry.write_bytes(pickle.dumps("planted"))
+    entry.chmod(0o666)
+    assert cache.cached("probe", ["y"], lambda: "built again") == "built again"
+    elsewhere = cache_dir.parent / "elsewhere.pickle"
+    elsewhere.write_bytes(pickle.dumps("linked"))
+    elsewhere.chmod(0o600)
+    entry.unlink()
+    entry.symlink_to(elsewhere)
+    assert cache.cached("probe", ["y"], lambda: "built once more") == "built once more"

@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
+import pydantic
+
 import qip_flow
 
 T = TypeVar("T")
@@ -51,9 +53,12 @@ def folder() -> Path | None:
 
 @cache
 def code_stamp() -> str:
-    """qip_flow's version and the size and modification time of each of its modules: a
-    changed reader or checker gives a new stamp, so no entry outlives the code that made it."""
-    digest = hashlib.sha256(getattr(qip_flow, "__version__", "").encode())
+    """qip_flow's, Python's and pydantic's versions and the size and modification time of each
+    qip_flow module: a changed reader or checker gives a new stamp, so no entry outlives the
+    code that made it. Worked out when this module is imported, so a long-running process
+    that outlives an upgrade on disk keeps writing under its own code's stamp."""
+    digest = hashlib.sha256(f"{getattr(qip_flow, '__version__', '')}\0{sys.version}\0"
+                            f"{pydantic.VERSION}\0".encode())  # entries hold pydantic models
     root = Path(qip_flow.__file__).parent
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -78,33 +83,54 @@ def cached(kind: str, parts: Iterable[str], build: Callable[[], T]) -> T:
         return build()
     entry = where / f"{kind}-{key(kind, parts)}.pickle"
     try:
-        if not _private(where):
+        if where.exists() and not _private(where):
             return build()  # a pickle is code: read none from a folder others could write
-        with entry.open("rb") as f:
-            return pickle.load(f)  # type: ignore[no-any-return]
-    except Exception:  # missing, damaged or unreadable: check the files afresh
+        return _read(entry)
+    except Exception:  # missing, damaged, unreadable or not ours: check the files afresh
         pass
     value = build()
     _store(entry, value)
     return value
 
 
-def _private(where: Path) -> bool:
-    """True when ``where`` is missing (it will be made private) or belongs to this user and no
-    one else can write to it."""
-    try:
-        st = where.stat()
-    except FileNotFoundError:
-        return True
-    if not hasattr(os, "getuid"):  # Windows: the user's own LOCALAPPDATA
+def _read(entry: Path) -> object:
+    """Unpickle ``entry`` only if the file itself (opened without following a link) belongs to
+    this user and no one else can write it: checked on the open file, so a folder swapped
+    after :func:`_private` looked at it gains nothing."""
+    fd = os.open(entry, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not _ours(os.fstat(f.fileno())):
+            raise PermissionError(f"{entry} is not this user's own")
+        return pickle.load(f)
+
+
+def _ours(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else (Windows: the user's own LOCALAPPDATA)."""
+    if not hasattr(os, "getuid"):
         return True
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _private(where: Path) -> bool:
+    """True when the folder ``where`` belongs to this user and no one else can write to it."""
+    try:
+        return _ours(where.stat())
+    except OSError:
+        return False
+
+
+def _home_is_ours() -> bool:
+    """False under ``sudo`` keeping another user's HOME: nothing is created in their home."""
+    try:
+        return not hasattr(os, "geteuid") or Path.home().stat().st_uid == os.geteuid()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _store(entry: Path, value: object) -> None:
     """Write ``value`` whole or not at all; a folder that cannot be written keeps no cache."""
     try:
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry.parent.mkdir(mode=0o700, parents=_home_is_ours(), exist_ok=True)
         if not _private(entry.parent):
             return
         handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".", suffix=".tmp")
@@ -137,3 +163,6 @@ def _modified(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return 0
+
+
+code_stamp()  # now, with the code this process runs (see its docstring)
