@@ -68,3 +68,20 @@ def test_regenerating_the_table_writes_the_same_module(tmp_path: Path) -> None:
     copy.write_text(emptied, encoding="utf-8")
     table.regenerate(copy)
     assert copy.read_text(encoding="utf-8") == source
+
+
+@settings(max_examples=150, deadline=None)
+@given(day=st.dates(min_value=date(1990, 1, 1), max_value=date(2001, 12, 31)),
+       n=st.integers(min_value=-60, max_value=60))
+def test_dates_before_the_table_count_as_the_holidays_package_says(day: date, n: int) -> None:
+    """Dates from 1900 are accepted: before the table's first year (2000) the calendar counts
+    day by day from the package, never from the wrong end of the table."""
+    import holidays
+
+    cal = calendar()
+    assert cal.add(day, n) == walk(cal, day, n)
+    england = holidays.country_holidays("GB", subdiv="ENG", years=range(1989, 2003))
+    later = day + timedelta(days=40)
+    expected = sum(1 for k in range(1, 41) if (d := day + timedelta(days=k)).weekday() < 5
+                   and d not in england)
+    assert cal.between(day, later) == expected

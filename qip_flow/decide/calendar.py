@@ -32,7 +32,11 @@ class WorkingCalendar:
         self._last_year = end.year
 
     def _count_to(self, day: date) -> int:
-        """Working days from the base up to and including ``day``."""
+        """Working days from the base up to and including ``day`` (before the base: minus the
+        working days after ``day`` up to the base, counted day by day: rare, and slow)."""
+        if day < _BASE:
+            return -sum(1 for n in range(1, (_BASE - day).days)
+                        if _old_working_day(day + timedelta(days=n)))
         self._extend_to(day.year)
         return self._cumulative[(day - _BASE).days + 1]
 
@@ -41,6 +45,8 @@ class WorkingCalendar:
         return self._count_to(end) - self._count_to(start)
 
     def is_working_day(self, day: date) -> bool:
+        if day <= _BASE:
+            return _old_working_day(day)
         return self.between(day - timedelta(days=1), day) == 1
 
     def is_bank_holiday(self, day: date) -> bool:
@@ -53,12 +59,35 @@ class WorkingCalendar:
         — found by bisecting the cumulative count, not by walking the calendar."""
         if working_days == 0:
             return day
+        if day < _BASE + timedelta(days=abs(working_days) * 2 + 14):  # may reach before the base
+            return _walk(day, working_days)
         self._extend_to(day.year + 1 + abs(working_days) // 200)
         target = self._count_to(day) + working_days
         if working_days < 0:  # the |n|-th working day strictly before ``day``
             target += 1 - int(self.is_working_day(day))
         index = bisect_left(self._cumulative, target)
         return _BASE + timedelta(days=index - 1)
+
+
+def _old_working_day(day: date) -> bool:
+    """A working day before the table's base (weekday, not a bank holiday)."""
+    return day.weekday() < 5 and day not in _holidays_of(day.year)
+
+
+@lru_cache(maxsize=256)
+def _holidays_of(year: int) -> frozenset[date]:
+    return frozenset(bank_holidays(range(year, year + 1)))
+
+
+def _walk(day: date, working_days: int) -> date:
+    """:meth:`WorkingCalendar.add` one day at a time, for dates near or before the base."""
+    step = timedelta(days=1 if working_days > 0 else -1)
+    left = abs(working_days)
+    while left:
+        day += step
+        if (_old_working_day(day) if day < _BASE else calendar().is_working_day(day)):
+            left -= 1
+    return day
 
 
 @lru_cache(maxsize=1)
