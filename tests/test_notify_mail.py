@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from notify_servers import free_port, smtp_server
 
 from qip_flow.notify import mail
+from qip_flow.notify.channels import Channels
 
 SENDER = "qip@care.example"
 
@@ -65,3 +67,21 @@ def test_a_relay_that_was_down_is_tried_again_after_a_pause() -> None:
         connection.close()
         assert server.wait_for(1, timeout=10)
         assert server.messages[0].envelope_to == ["a@care.example"]
+
+
+def test_a_send_that_raises_is_a_failed_try_not_a_stopped_dispatcher(tmp_path: Path) -> None:
+    """A password smtplib cannot encode (it sends AUTH in ASCII) raises inside the send: the
+    try fails with the reason, redacted, and the sender goes on to the next message."""
+    with smtp_server(password="pässwörd") as server:
+        path = tmp_path / "channels.yaml"
+        path.write_text("version: 1\nurls:\n  - " + server.url(user="qip", password="pässwörd")
+                        + ":\n      - name: email\n        tag: email\n", encoding="utf-8")
+        channels = Channels.load(path, default_file=tmp_path / "x.log")
+        channel = channels.by_name("email")
+        assert channel is not None
+        with channels.sending() as sender:
+            result = sender.send(channel, email="a@care.example", subject="s", text="t",
+                                 html="h", card="{}")
+        assert not result.ok and not result.permanent
+        assert "UnicodeEncodeError" in result.error and "pässwörd" not in result.error
+        assert server.messages == []

@@ -35,6 +35,8 @@ from qip_flow.notify.webhooks import Subscriber, http_client, post, subscribers_
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger("qip_flow.notify")
+
 FILE_SCHEMA = "qipfile"
 _ENV = re.compile(r"\$\{(\w+)\}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,79}")
@@ -230,7 +232,20 @@ class Sender:
              card: str, headers: dict[str, str] | None = None) -> SendResult:
         """One try on one channel; what went wrong comes back redacted. Email is our own
         text and HTML parts (:mod:`qip_flow.notify.mail`); Teams gets ``card``, the Adaptive
-        Card payload; the local file and any other service get the text part."""
+        Card payload; the local file and any other service get the text part. An error no
+        channel foresaw (a password smtplib cannot encode, a library's bug) is this try's
+        failure, not the dispatcher's: raised, it would leave the try uncounted and the same
+        message would stop every dispatch run after it."""
+        try:
+            return self._send(channel, email=email, subject=subject, text=text, html=html,
+                              card=card, headers=headers)
+        except Exception as exc:
+            log.exception("sending on %s failed unexpectedly", channel.label)
+            return SendResult(False, self.channels.redact(
+                f"{channel.label}: {type(exc).__name__}: {exc}"), False)
+
+    def _send(self, channel: Channel, *, email: str | None, subject: str, text: str, html: str,
+              card: str, headers: dict[str, str] | None) -> SendResult:
         if channel.kind == "email":
             relay = channel.relay
             if relay is None:
