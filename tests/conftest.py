@@ -221,6 +221,18 @@ def sqlite_copy(template: Path, folder: Path) -> Database:
     return Database(f"sqlite:///{path}")
 
 
+def examples_file(path: Path, *, actor: str = "cevans") -> Runtime:
+    """A SQLite file at ``path`` with the shipped examples loaded on 15 January 2026, and its
+    runtime for further steps. Dispose of ``rt.db`` when done: that checkpoints the WAL, so the
+    file alone is the whole database (ready to copy per test)."""
+    db = Database(f"sqlite:///{path}")
+    db.init(simulation=True)
+    rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
+    rt.clock.set("2026-01-15")
+    loading.load_files(rt, [EXAMPLES], actor=actor)
+    return rt
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An initialised, empty database of each kind."""

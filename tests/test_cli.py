@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import contents
+from conftest import contents, examples_file
 
 from qip_flow import SHIPPED_CONFIG
 from qip_flow.cli import render
@@ -88,12 +88,7 @@ def bad_medication_file(folder: Path) -> Path:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A database file with the examples loaded on 15 January (copied for each test)."""
     path = tmp_path_factory.mktemp("template") / "qip.db"
-    db = Database(f"sqlite:///{path}")
-    db.init(simulation=True)
-    rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
-    rt.clock.set("2026-01-15")
-    loading.load_files(rt, [EXAMPLES], actor="cevans")
-    db.dispose()
+    examples_file(path).db.dispose()
     assert not Path(f"{path}-wal").exists()
     yield path
 

@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+from conftest import examples_file
 from sqlalchemy import text
 
 from qip_flow.cli import lazy
-from qip_flow.clock import Clock
 from qip_flow.runtime import Runtime
-from qip_flow.services import loading
 from qip_flow.store.db import MIGRATIONS, Database, head_revision, revisions
 
 #: Runs ``qip ARGS`` through its entry point, then writes the modules it imported to a file.
@@ -44,12 +42,7 @@ PLAN = "QIP-2026-014"
 def examples_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A SQLite database with the shipped example plans loaded (and an audit trail)."""
     path = tmp_path_factory.mktemp("imports") / "qip.db"
-    db = Database(f"sqlite:///{path}")
-    db.init(simulation=True)
-    rt = Runtime(db=db, clock=Clock())
-    rt.clock.set("2026-01-15")
-    loading.load_files(rt, [EXAMPLES], actor="test")
-    db.dispose()
+    examples_file(path).db.dispose()
     yield path
 
 

@@ -23,10 +23,10 @@ from qip_flow import SHIPPED_CONFIG
 from qip_flow.clock import Clock
 from qip_flow.errors import Refused
 from qip_flow.runtime import Runtime
-from qip_flow.services import lifecycle, loading
+from qip_flow.services import lifecycle
 from qip_flow.store.db import Database
 from qip_flow.store.models import Action, AuditEvent, Evidence, Person, Plan
-from tests.conftest import EXAMPLES, snapshot
+from tests.conftest import EXAMPLES, examples_file, snapshot
 from tests.notify_servers import qip_here
 
 ORGANISATION = EXAMPLES / "organisation.yaml"
@@ -329,15 +329,11 @@ def medication_started(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file with the examples loaded and the medication plan approved and started:
     each example below starts from a copy of it instead of loading the examples again."""
     path = tmp_path_factory.mktemp("started") / "qip.db"
-    db = Database(f"sqlite:///{path}")
-    db.init(simulation=True)
-    rt = Runtime(db=db, clock=Clock(), config_dir=SHIPPED_CONFIG)
-    rt.clock.set("2026-01-15")
-    loading.load_files(rt, [EXAMPLES], actor="cevans")
+    rt = examples_file(path)
     rt.clock.set("2026-01-22T10:00")
     lifecycle.sign_off(rt, "QIP-2026-014", "approval", by="dadeyemi")
     lifecycle.fire_event(rt, "QIP-2026-014", "start", by="dadeyemi")
-    db.dispose()  # checkpoints the WAL: the file alone is the whole database
+    rt.db.dispose()  # checkpoints the WAL: the file alone is the whole database
     return path
 
 
